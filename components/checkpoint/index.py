@@ -1,0 +1,73 @@
+"""The weights index (``model.safetensors.index.json`` / ``pytorch_model.bin.index.json``)
+and the discovery of which weight files a folder holds."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+
+from tune2serve.components.checkpoint.storage import Folder, ObjectInfo, check_relative_name
+from tune2serve.components.errors import CheckpointError, SourceReadError
+
+SAFETENSORS_INDEX = "model.safetensors.index.json"
+BIN_INDEX = "pytorch_model.bin.index.json"
+SINGLE_SAFETENSORS = "model.safetensors"
+SINGLE_BIN = "pytorch_model.bin"
+
+
+@dataclass
+class WeightIndex:
+    """``weight_map``: tensor name → shard file name, plus the declared total size."""
+
+    file: str
+    weight_map: dict[str, str] = field(default_factory=dict)
+    total_size: int | None = None
+
+    @property
+    def shards(self) -> list[str]:
+        return sorted(set(self.weight_map.values()))
+
+
+def parse_index(folder: Folder, name: str) -> WeightIndex:
+    """Parses an index file; raises ``CheckpointError`` naming the file for anything
+    that is not ``{"weight_map": {str: relative-file-name}}``."""
+    try:
+        doc = json.loads(folder.read_bytes(name))
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise CheckpointError(f"{name}: not valid JSON: {e}", file=name) from e
+    if not isinstance(doc, dict) or not isinstance(doc.get("weight_map"), dict):
+        raise CheckpointError(f"{name}: has no \"weight_map\" object mapping tensor names to shard files", file=name)
+    index = WeightIndex(file=name)
+    total = doc.get("metadata", {}).get("total_size") if isinstance(doc.get("metadata"), dict) else None
+    index.total_size = int(total) if isinstance(total, (int, float)) else None
+    for tensor, shard in doc["weight_map"].items():
+        if not isinstance(shard, str):
+            raise CheckpointError(f"{name}: weight_map[{tensor!r}] is {shard!r}, not a file name", file=name)
+        try:
+            check_relative_name(shard, folder.uri)
+        except SourceReadError as e:
+            raise CheckpointError(f"{name}: weight_map[{tensor!r}] = {shard!r} points outside the checkpoint folder", file=name) from e
+        index.weight_map[tensor] = shard
+    return index
+
+
+@dataclass(frozen=True)
+class WeightFiles:
+    """What weights a folder holds at its top level: the index (if any) and the files."""
+
+    safetensors: list[str]
+    bins: list[str]
+    safetensors_index: str | None
+    bin_index: str | None
+
+
+def find_weight_files(listing: list[ObjectInfo]) -> WeightFiles:
+    top = [o.name for o in listing if "/" not in o.name]
+    return WeightFiles(
+        safetensors=sorted(n for n in top if n.endswith(".safetensors")),
+        bins=sorted(n for n in top if n.endswith(".bin") and n != "training_args.bin"
+                    and not n.startswith(("optimizer", "scheduler", "rng_state"))),
+        safetensors_index=SAFETENSORS_INDEX if SAFETENSORS_INDEX in top else next(
+            (n for n in top if n.endswith(".safetensors.index.json")), None),
+        bin_index=BIN_INDEX if BIN_INDEX in top else next((n for n in top if n.endswith(".bin.index.json")), None),
+    )

@@ -1,0 +1,163 @@
+"""Reads safetensors headers with two ranged reads, never the tensor data.
+
+A safetensors file is ``u64 little-endian N`` + ``N`` bytes of JSON + the data buffer.
+The JSON maps tensor names to ``{"dtype", "shape", "data_offsets": [begin, end]}``
+(offsets relative to the data buffer) plus an optional ``__metadata__`` of strings.
+Everything here works from a ``Folder`` so it costs the same on local disk and GCS.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field
+
+from tune2serve.components.checkpoint.storage import Folder
+from tune2serve.components.errors import CheckpointError
+
+# safetensors itself refuses headers above 100 MB; a real 70B shard header is ~60 KB.
+MAX_HEADER_BYTES = 100 * 1024 * 1024
+
+# Bytes per element. F8 variants are native FP8 (DeepSeek-V3/R1); F4 and E8M0 appear
+# in MXFP4 checkpoints (gpt-oss packs them as U8 blocks + scales).
+DTYPE_BYTES: dict[str, float] = {
+    "BOOL": 1, "U8": 1, "I8": 1, "F8_E5M2": 1, "F8_E4M3": 1, "F8_E8M0": 1,
+    "I16": 2, "U16": 2, "F16": 2, "BF16": 2,
+    "I32": 4, "U32": 4, "F32": 4,
+    "I64": 8, "U64": 8, "F64": 8,
+    "F4": 0.5, "F6_E2M3": 0.75, "F6_E3M2": 0.75,
+}
+FLOAT_DTYPES = {"F16", "BF16", "F32", "F64"}
+FP8_DTYPES = {"F8_E5M2", "F8_E4M3", "F8_E8M0"}
+
+
+@dataclass(frozen=True)
+class TensorInfo:
+    name: str
+    dtype: str
+    shape: tuple[int, ...]
+    begin: int
+    end: int
+
+    @property
+    def numel(self) -> int:
+        return math.prod(self.shape)
+
+    @property
+    def nbytes(self) -> int:
+        return self.end - self.begin
+
+
+@dataclass
+class SafetensorsHeader:
+    """The parsed header of one file. ``problems`` lists what is wrong with its layout
+    (empty when the file is sound); parsing fails only when nothing can be read."""
+
+    file: str
+    file_size: int
+    header_size: int
+    tensors: dict[str, TensorInfo] = field(default_factory=dict)
+    metadata: dict[str, str] = field(default_factory=dict)
+    problems: list[str] = field(default_factory=list)
+
+    @property
+    def data_size(self) -> int:
+        return self.file_size - 8 - self.header_size
+
+
+def read_header(folder: Folder, name: str, file_size: int | None = None) -> SafetensorsHeader:
+    """Parses ``name``'s header with ranged reads and checks its layout.
+
+    Raises ``CheckpointError`` (naming the file) when the header cannot be parsed at all:
+    shorter than 8 bytes, a length that is absurd or past the end, JSON that does not
+    parse. Layout problems in a parseable header are returned in ``problems``.
+    """
+    size = folder.size(name) if file_size is None else file_size
+    if size < 8:
+        raise CheckpointError(f"{name}: {size} bytes is too short for a safetensors file (needs an 8-byte header length)", file=name)
+    prefix = folder.read_range(name, 0, 8)
+    if len(prefix) < 8:
+        raise CheckpointError(f"{name}: truncated before the header length", file=name)
+    header_size = int.from_bytes(prefix, "little")
+    if header_size > MAX_HEADER_BYTES:
+        raise CheckpointError(
+            f"{name}: header length {header_size} exceeds the {MAX_HEADER_BYTES}-byte limit; the file is corrupt or not safetensors",
+            file=name,
+        )
+    if 8 + header_size > size:
+        raise CheckpointError(
+            f"{name}: header length {header_size} runs past the end of the {size}-byte file (truncated upload?)",
+            file=name,
+        )
+    raw = folder.read_range(name, 8, header_size)
+    if len(raw) != header_size:
+        raise CheckpointError(f"{name}: header truncated ({len(raw)} of {header_size} bytes)", file=name)
+    try:
+        doc = json.loads(raw.decode("utf-8").rstrip(" "))
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise CheckpointError(f"{name}: header is not valid JSON: {e}", file=name) from e
+    if not isinstance(doc, dict):
+        raise CheckpointError(f"{name}: header is JSON but not an object", file=name)
+    header = SafetensorsHeader(file=name, file_size=size, header_size=header_size)
+    _parse_entries(header, doc)
+    _check_layout(header)
+    return header
+
+
+def _parse_entries(header: SafetensorsHeader, doc: dict[str, object]) -> None:
+    for key, entry in doc.items():
+        if key == "__metadata__":
+            if isinstance(entry, dict) and all(isinstance(v, str) for v in entry.values()):
+                header.metadata = dict(entry)  # type: ignore[arg-type]
+            else:
+                header.problems.append("__metadata__ must map strings to strings")
+            continue
+        if not isinstance(entry, dict):
+            header.problems.append(f"tensor {key!r}: entry is not an object")
+            continue
+        dtype = entry.get("dtype")
+        shape = entry.get("shape")
+        offsets = entry.get("data_offsets")
+        if not isinstance(dtype, str) or dtype not in DTYPE_BYTES:
+            header.problems.append(f"tensor {key!r}: unknown dtype {dtype!r}")
+            continue
+        if not (isinstance(shape, list) and all(isinstance(d, int) and d >= 0 for d in shape)):
+            header.problems.append(f"tensor {key!r}: shape {shape!r} is not a list of non-negative integers")
+            continue
+        if not (isinstance(offsets, list) and len(offsets) == 2 and all(isinstance(o, int) and o >= 0 for o in offsets)):
+            header.problems.append(f"tensor {key!r}: data_offsets {offsets!r} is not [begin, end]")
+            continue
+        begin, end = offsets
+        header.tensors[key] = TensorInfo(key, dtype, tuple(shape), begin, end)
+
+
+def _check_layout(header: SafetensorsHeader) -> None:
+    """Offsets inside the buffer, spans matching shape × dtype, no overlaps, no gaps at
+    the end: the same rules safetensors enforces on load, checked without loading."""
+    data_size = header.data_size
+    spans = []
+    for t in header.tensors.values():
+        if t.end < t.begin:
+            header.problems.append(f"tensor {t.name!r}: data_offsets end {t.end} is before begin {t.begin}")
+            continue
+        if t.end > data_size:
+            header.problems.append(
+                f"tensor {t.name!r}: data_offsets [{t.begin}, {t.end}] run past the end of the data ({data_size} bytes)"
+            )
+        expected = t.numel * DTYPE_BYTES[t.dtype]
+        if expected != t.nbytes:
+            header.problems.append(
+                f"tensor {t.name!r}: shape {list(t.shape)} × {t.dtype} needs {expected:g} bytes but data_offsets span {t.nbytes}"
+            )
+        spans.append((t.begin, t.end, t.name))
+    spans.sort()
+    covered = 0
+    for begin, end, tname in spans:
+        if begin < covered:
+            header.problems.append(f"tensor {tname!r}: bytes [{begin}, {end}] overlap the previous tensor")
+        covered = max(covered, end)
+    if not header.problems and covered != data_size:
+        header.problems.append(
+            f"file size {header.file_size} ≠ header ({8 + header.header_size}) + tensor data ({covered}): "
+            "the file is truncated or has trailing bytes"
+        )

@@ -1,0 +1,427 @@
+"""The one storage abstraction: a folder on local disk or under ``gs://bucket/prefix``.
+
+Every step reads and writes checkpoint folders through ``Folder``. Reads are ranged
+(``read_range``) so that validate moves header bytes only, never tensor data; on GCS
+that is a ranged ``download_as_bytes(start=, end=)``. ``bytes_read`` counts what
+actually travelled, which the validate benchmark prints.
+
+Names are always relative POSIX paths inside the folder. A name that would leave the
+folder (``..``, an absolute path, a drive, a symlink pointing outside) is refused here,
+once, for every caller.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath, PureWindowsPath
+from typing import IO, Any
+
+from tune2serve.components.errors import (
+    DestinationError,
+    SourceNotFoundError,
+    SourceReadError,
+    UsageError,
+)
+
+GCS_SCHEME = "gs://"
+
+
+@dataclass(frozen=True)
+class ObjectInfo:
+    """One file in a folder: its relative name and size in bytes."""
+
+    name: str
+    size: int
+    is_symlink_outside: bool = False
+
+
+def check_relative_name(name: str, folder_uri: str) -> str:
+    """Refuses names that would escape the folder; returns the normalised name."""
+    if not name or "\x00" in name:
+        raise SourceReadError(f"{folder_uri}: empty or NUL-containing file name {name!r}", file=name)
+    windows = PureWindowsPath(name)
+    posix = PurePosixPath(name.replace("\\", "/"))
+    if windows.drive or windows.root or posix.is_absolute() or ".." in posix.parts:
+        raise SourceReadError(
+            f"{folder_uri}: file name {name!r} points outside the checkpoint folder; "
+            "shard names must be plain relative names such as 'model-00001-of-00002.safetensors'",
+            file=name,
+        )
+    return str(posix)
+
+
+class Folder:
+    """A checkpoint folder. Subclasses implement local disk and GCS."""
+
+    uri: str
+    bytes_read: int
+    requests: int
+
+    def list(self) -> list[ObjectInfo]:
+        """Every file below the folder, recursively, sorted by name."""
+        raise NotImplementedError
+
+    def exists(self) -> bool:
+        """True when the folder holds at least one file."""
+        raise NotImplementedError
+
+    def has(self, name: str) -> bool:
+        raise NotImplementedError
+
+    def size(self, name: str) -> int:
+        raise NotImplementedError
+
+    def read_range(self, name: str, start: int, length: int) -> bytes:
+        """Exactly the bytes [start, start+length), or fewer at end of file."""
+        raise NotImplementedError
+
+    def read_bytes(self, name: str) -> bytes:
+        raise NotImplementedError
+
+    def read_text(self, name: str) -> str:
+        return self.read_bytes(name).decode("utf-8")
+
+    def local_path(self, name: str) -> Path | None:
+        """A path on local disk for memory-mapping, or None for remote folders."""
+        return None
+
+    def fetch_to(self, name: str, local_path: Path) -> None:
+        """Copies one file to local disk (for tokenizer loading, pickle scanning)."""
+        raise NotImplementedError
+
+    def write_bytes(self, name: str, data: bytes) -> None:
+        raise NotImplementedError
+
+    def upload_file(self, name: str, local_path: Path) -> None:
+        raise NotImplementedError
+
+    def delete(self, name: str) -> None:
+        raise NotImplementedError
+
+    def child(self, subpath: str) -> Folder:
+        """The folder at ``subpath`` below this one."""
+        raise NotImplementedError
+
+    def join(self, name: str) -> str:
+        """The URI of ``name`` inside this folder."""
+        return self.uri.rstrip("/") + "/" + check_relative_name(name, self.uri)
+
+
+class LocalFolder(Folder):
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        self.root = Path(path).expanduser().absolute()
+        self.uri = str(self.root)
+        self.bytes_read = 0
+        self.requests = 0
+
+    def _path(self, name: str) -> Path:
+        rel = check_relative_name(name, self.uri)
+        path = self.root / rel
+        resolved = path.resolve()
+        root = self.root.resolve()
+        if resolved != root and root not in resolved.parents:
+            raise SourceReadError(
+                f"{path}: is a symlink that leaves the checkpoint folder ({resolved}); "
+                "copy the real file into the folder instead",
+                file=rel,
+            )
+        return path
+
+    def exists(self) -> bool:
+        return self.root.is_dir() and any(self.root.iterdir())
+
+    def list(self) -> list[ObjectInfo]:
+        if not self.root.is_dir():
+            raise SourceNotFoundError(f"{self.uri}: no such folder", file=None)
+        root = self.root.resolve()
+        found: list[ObjectInfo] = []
+        try:
+            for dirpath, dirnames, filenames in os.walk(self.root, followlinks=False):
+                for fname in filenames + [d for d in dirnames if (Path(dirpath) / d).is_symlink()]:
+                    full = Path(dirpath) / fname
+                    rel = full.relative_to(self.root).as_posix()
+                    if full.is_symlink():
+                        target = full.resolve()
+                        outside = target != root and root not in target.parents
+                        if outside or not target.is_file():
+                            found.append(ObjectInfo(rel, 0, is_symlink_outside=outside))
+                            continue
+                    found.append(ObjectInfo(rel, full.stat().st_size))
+        except PermissionError as e:
+            raise SourceReadError(f"{self.uri}: cannot list folder: {e.strerror}") from e
+        return sorted(found, key=lambda o: o.name)
+
+    def has(self, name: str) -> bool:
+        try:
+            return self._path(name).is_file()
+        except SourceReadError:
+            return False
+
+    def size(self, name: str) -> int:
+        try:
+            return self._path(name).stat().st_size
+        except FileNotFoundError as e:
+            raise SourceNotFoundError(f"{self.join(name)}: no such file", file=name) from e
+
+    def read_range(self, name: str, start: int, length: int) -> bytes:
+        path = self._path(name)
+        try:
+            with open(path, "rb") as fh:
+                fh.seek(start)
+                data = fh.read(max(0, length))
+        except FileNotFoundError as e:
+            raise SourceNotFoundError(f"{path}: no such file", file=name) from e
+        except OSError as e:
+            raise SourceReadError(f"{path}: cannot read: {e.strerror or e}", file=name) from e
+        self.bytes_read += len(data)
+        self.requests += 1
+        return data
+
+    def read_bytes(self, name: str) -> bytes:
+        path = self._path(name)
+        try:
+            data = path.read_bytes()
+        except FileNotFoundError as e:
+            raise SourceNotFoundError(f"{path}: no such file", file=name) from e
+        except OSError as e:
+            raise SourceReadError(f"{path}: cannot read: {e.strerror or e}", file=name) from e
+        self.bytes_read += len(data)
+        self.requests += 1
+        return data
+
+    def local_path(self, name: str) -> Path | None:
+        return self._path(name)
+
+    def fetch_to(self, name: str, local_path: Path) -> None:
+        shutil.copyfile(self._path(name), local_path)
+
+    def write_bytes(self, name: str, data: bytes) -> None:
+        path = self._path(name)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_name(f".{path.name}.partial")
+            tmp.write_bytes(data)
+            os.replace(tmp, path)
+        except OSError as e:
+            raise DestinationError(f"{path}: cannot write: {e.strerror or e}", file=name) from e
+
+    def upload_file(self, name: str, local_path: Path) -> None:
+        path = self._path(name)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            if Path(local_path).resolve() == path.resolve():
+                return
+            tmp = path.with_name(f".{path.name}.partial")
+            shutil.copyfile(local_path, tmp)
+            os.replace(tmp, path)
+        except OSError as e:
+            raise DestinationError(f"{path}: cannot write: {e.strerror or e}", file=name) from e
+
+    def delete(self, name: str) -> None:
+        try:
+            self._path(name).unlink(missing_ok=True)
+        except OSError as e:
+            raise DestinationError(f"{self.join(name)}: cannot delete: {e.strerror or e}", file=name) from e
+
+    def child(self, subpath: str) -> LocalFolder:
+        return LocalFolder(self.root / check_relative_name(subpath.strip("/"), self.uri))
+
+
+def parse_gcs_uri(uri: str) -> tuple[str, str]:
+    """``gs://bucket/a/b`` → (``bucket``, ``a/b``); refuses anything else."""
+    if not uri.startswith(GCS_SCHEME):
+        raise UsageError(f"{uri!r} is not a gs:// URI; expected gs://BUCKET/PREFIX")
+    rest = uri[len(GCS_SCHEME):]
+    bucket, _, prefix = rest.partition("/")
+    if not bucket:
+        raise UsageError(f"{uri!r} names no bucket; expected gs://BUCKET/PREFIX")
+    return bucket, prefix.strip("/")
+
+
+def storage_client() -> Any:
+    """The google-cloud-storage client: the emulator when STORAGE_EMULATOR_HOST is set
+    (anonymous credentials, as fake-gcs-server expects), else Application Default
+    Credentials. Imported lazily: google-cloud-storage costs ~0.3 s to import."""
+    from google.cloud import storage
+
+    if os.environ.get("STORAGE_EMULATOR_HOST"):
+        from google.auth.credentials import AnonymousCredentials
+
+        return storage.Client(project=os.environ.get("TUNE2SERVE_PROJECT", "local-project"),
+                              credentials=AnonymousCredentials())
+    return storage.Client()
+
+
+class GcsFolder(Folder):
+    def __init__(self, uri: str, client: Any = None) -> None:
+        self.bucket_name, self.prefix = parse_gcs_uri(uri)
+        self.uri = f"{GCS_SCHEME}{self.bucket_name}/{self.prefix}".rstrip("/")
+        self._client = client
+        self.bytes_read = 0
+        self.requests = 0
+
+    @property
+    def client(self) -> Any:
+        if self._client is None:
+            self._client = storage_client()
+        return self._client
+
+    @property
+    def bucket(self) -> Any:
+        return self.client.bucket(self.bucket_name)
+
+    def _key(self, name: str) -> str:
+        rel = check_relative_name(name, self.uri)
+        return f"{self.prefix}/{rel}" if self.prefix else rel
+
+    def _translate(self, e: Exception, name: str | None) -> Exception:
+        from google.api_core import exceptions as gexc
+
+        where = self.join(name) if name else self.uri
+        if isinstance(e, gexc.NotFound):
+            return SourceNotFoundError(f"{where}: not found", file=name)
+        if isinstance(e, gexc.Forbidden):
+            return SourceReadError(f"{where}: permission denied: {e.message}", file=name)
+        return SourceReadError(f"{where}: {type(e).__name__}: {e}", file=name)
+
+    def list(self) -> list[ObjectInfo]:
+        prefix = f"{self.prefix}/" if self.prefix else ""
+        try:
+            blobs = list(self.client.list_blobs(self.bucket_name, prefix=prefix))
+        except Exception as e:  # google.api_core errors and transport errors alike
+            raise self._translate(e, None) from e
+        self.requests += 1
+        found = [
+            ObjectInfo(b.name[len(prefix):], int(b.size or 0))
+            for b in blobs
+            if not b.name.endswith("/") and b.name[len(prefix):]
+        ]
+        if not found:
+            raise SourceNotFoundError(f"{self.uri}: no objects under this prefix")
+        return sorted(found, key=lambda o: o.name)
+
+    def exists(self) -> bool:
+        prefix = f"{self.prefix}/" if self.prefix else ""
+        try:
+            return any(True for _ in self.client.list_blobs(self.bucket_name, prefix=prefix, max_results=1))
+        except Exception as e:
+            from google.api_core import exceptions as gexc
+
+            if isinstance(e, gexc.NotFound):
+                return False
+            raise self._translate(e, None) from e
+
+    def has(self, name: str) -> bool:
+        try:
+            return bool(self.bucket.blob(self._key(name)).exists())
+        except Exception as e:
+            raise self._translate(e, name) from e
+
+    def size(self, name: str) -> int:
+        try:
+            blob = self.bucket.get_blob(self._key(name))
+        except Exception as e:
+            raise self._translate(e, name) from e
+        if blob is None:
+            raise SourceNotFoundError(f"{self.join(name)}: not found", file=name)
+        return int(blob.size or 0)
+
+    def read_range(self, name: str, start: int, length: int) -> bytes:
+        if length <= 0:
+            return b""
+        try:
+            data = self.bucket.blob(self._key(name)).download_as_bytes(
+                start=start, end=start + length - 1, checksum=None
+            )
+        except Exception as e:
+            from google.api_core import exceptions as gexc
+
+            if isinstance(e, gexc.RequestRangeNotSatisfiable):
+                return b""
+            raise self._translate(e, name) from e
+        self.bytes_read += len(data)
+        self.requests += 1
+        return bytes(data[:length])
+
+    def read_bytes(self, name: str) -> bytes:
+        try:
+            data = self.bucket.blob(self._key(name)).download_as_bytes()
+        except Exception as e:
+            raise self._translate(e, name) from e
+        self.bytes_read += len(data)
+        self.requests += 1
+        return bytes(data)
+
+    def fetch_to(self, name: str, local_path: Path) -> None:
+        try:
+            self.bucket.blob(self._key(name)).download_to_filename(str(local_path))
+        except Exception as e:
+            raise self._translate(e, name) from e
+        self.bytes_read += Path(local_path).stat().st_size
+        self.requests += 1
+
+    def write_bytes(self, name: str, data: bytes) -> None:
+        try:
+            self.bucket.blob(self._key(name)).upload_from_string(data)
+        except Exception as e:
+            raise DestinationError(f"{self.join(name)}: cannot write: {e}", file=name) from e
+
+    def upload_file(self, name: str, local_path: Path) -> None:
+        try:
+            self.bucket.blob(self._key(name)).upload_from_filename(str(local_path))
+        except Exception as e:
+            raise DestinationError(f"{self.join(name)}: cannot write: {e}", file=name) from e
+
+    def delete(self, name: str) -> None:
+        from google.api_core import exceptions as gexc
+
+        try:
+            self.bucket.blob(self._key(name)).delete()
+        except gexc.NotFound:
+            return
+        except Exception as e:
+            raise DestinationError(f"{self.join(name)}: cannot delete: {e}", file=name) from e
+
+    def child(self, subpath: str) -> GcsFolder:
+        rel = check_relative_name(subpath.strip("/"), self.uri)
+        return GcsFolder(f"{self.uri}/{rel}", client=self._client)
+
+
+def open_folder(uri: str | os.PathLike[str], client: Any = None) -> Folder:
+    """The folder at a local path or ``gs://bucket/prefix``."""
+    text = os.fspath(uri)
+    if text.startswith(GCS_SCHEME):
+        return GcsFolder(text, client=client)
+    if "://" in text:
+        raise UsageError(f"{text!r}: unsupported scheme; give a local path or gs://BUCKET/PREFIX")
+    return LocalFolder(text)
+
+
+@dataclass
+class LocalCopy:
+    """A temporary local copy of a few small files (tokenizer, config) for libraries that
+    only read from disk. Deleted on exit."""
+
+    folder: Folder
+    names: list[str]
+
+    def __enter__(self) -> Path:
+        self._tmp = tempfile.TemporaryDirectory(prefix="tune2serve-")
+        root = Path(self._tmp.name)
+        for name in self.names:
+            target = root / check_relative_name(name, self.folder.uri)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            self.folder.fetch_to(name, target)
+        return root
+
+    def __exit__(self, *exc: object) -> None:
+        self._tmp.cleanup()
+
+
+def iter_chunks(fh: IO[bytes], size: int = 8 << 20) -> Iterator[bytes]:
+    while chunk := fh.read(size):
+        yield chunk

@@ -1,0 +1,139 @@
+"""The one exception tree of tune2serve.
+
+Every error the product raises on purpose is a ``PromotionError``. The CLI maps the
+classes to exit codes in one table (``tune2serve.pipelines.cli.EXIT_CODES``); nothing
+else calls ``sys.exit``. Each class also subclasses the builtin it resembles, so code
+that catches ``ValueError`` or ``ConnectionError`` keeps working.
+
+    PromotionError
+    ├── UsageError(ValueError)                bad flags or parameters          → exit 2
+    ├── SourceError(OSError)                  a checkpoint folder cannot be read
+    │   ├── SourceNotFoundError(FileNotFoundError)
+    │   └── SourceReadError
+    ├── DestinationError(OSError)             an export destination cannot be written
+    ├── CheckpointError(ValueError)           the checkpoint's content is wrong
+    │   ├── ValidationFailedError             validate found at least one error finding
+    │   ├── UnsafePickleError                 a .bin pickle names a non-tensor global
+    │   └── MergeError                        an adapter does not fit its base
+    ├── VertexError                           Vertex AI answered with an error
+    │   ├── VertexUserError(ValueError)       400/403/404/409: not retried
+    │   ├── VertexUnavailableError(ConnectionError)  429/5xx/connection: retried
+    │   └── OperationFailedError              a long-running operation ended in error
+    ├── SmokeTestFailedError                  a smoke-test check failed
+    └── PromotionAbortedError                 verify-traffic rolled back
+"""
+
+from __future__ import annotations
+
+
+class PromotionError(Exception):
+    """Root of every error tune2serve raises on purpose.
+
+    ``file`` names the file the problem is in, when there is one, so messages and
+    findings can point at it.
+    """
+
+    def __init__(self, message: str, *, file: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.file = file
+
+    def __str__(self) -> str:
+        return self.message
+
+
+class UsageError(PromotionError, ValueError):
+    """Flags or parameters that cannot work together or do not parse."""
+
+
+class SourceError(PromotionError, OSError):
+    """A checkpoint folder (local or gs://) cannot be listed or read."""
+
+
+class SourceNotFoundError(SourceError, FileNotFoundError):
+    """The folder or object does not exist."""
+
+
+class SourceReadError(SourceError):
+    """The folder exists but reading it failed (permissions, network, short read)."""
+
+
+class DestinationError(PromotionError, OSError):
+    """An export destination cannot be written, or already holds something else."""
+
+
+class CheckpointError(PromotionError, ValueError):
+    """The checkpoint's content is wrong: files, headers, config, tokenizer, weights."""
+
+
+class ValidationFailedError(CheckpointError):
+    """Validation produced at least one error finding; ``report`` holds them all."""
+
+    def __init__(self, message: str, *, report: object | None = None, file: str | None = None):
+        super().__init__(message, file=file)
+        self.report = report
+
+
+class UnsafePickleError(CheckpointError):
+    """A pickle references a global outside the allow-list of torch tensor types."""
+
+
+class MergeError(CheckpointError):
+    """A LoRA adapter cannot be merged into the given base."""
+
+
+class VertexError(PromotionError):
+    """Vertex AI (or the local stack standing in for it) answered with an error."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        status_code: int | None = None,
+        resource_name: str | None = None,
+        operation_name: str | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.status_code = status_code
+        self.resource_name = resource_name
+        self.operation_name = operation_name
+
+
+class VertexUserError(VertexError, ValueError):
+    """400/403/404/409: the request is wrong or not allowed; retrying will not help."""
+
+
+class VertexUnavailableError(VertexError, ConnectionError):
+    """429/5xx or a dropped connection: worth retrying with backoff."""
+
+
+class OperationFailedError(VertexError):
+    """A long-running operation completed with an error."""
+
+
+class SmokeTestFailedError(PromotionError):
+    """A smoke-test check failed; the message holds the request and the answer."""
+
+
+class PromotionAbortedError(PromotionError):
+    """verify-traffic rolled back; the model that served before still serves."""
+
+
+__all__ = [
+    "CheckpointError",
+    "DestinationError",
+    "MergeError",
+    "OperationFailedError",
+    "PromotionAbortedError",
+    "PromotionError",
+    "SmokeTestFailedError",
+    "SourceError",
+    "SourceNotFoundError",
+    "SourceReadError",
+    "UnsafePickleError",
+    "UsageError",
+    "ValidationFailedError",
+    "VertexError",
+    "VertexUnavailableError",
+    "VertexUserError",
+]

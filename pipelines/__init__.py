@@ -1,0 +1,1 @@
+"""The pipeline DAG, the CLI, the local stack and the demo models."""
