@@ -14,6 +14,9 @@ from pathlib import Path
 
 import pytest
 
+# Local-stack fixtures (a running `tune2serve local up`) live in their own module.
+pytest_plugins = ["tests.stack_fixtures"]
+
 from tune2serve.pipelines.local import gcs as local_gcs
 from tune2serve.pipelines.local.ports import free_port
 
@@ -98,3 +101,4 @@ def tiny_llama_bin(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from tune2serve.pipelines.demo.tiny_models import make_tiny_model
 
     return make_tiny_model(tmp_path_factory.mktemp("models") / "tiny-llama-bin", weights="bin")
+

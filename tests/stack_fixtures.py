@@ -1,0 +1,1 @@
+"""Local-stack fixtures; filled in with the local stack (issue 4)."""
