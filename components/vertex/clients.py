@@ -1,0 +1,108 @@
+"""Client set-up for Vertex AI, in the cloud or on the local stack.
+
+The steps never know which stack they talk to. With ``TUNE2SERVE_VERTEX_API_ENDPOINT``
+set (``tune2serve local env`` prints it), the SDK is pointed at that endpoint with REST
+transport and anonymous credentials, and the data plane's TLS is verified against
+``REQUESTS_CA_BUNDLE`` (the local CA). Unset, Application Default Credentials and the
+real regional endpoint are used. Nothing is read at import time.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Any
+
+API_ENDPOINT_ENV = "TUNE2SERVE_VERTEX_API_ENDPOINT"
+CLOUD_PLATFORM_SCOPE = "https://www.googleapis.com/auth/cloud-platform"
+DEFAULT_TIMEOUT_S = 60.0
+
+
+@dataclass(frozen=True)
+class VertexTarget:
+    """Where Vertex AI calls go: a project and region, and the API endpoint override
+    (the local stack) or None for the real service."""
+
+    project: str
+    region: str
+    api_endpoint: str | None = None
+
+    @property
+    def is_local(self) -> bool:
+        return self.api_endpoint is not None
+
+    @property
+    def rest_base_url(self) -> str:
+        """Base URL of the control-plane REST API (no trailing slash, no version)."""
+        if self.api_endpoint:
+            endpoint = self.api_endpoint.rstrip("/")
+            return endpoint if "://" in endpoint else f"https://{endpoint}"
+        return f"https://{self.region}-aiplatform.googleapis.com"
+
+    @property
+    def parent(self) -> str:
+        return f"projects/{self.project}/locations/{self.region}"
+
+
+def target(project: str, region: str) -> VertexTarget:
+    """The target for ``project``/``region`` under the current environment."""
+    from tune2serve.components.errors import UsageError
+
+    if not project:
+        raise UsageError("a Vertex AI project is required (--project P)")
+    if not region:
+        raise UsageError("a Vertex AI region is required (--region R)")
+    return VertexTarget(project=project, region=region, api_endpoint=os.environ.get(API_ENDPOINT_ENV) or None)
+
+
+def credentials(vertex: VertexTarget) -> Any:
+    """Anonymous credentials on the local stack, else Application Default Credentials."""
+    if vertex.is_local:
+        from google.auth.credentials import AnonymousCredentials
+
+        return AnonymousCredentials()
+    import google.auth
+
+    creds, _ = google.auth.default(scopes=[CLOUD_PLATFORM_SCOPE])
+    return creds
+
+
+def init_sdk(vertex: VertexTarget) -> None:
+    """``vertexai.init`` / ``aiplatform.init`` for the target. Idempotent."""
+    import vertexai
+    from google.cloud import aiplatform
+
+    kwargs: dict[str, Any] = {"project": vertex.project, "location": vertex.region}
+    if vertex.is_local:
+        kwargs.update(api_endpoint=vertex.api_endpoint, api_transport="rest", credentials=credentials(vertex))
+    vertexai.init(**kwargs)
+    aiplatform.init(**kwargs)
+
+
+def access_token(vertex: VertexTarget) -> str | None:
+    """A bearer token for data-plane calls, or None on the local stack. Never log it."""
+    if vertex.is_local:
+        return None
+    import google.auth.transport.requests
+
+    creds = credentials(vertex)
+    creds.refresh(google.auth.transport.requests.Request())
+    return str(creds.token)
+
+
+def tls_verify() -> str | bool:
+    """What to verify TLS against: the CA bundle the environment names (the local CA on
+    the local stack), else the system store. Verification is never turned off."""
+    return os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("SSL_CERT_FILE") or True
+
+
+def http_client(vertex: VertexTarget, timeout_s: float = DEFAULT_TIMEOUT_S) -> Any:
+    """An ``httpx.Client`` with the bearer token (if any), TLS verification and a timeout
+    on every request. Callers close it (use it as a context manager)."""
+    import httpx
+
+    headers = {"User-Agent": "tune2serve"}
+    token = access_token(vertex)
+    if token:
+        headers["Authorization"] = f"Bearer {token}"
+    return httpx.Client(headers=headers, verify=tls_verify(), timeout=httpx.Timeout(timeout_s, connect=10.0))
