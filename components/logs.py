@@ -16,7 +16,11 @@ import sys
 import time
 from typing import Any
 
-_SECRET_KEY = re.compile(r"(token|secret|password|authorization|api[_-]?key|credential)", re.I)
+# Keys whose values are secrets: ``token``/``*_token`` (access_token, hf_token) but not
+# ``max_tokens`` or ``time_to_first_token_s``, which are figures operators need.
+_SECRET_KEY = re.compile(
+    r"(^|[_-])(token|secret|password|passwd|authorization|api[_-]?key|private[_-]?key|credentials?)$", re.I
+)
 _SECRET_VALUE = re.compile(r"(Bearer\s+)[A-Za-z0-9._~+/=-]+|ya29\.[A-Za-z0-9._-]+|hf_[A-Za-z0-9]{20,}")
 
 _LOGGER_NAME = "tune2serve"
