@@ -1,0 +1,38 @@
+"""The deploy step as a KFP component: a thin wrapper over ``deploy.deploy_export``."""
+
+from typing import NamedTuple
+
+from google_cloud_pipeline_components.types.artifact_types import VertexEndpoint, VertexModel
+from kfp import dsl
+from kfp.dsl import Output
+
+from tune2serve.components.image import DEFAULT_IMAGE
+
+
+@dsl.component(base_image=DEFAULT_IMAGE)
+def deploy(
+    export_uri: str, project: str, region: str, machine_type: str, accelerator_type: str, accelerator_count: int,
+    min_replica_count: int, max_replica_count: int, endpoint_display_name: str, model_display_name: str,
+    enable_private_service_connect: bool, psc_project_allowlist: list, deploy_timeout_s: int, run_id: str,
+    vertex_model: Output[VertexModel], vertex_endpoint: Output[VertexEndpoint],
+) -> NamedTuple("DeployOutputs", endpoint=str, model=str, deployed_model_id=str, dedicated_endpoint_dns=str):
+    """Deploys a validated export to a Vertex AI endpoint (custom weights), reusing what an
+    earlier run made for the same export. Empty strings / 0 mean "not given"."""
+    from collections import namedtuple
+
+    from tune2serve.components.deploy.deploy import deploy_export
+    from tune2serve.components.deploy.request import DeploySpec, machine_spec_from_flags, vertex_resource_uri
+
+    result = deploy_export(DeploySpec(
+        export_uri=export_uri, project=project, region=region,
+        machine=machine_spec_from_flags(machine_type, accelerator_type, accelerator_count),
+        min_replica_count=min_replica_count, max_replica_count=max(max_replica_count, min_replica_count),
+        endpoint_display_name=endpoint_display_name or None, model_display_name=model_display_name or None,
+        enable_private_service_connect=enable_private_service_connect,
+        psc_project_allowlist=tuple(psc_project_allowlist or ()), deploy_timeout_s=deploy_timeout_s,
+        run_id=run_id or None))
+    for artifact, name in ((vertex_model, result.model), (vertex_endpoint, result.endpoint)):
+        artifact.uri = vertex_resource_uri(region, name)
+        artifact.metadata["resourceName"] = name
+    outputs = namedtuple("DeployOutputs", ["endpoint", "model", "deployed_model_id", "dedicated_endpoint_dns"])
+    return outputs(result.endpoint, result.model, result.deployed_model_id, result.dedicated_endpoint_dns)

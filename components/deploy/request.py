@@ -1,0 +1,201 @@
+"""What a deploy asks for, as plain values, and the pure builders of the Vertex request
+bodies and labels (tested with ``==`` against literal dicts).
+
+``build_deploy_request`` returns the ``DeployRequest`` of ``v1beta1 ...:deploy`` as a
+dict with the proto's field names; ``types.DeployRequest(mapping)`` parses it strictly,
+so a misspelt field fails at once. We build it ourselves rather than call
+``CustomModel.deploy`` because that method blocks without handing out the operation
+name, drops the PSC config unless an allow-list is given, and cannot label resources.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+from tune2serve.components.errors import UsageError
+
+DEFAULT_DEPLOY_TIMEOUT_S = 2 * 3600  # the SDK's own default for a custom-weights deploy
+RESERVATION_TYPES = ("NO_RESERVATION", "ANY_RESERVATION", "SPECIFIC_RESERVATION",
+                     "SPECIFIC_THEN_ANY_RESERVATION", "SPECIFIC_THEN_NO_RESERVATION")
+
+LABEL_EXPORT = "tune2serve-export"
+LABEL_MANIFEST = "tune2serve-manifest"
+LABEL_RUN = "tune2serve-run"
+LABEL_MANAGED_BY = "managed-by"
+
+
+@dataclass(frozen=True)
+class MachineSpec:
+    machine_type: str
+    accelerator_type: str
+    accelerator_count: int
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"machine_type": self.machine_type, "accelerator_type": self.accelerator_type,
+                "accelerator_count": self.accelerator_count}
+
+
+@dataclass(frozen=True)
+class ReservationAffinity:
+    type: str
+    key: str | None = None
+    values: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class DeploySpec:
+    """Everything ``deploy`` needs, checked at the edge (CLI flags, component inputs)."""
+
+    export_uri: str
+    project: str
+    region: str
+    machine: MachineSpec | None = None
+    min_replica_count: int = 1
+    max_replica_count: int = 1
+    endpoint_display_name: str | None = None
+    model_display_name: str | None = None
+    enable_private_service_connect: bool = False
+    psc_project_allowlist: tuple[str, ...] = ()
+    reservation: ReservationAffinity | None = None
+    deploy_timeout_s: float = DEFAULT_DEPLOY_TIMEOUT_S
+    run_id: str | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def machine_spec_from_flags(machine_type: str | None, accelerator_type: str | None,
+                            accelerator_count: int | None) -> MachineSpec | None:
+    """All three or none (as Vertex requires); none means 'recommend one'."""
+    given = {"--machine-type": machine_type, "--accelerator-type": accelerator_type,
+             "--accelerator-count": accelerator_count}
+    present = [k for k, v in given.items() if v not in (None, "", 0)]
+    if not present:
+        return None
+    if len(present) < 3:
+        missing = ", ".join(k for k in given if k not in present)
+        raise UsageError(f"machine type, accelerator type and accelerator count go together: "
+                         f"{', '.join(present)} given without {missing} (give all three, or none to use "
+                         "the spec Vertex AI recommends)")
+    count = int(accelerator_count or 0)
+    if count not in (1, 2, 4, 8):
+        raise UsageError(f"--accelerator-count {count}: must be 1, 2, 4 or 8")
+    return MachineSpec(str(machine_type), str(accelerator_type).upper(), count)
+
+
+def reservation_from_flags(kind: str | None, key: str | None, values: list[str] | tuple[str, ...] | None
+                           ) -> ReservationAffinity | None:
+    if not kind:
+        if key or values:
+            raise UsageError("--reservation-key/--reservation-values need --reservation-affinity")
+        return None
+    kind = kind.upper()
+    if kind not in RESERVATION_TYPES:
+        raise UsageError(f"--reservation-affinity {kind}: expected one of {', '.join(RESERVATION_TYPES)}")
+    if kind.startswith("SPECIFIC") and not (key and values):
+        raise UsageError(f"--reservation-affinity {kind} needs --reservation-key (e.g. "
+                         "compute.googleapis.com/reservation-name) and --reservation-values "
+                         "(projects/P/zones/Z/reservations/NAME)")
+    return ReservationAffinity(kind, key or None, tuple(values or ()))
+
+
+def check_replicas(min_replica_count: int, max_replica_count: int) -> None:
+    if min_replica_count < 1:
+        raise UsageError(f"--min-replica-count {min_replica_count}: must be at least 1")
+    if max_replica_count < min_replica_count:
+        raise UsageError(f"--max-replica-count {max_replica_count} is below --min-replica-count {min_replica_count}")
+
+
+def normalize_export_uri(uri: str) -> str:
+    """``gs://b/x/`` and ``gs://b/x`` are the same export (labels must agree)."""
+    return uri.strip().rstrip("/")
+
+
+def sanitize_label_value(text: str) -> str:
+    """Vertex label values: lowercase ``[a-z0-9_-]``, at most 63 characters."""
+    return re.sub(r"[^a-z0-9_-]", "-", text.lower())[:63]
+
+
+def deployment_labels(export_uri: str, manifest_digest: str, run_id: str | None = None) -> dict[str, str]:
+    """The labels tying a Model and Endpoint to the export they serve (and the run)."""
+    labels = {
+        LABEL_EXPORT: hashlib.sha256(normalize_export_uri(export_uri).encode()).hexdigest()[:32],
+        LABEL_MANIFEST: manifest_digest[:32],
+        LABEL_MANAGED_BY: "tune2serve",
+    }
+    if run_id and sanitize_label_value(run_id):
+        labels[LABEL_RUN] = sanitize_label_value(run_id)
+    return labels
+
+
+def identity_labels(labels: dict[str, str]) -> dict[str, str]:
+    """The labels that identify *what* is deployed (not which run did it): the
+    idempotence key, so a rerun under another run id still finds the deployment."""
+    return {k: labels[k] for k in (LABEL_EXPORT, LABEL_MANIFEST)}
+
+
+def default_display_name(manifest_digest: str) -> str:
+    return f"tune2serve-{manifest_digest[:12]}"
+
+
+def build_deploy_request(spec: DeploySpec, machine: MachineSpec | None) -> dict[str, Any]:
+    """The ``v1beta1 projects/P/locations/R:deploy`` body for a custom-weights deploy."""
+    parent = f"projects/{spec.project}/locations/{spec.region}"
+    endpoint_config: dict[str, Any] = {}
+    if spec.endpoint_display_name:
+        endpoint_config["endpoint_display_name"] = spec.endpoint_display_name
+    if spec.enable_private_service_connect:
+        psc: dict[str, Any] = {"enable_private_service_connect": True}
+        if spec.psc_project_allowlist:
+            psc["project_allowlist"] = list(spec.psc_project_allowlist)
+        endpoint_config["private_service_connect_config"] = psc
+    dedicated: dict[str, Any] = {"min_replica_count": spec.min_replica_count,
+                                 "max_replica_count": spec.max_replica_count}
+    if machine is not None:
+        machine_spec = machine.to_dict()
+        if spec.reservation is not None:
+            affinity: dict[str, Any] = {"reservation_affinity_type": spec.reservation.type}
+            if spec.reservation.key:
+                affinity["key"] = spec.reservation.key
+                affinity["values"] = list(spec.reservation.values)
+            machine_spec["reservation_affinity"] = affinity
+        dedicated["machine_spec"] = machine_spec
+    request: dict[str, Any] = {
+        "destination": parent,
+        "custom_model": {"gcs_uri": normalize_export_uri(spec.export_uri)},
+        "deploy_config": {"dedicated_resources": dedicated},
+    }
+    if endpoint_config:  # empty: a public dedicated endpoint, Vertex's default
+        request["endpoint_config"] = endpoint_config
+    if spec.model_display_name:
+        request["model_config"] = {"model_display_name": spec.model_display_name}
+    return request
+
+
+def build_recommend_spec_request(export_uri: str, check_quota: bool = True) -> dict[str, Any]:
+    """The ``v1beta1 projects/P/locations/R:recommendSpec`` body (what
+    ``CustomModel.list_deploy_options`` sends)."""
+    return {"gcsUri": normalize_export_uri(export_uri), "checkMachineAvailability": True,
+            "checkUserQuota": check_quota}
+
+
+def machine_specs_from_recommendation(response: dict[str, Any]) -> list[MachineSpec]:
+    """Machine specs from a ``RecommendSpecResponse`` (JSON), in Vertex's order; with
+    quota information, only those the project has quota for."""
+    out: list[MachineSpec] = []
+    recommendations = response.get("recommendations") or []
+    specs = [r.get("spec", {}) for r in recommendations
+             if r.get("userQuotaState") in (None, "QUOTA_STATE_UNSPECIFIED", "QUOTA_STATE_USER_HAS_QUOTA")]
+    if not recommendations:
+        specs = response.get("specs") or []
+    for s in specs:
+        m = s.get("machineSpec") or {}
+        if m.get("machineType") and m.get("acceleratorType") and m.get("acceleratorCount"):
+            out.append(MachineSpec(m["machineType"], m["acceleratorType"], int(m["acceleratorCount"])))
+    return out
+
+
+def vertex_resource_uri(region: str, resource_name: str) -> str:
+    """The artifact URI GCPC gives VertexModel/VertexEndpoint (the UI links it)."""
+    return f"https://{region}-aiplatform.googleapis.com/v1/{resource_name}"

@@ -1,0 +1,110 @@
+"""Golden prompts: JSON Lines, one case a line, parsed strictly with line numbers.
+
+    {"prompt": "...", "expect": "REGEX"}
+    {"messages": [{"role": "user", "content": "..."}], "expect": "REGEX"}
+
+Optional per case: ``"expect_substring"`` (a literal, for answers full of regex
+metacharacters), ``"name"``, ``"max_tokens"``. A case with no expectation only has to
+answer with some text. ``expect`` is searched (``re.search``), not matched whole, so a
+model that adds a trailing word still passes.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from typing import Any
+
+from tune2serve.components.errors import UsageError
+
+DEFAULT_MAX_TOKENS = 16
+
+# Used when no golden file is given: every request kind still has to answer.
+SANITY_CASES_JSONL = '{"name": "sanity", "prompt": "hello"}\n'
+
+
+@dataclass(frozen=True)
+class GoldenCase:
+    name: str
+    messages: tuple[dict[str, str], ...]
+    expect: str | None = None
+    expect_substring: str | None = None
+    max_tokens: int = DEFAULT_MAX_TOKENS
+
+    @property
+    def prompt(self) -> str:
+        """The last user message: what the raw-text request kinds (:predict) send."""
+        return next((m["content"] for m in reversed(self.messages) if m.get("role") == "user"), "")
+
+    def check(self, answer: str) -> str | None:
+        """None when ``answer`` meets the expectations, else what was expected."""
+        if self.expect is not None and not re.search(self.expect, answer):
+            return f"expected a match for /{self.expect}/"
+        if self.expect_substring is not None and self.expect_substring not in answer:
+            return f"expected the text {self.expect_substring!r}"
+        if not answer.strip():
+            return "expected a non-empty answer"
+        return None
+
+
+def _case(doc: Any, where: str, index: int) -> GoldenCase:
+    if not isinstance(doc, dict):
+        raise UsageError(f"{where}: expected a JSON object, got {type(doc).__name__}")
+    unknown = set(doc) - {"name", "prompt", "messages", "expect", "expect_substring", "max_tokens"}
+    if unknown:
+        raise UsageError(f"{where}: unknown field(s) {', '.join(sorted(unknown))}; allowed: prompt or messages, "
+                         "expect, expect_substring, name, max_tokens")
+    if ("prompt" in doc) == ("messages" in doc):
+        raise UsageError(f"{where}: give exactly one of \"prompt\" (a string) or \"messages\" (a list)")
+    if "prompt" in doc:
+        if not isinstance(doc["prompt"], str) or not doc["prompt"]:
+            raise UsageError(f"{where}: \"prompt\" must be a non-empty string")
+        messages: tuple[dict[str, str], ...] = ({"role": "user", "content": doc["prompt"]},)
+    else:
+        raw = doc["messages"]
+        if not isinstance(raw, list) or not raw or not all(
+                isinstance(m, dict) and isinstance(m.get("role"), str) and isinstance(m.get("content"), str)
+                for m in raw):
+            raise UsageError(f"{where}: \"messages\" must be a non-empty list of "
+                             "{\"role\": str, \"content\": str} objects")
+        messages = tuple({"role": m["role"], "content": m["content"]} for m in raw)
+    expect = doc.get("expect")
+    if expect is not None:
+        if not isinstance(expect, str):
+            raise UsageError(f"{where}: \"expect\" must be a regular expression string")
+        try:
+            re.compile(expect)
+        except re.error as e:
+            raise UsageError(f"{where}: \"expect\" is not a valid regular expression: {e}") from e
+    substring = doc.get("expect_substring")
+    if substring is not None and not isinstance(substring, str):
+        raise UsageError(f"{where}: \"expect_substring\" must be a string")
+    max_tokens = doc.get("max_tokens", DEFAULT_MAX_TOKENS)
+    if not isinstance(max_tokens, int) or isinstance(max_tokens, bool) or not 1 <= max_tokens <= 4096:
+        raise UsageError(f"{where}: \"max_tokens\" must be an integer from 1 to 4096")
+    name = str(doc.get("name") or f"case-{index}")
+    return GoldenCase(name, messages, expect, substring, max_tokens)
+
+
+def parse_golden(text: str, source: str = "golden prompts") -> list[GoldenCase]:
+    """Parses JSON Lines (blank lines and ``#`` comments skipped). Raises UsageError
+    naming the source and line for anything malformed."""
+    cases = []
+    for lineno, line in enumerate(text.splitlines(), start=1):
+        stripped = line.strip()
+        if not stripped or stripped.startswith("#"):
+            continue
+        where = f"{source}, line {lineno}"
+        try:
+            doc = json.loads(stripped)
+        except json.JSONDecodeError as e:
+            raise UsageError(f"{where}: not valid JSON ({e.msg}); each line must be one JSON object") from e
+        cases.append(_case(doc, where, len(cases) + 1))
+    return cases
+
+
+def load_golden(text_or_empty: str, source: str = "golden prompts") -> list[GoldenCase]:
+    """The golden cases, or the built-in sanity prompt when none are given."""
+    cases = parse_golden(text_or_empty, source) if text_or_empty.strip() else []
+    return cases or parse_golden(SANITY_CASES_JSONL, "built-in sanity prompts")

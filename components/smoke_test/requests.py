@@ -1,0 +1,133 @@
+"""The four request kinds of a custom-weights endpoint (DESIGN.md §1), as pure
+builders of URLs and bodies; and the parsers of their answers, server-sent events
+included. No I/O here."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from tune2serve.components.vertex.resources import ResourceName
+
+KINDS = ("chat", "chat_stream", "predict", "stream_raw_predict")
+
+
+def request_url(kind: str, dns: str, endpoint: ResourceName) -> str:
+    """Chat completions live under v1beta1; :predict and :streamRawPredict use v1, the
+    path ``Endpoint.predict(use_dedicated_endpoint=True)`` calls."""
+    if kind in ("chat", "chat_stream"):
+        return f"https://{dns}/v1beta1/{endpoint}/chat/completions"
+    verb = {"predict": "predict", "stream_raw_predict": "streamRawPredict"}[kind]
+    return f"https://{dns}/v1/{endpoint}:{verb}"
+
+
+def chat_body(messages: Iterable[dict[str, str]], *, model: str, max_tokens: int, stream: bool = False) -> dict[str, Any]:
+    """Greedy (temperature 0, top_p 1) so answers are comparable run to run."""
+    body: dict[str, Any] = {"model": model, "temperature": 0, "top_p": 1, "max_tokens": max_tokens,
+                            "messages": [dict(m) for m in messages]}
+    if stream:
+        body["stream"] = True
+    return body
+
+
+def predict_body(prompt: str, *, max_tokens: int, stream: bool = False) -> dict[str, Any]:
+    instance: dict[str, Any] = {"prompt": prompt, "temperature": 0, "top_p": 1, "max_tokens": max_tokens}
+    if stream:
+        instance["stream"] = True
+    return {"instances": [instance]}
+
+
+def request_body(kind: str, messages: Iterable[dict[str, str]], prompt: str, *, model: str, max_tokens: int
+                 ) -> dict[str, Any]:
+    if kind == "chat":
+        return chat_body(messages, model=model, max_tokens=max_tokens)
+    if kind == "chat_stream":
+        return chat_body(messages, model=model, max_tokens=max_tokens, stream=True)
+    return predict_body(prompt, max_tokens=max_tokens, stream=kind == "stream_raw_predict")
+
+
+def chat_answer(body: dict[str, Any]) -> str:
+    """The text of a unary chat completion."""
+    choices = body.get("choices") or []
+    if not choices:
+        raise ValueError("the answer has no choices")
+    message = choices[0].get("message") or {}
+    return str(message.get("content") or choices[0].get("text") or "")
+
+
+def usage_tokens(body: dict[str, Any]) -> int | None:
+    usage = body.get("usage") or {}
+    tokens = usage.get("completion_tokens")
+    return int(tokens) if isinstance(tokens, int) else None
+
+
+def predict_answer(body: dict[str, Any]) -> str:
+    """The text of a :predict answer: ``predictions[0]`` is a string (vLLM) or an object
+    with the text or a completion in it."""
+    predictions = body.get("predictions")
+    if not isinstance(predictions, list) or not predictions:
+        raise ValueError("the answer has no predictions")
+    return _text_of(predictions[0])
+
+
+def _text_of(item: Any) -> str:
+    if isinstance(item, str):
+        return item
+    if isinstance(item, dict):
+        if item.get("choices"):
+            choice = item["choices"][0]
+            return str((choice.get("delta") or {}).get("content") or (choice.get("message") or {}).get("content")
+                       or choice.get("text") or "")
+        for key in ("content", "text", "output", "generated_text"):
+            if isinstance(item.get(key), str):
+                return str(item[key])
+        if isinstance(item.get("predictions"), list) and item["predictions"]:
+            return _text_of(item["predictions"][0])
+    return ""
+
+
+@dataclass(frozen=True)
+class StreamEvent:
+    data: str
+
+    @property
+    def done(self) -> bool:
+        return self.data.strip() == "[DONE]"
+
+
+def parse_sse_lines(lines: Iterable[str]) -> list[StreamEvent]:
+    """Server-sent events: ``data:`` lines, joined until a blank line. Lines that are
+    bare JSON (some servers stream JSON Lines) count as one event each."""
+    events: list[StreamEvent] = []
+    buffer: list[str] = []
+    for raw in lines:
+        line = raw.rstrip("\r\n")
+        if not line:
+            if buffer:
+                events.append(StreamEvent("\n".join(buffer)))
+                buffer = []
+            continue
+        if line.startswith(":"):
+            continue
+        if line.startswith("data:"):
+            buffer.append(line[5:].lstrip(" "))
+        elif line.lstrip().startswith(("{", "[")) and not buffer:
+            events.append(StreamEvent(line.strip()))
+    if buffer:
+        events.append(StreamEvent("\n".join(buffer)))
+    return events
+
+
+def stream_chunk_text(event: StreamEvent) -> str:
+    """The text one streamed chunk adds (empty for role-only chunks or [DONE])."""
+    if event.done:
+        return ""
+    try:
+        doc = json.loads(event.data)
+    except json.JSONDecodeError as e:
+        raise ValueError(f"a streamed chunk is not JSON: {event.data[:200]!r}") from e
+    if isinstance(doc, dict) and isinstance(doc.get("error"), dict):
+        raise ValueError(f"the stream carried an error: {doc['error'].get('message', doc['error'])}")
+    return _text_of(doc)

@@ -1,0 +1,43 @@
+"""``tune2serve smoke-test ENDPOINT --project P --region R [--golden FILE] [--json]``
+(DESIGN.md §4): exit 0 every check passed, 1 a check failed (which, with the request
+and the answer, is said on stderr), 2 usage error."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("endpoint", metavar="ENDPOINT", help="endpoint resource name or id")
+    parser.add_argument("--project", required=True, help="Google Cloud project")
+    parser.add_argument("--region", required=True, help="Vertex AI region")
+    parser.add_argument("--golden", metavar="FILE",
+                        help='JSON Lines golden prompts: {"prompt": str} or {"messages": [...]}, with "expect": REGEX')
+    parser.add_argument("--report", metavar="FILE", help="also write the Markdown report here")
+    parser.add_argument("--json", action="store_true", help="print one JSON object on stdout")
+
+
+def run(args: argparse.Namespace) -> int:
+    from tune2serve.components.errors import UsageError
+    from tune2serve.components.smoke_test.report import render_markdown
+    from tune2serve.components.smoke_test.smoke import raise_if_failed, run_smoke_test
+
+    golden = ""
+    if args.golden:
+        try:
+            golden = Path(args.golden).read_text(encoding="utf-8")
+        except OSError as e:
+            raise UsageError(f"--golden {args.golden}: cannot read it ({e.strerror})") from e
+    result = run_smoke_test(args.endpoint, args.project, args.region, golden, golden_source=args.golden or "golden")
+    if args.report:
+        Path(args.report).write_text(render_markdown(result), encoding="utf-8")
+    if args.json:
+        print(json.dumps(result.to_json()))
+    else:
+        for c in result.checks:
+            sys.stdout.write(f"{'pass' if c.passed else 'FAIL'}  {c.name}: {c.detail}\n")
+    raise_if_failed(result)
+    return 0

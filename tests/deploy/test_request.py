@@ -1,0 +1,112 @@
+"""Pure builders of the :deploy request, labels and machine-spec flags."""
+
+from __future__ import annotations
+
+import hashlib
+
+import pytest
+
+from tune2serve.components.deploy.request import (
+    DeploySpec,
+    MachineSpec,
+    ReservationAffinity,
+    build_deploy_request,
+    deployment_labels,
+    machine_spec_from_flags,
+    machine_specs_from_recommendation,
+    reservation_from_flags,
+    sanitize_label_value,
+    vertex_resource_uri,
+)
+from tune2serve.components.errors import UsageError
+
+L4 = MachineSpec("g2-standard-12", "NVIDIA_L4", 1)
+
+
+def test_public_dedicated_deploy_request() -> None:
+    spec = DeploySpec("gs://b/exports/x/", "p", "us-central1", endpoint_display_name="ep", model_display_name="m")
+    assert build_deploy_request(spec, L4) == {
+        "destination": "projects/p/locations/us-central1",
+        "custom_model": {"gcs_uri": "gs://b/exports/x"},
+        "endpoint_config": {"endpoint_display_name": "ep"},
+        "model_config": {"model_display_name": "m"},
+        "deploy_config": {"dedicated_resources": {
+            "machine_spec": {"machine_type": "g2-standard-12", "accelerator_type": "NVIDIA_L4", "accelerator_count": 1},
+            "min_replica_count": 1, "max_replica_count": 1}},
+    }
+
+
+def test_psc_and_reservation_deploy_request_parses_as_the_sdk_proto() -> None:
+    from google.cloud.aiplatform_v1beta1 import types
+
+    spec = DeploySpec("gs://b/x", "p", "europe-west4", min_replica_count=2, max_replica_count=4,
+                      enable_private_service_connect=True, psc_project_allowlist=("p", "q"),
+                      reservation=ReservationAffinity("SPECIFIC_RESERVATION", "compute.googleapis.com/reservation-name",
+                                                      ("projects/p/zones/z/reservations/r",)))
+    body = build_deploy_request(spec, L4)
+    assert body == {
+        "destination": "projects/p/locations/europe-west4",
+        "custom_model": {"gcs_uri": "gs://b/x"},
+        "endpoint_config": {"private_service_connect_config": {"enable_private_service_connect": True,
+                                                               "project_allowlist": ["p", "q"]}},
+        "deploy_config": {"dedicated_resources": {
+            "machine_spec": {"machine_type": "g2-standard-12", "accelerator_type": "NVIDIA_L4", "accelerator_count": 1,
+                             "reservation_affinity": {"reservation_affinity_type": "SPECIFIC_RESERVATION",
+                                                      "key": "compute.googleapis.com/reservation-name",
+                                                      "values": ["projects/p/zones/z/reservations/r"]}},
+            "min_replica_count": 2, "max_replica_count": 4}},
+    }
+    proto = types.DeployRequest(body)  # strict: a misspelt field would raise here
+    assert proto.endpoint_config.private_service_connect_config.project_allowlist == ["p", "q"]
+    assert proto.deploy_config.dedicated_resources.machine_spec.accelerator_type.name == "NVIDIA_L4"
+
+
+def test_no_machine_spec_leaves_it_to_vertex() -> None:
+    body = build_deploy_request(DeploySpec("gs://b/x", "p", "r"), None)
+    assert body["deploy_config"] == {"dedicated_resources": {"min_replica_count": 1, "max_replica_count": 1}}
+    assert "endpoint_config" not in body and "model_config" not in body
+
+
+def test_labels_tie_resources_to_the_export() -> None:
+    digest = "ab" * 32
+    assert deployment_labels("gs://b/x/", digest, "Run 2024/01:A") == {
+        "tune2serve-export": hashlib.sha256(b"gs://b/x").hexdigest()[:32],
+        "tune2serve-manifest": "ab" * 16,
+        "managed-by": "tune2serve",
+        "tune2serve-run": "run-2024-01-a",
+    }
+    assert "tune2serve-run" not in deployment_labels("gs://b/x", digest)
+    assert len(sanitize_label_value("X" * 100)) == 63
+
+
+@pytest.mark.parametrize(("flags", "message"), [
+    (("g2-standard-12", None, None), "--machine-type given without --accelerator-type, --accelerator-count"),
+    ((None, "NVIDIA_L4", 1), "--accelerator-type, --accelerator-count given without --machine-type"),
+    (("g2-standard-12", "NVIDIA_L4", 3), "must be 1, 2, 4 or 8"),
+])
+def test_machine_spec_all_or_nothing(flags: tuple, message: str) -> None:
+    with pytest.raises(UsageError, match=message):
+        machine_spec_from_flags(*flags)
+    assert machine_spec_from_flags(None, "", 0) is None
+    assert machine_spec_from_flags("g2-standard-12", "nvidia_l4", 1) == L4
+
+
+def test_reservation_flags() -> None:
+    assert reservation_from_flags(None, None, None) is None
+    assert reservation_from_flags("any_reservation", None, None) == ReservationAffinity("ANY_RESERVATION")
+    with pytest.raises(UsageError, match="needs --reservation-key"):
+        reservation_from_flags("SPECIFIC_RESERVATION", None, None)
+
+
+def test_recommendations_keep_only_specs_with_quota() -> None:
+    response = {"recommendations": [
+        {"spec": {"machineSpec": {"machineType": "a2-highgpu-1g", "acceleratorType": "NVIDIA_TESLA_A100",
+                                  "acceleratorCount": 1}}, "userQuotaState": "QUOTA_STATE_NO_USER_QUOTA"},
+        {"spec": {"machineSpec": {"machineType": "g2-standard-12", "acceleratorType": "NVIDIA_L4",
+                                  "acceleratorCount": 1}}, "userQuotaState": "QUOTA_STATE_USER_HAS_QUOTA"}]}
+    assert machine_specs_from_recommendation(response) == [L4]
+
+
+def test_artifact_uri_is_the_gcpc_form() -> None:
+    assert vertex_resource_uri("us-central1", "projects/p/locations/us-central1/endpoints/1") == \
+        "https://us-central1-aiplatform.googleapis.com/v1/projects/p/locations/us-central1/endpoints/1"
