@@ -137,3 +137,15 @@ __all__ = [
     "VertexUnavailableError",
     "VertexUserError",
 ]
+
+
+class EndpointBusyError(PromotionError):
+    """Another promotion holds the endpoint's lease; ``holder`` names it. Nothing was changed."""
+
+    def __init__(self, message: str, *, holder: str = "", expires_at: float = 0.0) -> None:
+        super().__init__(message)
+        self.holder = holder
+        self.expires_at = expires_at
+
+
+__all__.append("EndpointBusyError")

@@ -1,0 +1,220 @@
+"""Promotion onto a serving endpoint: the canary state machine.
+
+    lease ─▶ record previous split ─▶ deployModel at step 1 ─▶ for each step:
+        set split ─▶ wait for replicas ─▶ probe ─▶ judge ──(fail)──▶ rollback
+    ─▶ 100 % ─▶ retire previous (after keep_previous_s) ─▶ record "promoted"
+    ─▶ undeploy + delete the staging endpoint deploy made (failures reported, not fatal)
+
+Anything that goes wrong between recording the previous split and the last step — a
+failed check, a failed or timed-out Vertex call, an unexpected error, Ctrl-C — rolls
+back before returning. If the rollback itself fails, the record stays "canary" so the
+pipeline's exit handler (or ``tune2serve verify-traffic`` run again) finishes it.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from tune2serve.components.errors import PromotionError, UsageError, VertexError
+from tune2serve.components.logs import get_logger, log_event
+from tune2serve.components.verify_traffic import lease as lease_mod
+from tune2serve.components.verify_traffic.checks import Policy, StepResult, judge_step
+from tune2serve.components.verify_traffic.endpoint_api import (
+    DEFAULT_DEPLOY_TIMEOUT_S,
+    EndpointApi,
+    build_deployed_model,
+)
+from tune2serve.components.verify_traffic.probe import ProbeFn
+from tune2serve.components.verify_traffic.record import (
+    CANARY,
+    PROMOTED,
+    PromotionRecord,
+    read_record,
+    sanitize_label_value,
+    with_record,
+)
+from tune2serve.components.verify_traffic.rollback import RollbackResult, rollback_endpoint, try_rollback
+from tune2serve.components.verify_traffic.state import EndpointState, copy_dedicated_resources
+from tune2serve.components.verify_traffic.traffic import NEW_MODEL_KEY, canary_split, full_split, normalize
+
+_log = get_logger("verify_traffic.canary")
+ProbeFactory = Callable[[EndpointState], ProbeFn]
+
+
+class StepFailedError(PromotionError):
+    """A canary step's checks failed (internal: always turned into a rollback)."""
+
+
+@dataclass(frozen=True)
+class PromotionPlan:
+    endpoint: str
+    model: str
+    steps: tuple[int, ...]
+    run_id: str = "cli"
+    staging_endpoint: str | None = None
+    keep_previous_s: float = 0.0
+    deploy_timeout_s: float = DEFAULT_DEPLOY_TIMEOUT_S
+    step_timeout_s: float = 300.0
+    lease_wait_s: float = lease_mod.DEFAULT_WAIT_S
+    drain_s: float = 1.0
+    policy: Policy = field(default_factory=Policy)
+
+
+@dataclass
+class PromotionOutcome:
+    outcome: str  # "promoted" | "rolled_back" | "failed"
+    endpoint: str
+    model: str
+    previous_split: dict[str, int]
+    new_deployed_id: str = ""
+    steps: list[StepResult] = field(default_factory=list)
+    reason: str = ""
+    notes: list[str] = field(default_factory=list)
+    rollback: RollbackResult | None = None
+    final_state: EndpointState | None = None
+
+
+def wait_until_serving(api: EndpointApi, endpoint: str, configured: dict[str, int], *, timeout_s: float,
+                       poll_s: float = 1.0, sleep: Callable[[float], None] = time.sleep) -> EndpointState:
+    """Polls until the endpoint routes ``configured`` on healthy replicas, or ``timeout_s``
+    passes; returns the last state read either way (the step's checks judge it)."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        state = api.get_endpoint(endpoint)
+        ready = normalize(state.traffic_split) == normalize(configured) and all(
+            (dm := state.deployed(i)) is not None and dm.healthy for i in normalize(configured))
+        if ready or time.monotonic() + poll_s > deadline:
+            return state
+        sleep(poll_s)
+
+
+def staging_resources(api: EndpointApi, plan: PromotionPlan, serving: EndpointState) -> tuple[dict[str, Any], str | None, str]:
+    """The dedicated resources to deploy the model with, copied from its deployment on the
+    staging endpoint; returns (resources, staging endpoint or None, a note)."""
+    staging = plan.staging_endpoint
+    if not staging:
+        model = api.get_model(plan.model)
+        refs = [r for r in model.get("deployed_models") or [] if r.get("endpoint") and r["endpoint"] != plan.endpoint]
+        staging = refs[0]["endpoint"] if refs else None
+    if staging:
+        state = api.get_endpoint(staging)
+        mine = [d for d in state.deployed_models if d.model.split("@")[0] == plan.model.split("@")[0]]
+        if mine:
+            return copy_dedicated_resources(mine[0].dedicated_resources), staging, ""
+    if serving.deployed_models:
+        note = (f"{plan.model} is deployed on no staging endpoint; copied the machine spec and replica counts of "
+                f"the serving deployed model {serving.deployed_models[0].id}")
+        return copy_dedicated_resources(serving.deployed_models[0].dedicated_resources), staging, note
+    raise UsageError(f"cannot tell which machine to deploy {plan.model} on: it is deployed nowhere and "
+                     f"{plan.endpoint} serves nothing. Pass --staging-endpoint (the endpoint deploy made).")
+
+
+def cleanup_staging(api: EndpointApi, staging: str) -> str:
+    """Undeploys everything from the staging endpoint and deletes it; returns a note."""
+    try:
+        state = api.get_endpoint(staging)
+        for dm in state.deployed_models:
+            api.undeploy_model(staging, dm.id, {})
+        api.delete_endpoint(staging)
+    except VertexError as e:
+        return f"could not remove the staging endpoint {staging}: {e}. Delete it by hand (it bills machine hours)."
+    return f"removed the staging endpoint {staging}"
+
+
+def retire_previous(api: EndpointApi, endpoint: str, new_id: str, previous: dict[str, int], keep_s: float,
+                    drain_s: float = 1.0, sleep: Callable[[float], None] = time.sleep) -> list[str]:
+    """Undeploys the models that served before (now at 0 %); failures become notes — the
+    traffic is already 100 % on the new model, which is what matters to clients."""
+    if keep_s > 0:
+        log_event(_log, "promotion.grace", f"{endpoint}: keeping the previous models at 0% for {keep_s:.0f} s",
+                  endpoint=endpoint)
+    sleep(max(keep_s, drain_s))  # lets requests already routed to the previous models finish
+    notes = []
+    for old in previous:
+        try:
+            api.undeploy_model(endpoint, old, full_split(new_id))
+            notes.append(f"undeployed the previous deployed model {old}")
+        except VertexError as e:
+            notes.append(f"could not undeploy the previous deployed model {old} (it serves 0%): {e}. "
+                         "Undeploy it by hand to stop paying for it.")
+            log_event(_log, "promotion.retire_failed", notes[-1], logging.WARNING, endpoint=endpoint)
+    return notes
+
+
+def _run_steps(api: EndpointApi, plan: PromotionPlan, lease: lease_mod.Lease, out: PromotionOutcome,
+               resources: dict[str, Any], record: PromotionRecord, probe_for: ProbeFactory,
+               sleep: Callable[[float], None]) -> None:
+    previous = out.previous_split
+    first = canary_split(previous, NEW_MODEL_KEY, plan.steps[0])
+    deployed = build_deployed_model(plan.model, resources, f"tune2serve-canary-{sanitize_label_value(plan.run_id)}")
+    log_event(_log, "promotion.deploy", f"{plan.endpoint}: deploying {plan.model} at {plan.steps[0]}%",
+              endpoint=plan.endpoint, model=plan.model, split=first)
+    out.new_deployed_id = api.deploy_model(plan.endpoint, deployed, first, deadline_s=plan.deploy_timeout_s)
+    lease.update_labels(lambda labels: with_record(labels, record.with_new(out.new_deployed_id)))
+    for index, percent in enumerate(plan.steps):
+        started = time.monotonic()
+        configured = canary_split(previous, out.new_deployed_id, percent)
+        if index > 0:
+            api.set_traffic_split(plan.endpoint, configured)
+        state = wait_until_serving(api, plan.endpoint, configured, timeout_s=plan.step_timeout_s, sleep=sleep)
+        answers = probe_for(state)(plan.policy.plan(percent / 100).requests)
+        result = judge_step(percent, out.new_deployed_id, configured, state, answers, plan.policy,
+                            time.monotonic() - started)
+        out.steps.append(result)
+        log_event(_log, "promotion.step", f"{plan.endpoint}: step {percent}% "
+                  + ("passed" if result.passed else "failed: " + "; ".join(result.failures)),
+                  logging.INFO if result.passed else logging.WARNING, endpoint=plan.endpoint,
+                  percent=percent, p_value=result.test.p_value, observed=result.test.observed_share)
+        if not result.passed:
+            raise StepFailedError(f"step {percent}%: " + "; ".join(result.failures))
+        lease.update_labels(lambda labels: labels)  # renews the lease between steps
+
+
+def promote(api: EndpointApi, plan: PromotionPlan, probe_for: ProbeFactory,
+            sleep: Callable[[float], None] = time.sleep) -> PromotionOutcome:
+    """Promotes ``plan.model`` onto ``plan.endpoint`` through ``plan.steps``, or rolls back.
+    Never raises for a failed check: the outcome says what happened."""
+    with lease_mod.held(api, plan.endpoint, wait_s=plan.lease_wait_s) as lease:
+        state = api.get_endpoint(plan.endpoint)
+        leftover = read_record(state.labels)
+        if leftover is not None and leftover.state == CANARY:
+            log_event(_log, "promotion.leftover", f"{plan.endpoint}: an earlier promotion (run {leftover.run}) "
+                      "did not finish; rolling it back first", logging.WARNING, endpoint=plan.endpoint)
+            rollback_endpoint(api, plan.endpoint, lease=lease, reason="leftover from an earlier run",
+                              drain_s=plan.drain_s, sleep=sleep)
+            state = api.get_endpoint(plan.endpoint)
+        previous = state.serving_split()
+        out = PromotionOutcome("failed", plan.endpoint, plan.model, previous)
+        resources, staging, note = staging_resources(api, plan, state)
+        if note:
+            out.notes.append(note)
+        model_id = plan.model.rsplit("/", 1)[-1].split("@")[0]
+        record = PromotionRecord(CANARY, plan.run_id, model_id, "", previous)
+        lease.update_labels(lambda labels: with_record(labels, record))
+        try:
+            _run_steps(api, plan, lease, out, resources, record, probe_for, sleep)
+        except BaseException as e:  # noqa: BLE001 — any failure, even Ctrl-C, must roll back
+            out.reason = str(e) or type(e).__name__
+            out.rollback, error = try_rollback(api, plan.endpoint, lease=lease, reason=out.reason,
+                                               drain_s=plan.drain_s, sleep=sleep)
+            out.outcome = "rolled_back" if out.rollback else "failed"
+            if error:
+                out.notes.append(f"rollback did not finish: {error}. Run `tune2serve verify-traffic` again or "
+                                 "let the pipeline's exit handler finish it.")
+            out.final_state = api.get_endpoint(plan.endpoint)
+            if not isinstance(e, Exception):
+                raise
+            return out
+        out.notes += retire_previous(api, plan.endpoint, out.new_deployed_id, previous, plan.keep_previous_s,
+                                     plan.drain_s, sleep)
+        done = PromotionRecord(PROMOTED, plan.run_id, model_id, out.new_deployed_id, {})
+        lease.update_labels(lambda labels: with_record(labels, done))
+        out.outcome = "promoted"
+    if staging and staging != plan.endpoint:
+        out.notes.append(cleanup_staging(api, staging))
+    out.final_state = api.get_endpoint(plan.endpoint)
+    return out

@@ -1,0 +1,169 @@
+"""Judging one canary step (or a standalone endpoint) from the endpoint's state and the
+answers to real requests. Pure: no network here, so it is tested with simulated routing.
+
+A step passes when all of these hold (each failure is said in words in the report):
+
+1. **Configured split** — the endpoint's trafficSplit equals the split the step set.
+2. **Replicas** — every deployed model with a share has availableReplicaCount ≥
+   minReplicaCount (and ≥ 1).
+3. **Routing** — every answer came from a deployed model in the split, and the count
+   answered by the new model passes the two-sided exact binomial test against its share
+   (``stats.share_test``, significance ``Policy.significance``).
+4. **Errors** — the new model's error rate (answers it gave with a non-2xx status, plus
+   failed requests nobody claimed, counted against the new model to stay on the safe
+   side) exceeds the serving models' by at most ``max_error_rate_increase`` (absolute;
+   default 0.02 — with the request counts used, a single canary error fails a 10 % step:
+   a canary is only promoted when it is as clean as the model it replaces).
+5. **Latency** — the new model's p95 is at most ``max_latency_p95_ratio`` (default 3)
+   times the serving models' p95 plus ``latency_slack_ms`` (default 250 ms: tiny CPU
+   models answer in tens of milliseconds, where scheduling noise alone doubles a p95);
+   checked when both sides have ``min_latency_samples`` successful answers.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from tune2serve.components.verify_traffic import stats
+from tune2serve.components.verify_traffic.probe import Answer
+from tune2serve.components.verify_traffic.state import EndpointState
+from tune2serve.components.verify_traffic.traffic import normalize
+
+UNATTRIBUTED = "(none)"
+
+
+@dataclass(frozen=True)
+class Policy:
+    significance: float = stats.DEFAULT_SIGNIFICANCE
+    power: float = stats.DEFAULT_POWER
+    relative_effect: float = stats.DEFAULT_RELATIVE_EFFECT
+    max_requests: int = stats.DEFAULT_MAX_REQUESTS
+    full_share_requests: int = stats.FULL_SHARE_REQUESTS
+    max_error_rate_increase: float = 0.02
+    max_latency_p95_ratio: float = 3.0
+    latency_slack_ms: float = 250.0
+    min_latency_samples: int = 5
+
+    def plan(self, share: float) -> stats.SamplePlan:
+        return stats.plan_requests(share, alpha=self.significance, power=self.power,
+                                   relative_effect=self.relative_effect, max_requests=self.max_requests,
+                                   full_share_requests=self.full_share_requests)
+
+
+@dataclass(frozen=True)
+class ModelStats:
+    requests: int
+    errors: int
+    p50_ms: float | None
+    p95_ms: float | None
+
+    @property
+    def error_rate(self) -> float:
+        return self.errors / self.requests if self.requests else 0.0
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"requests": self.requests, "errors": self.errors, "error_rate": round(self.error_rate, 4),
+                "p50_ms": _round(self.p50_ms), "p95_ms": _round(self.p95_ms)}
+
+
+def _round(value: float | None) -> float | None:
+    return None if value is None else round(value, 1)
+
+
+def model_stats(answers: Sequence[Answer]) -> ModelStats:
+    ok = [a.latency_ms for a in answers if a.ok]
+    return ModelStats(len(answers), sum(1 for a in answers if not a.ok),
+                      stats.percentile(ok, 50), stats.percentile(ok, 95))
+
+
+def per_model(answers: Sequence[Answer]) -> dict[str, ModelStats]:
+    groups: dict[str, list[Answer]] = {}
+    for a in answers:
+        groups.setdefault(a.deployed_model_id or UNATTRIBUTED, []).append(a)
+    return {k: model_stats(v) for k, v in sorted(groups.items())}
+
+
+@dataclass(frozen=True)
+class StepResult:
+    percent: int
+    new_deployed_id: str
+    configured_split: dict[str, int]
+    endpoint_split: dict[str, int]
+    plan: stats.SamplePlan
+    test: stats.ShareTest
+    models: dict[str, ModelStats]
+    canary: ModelStats
+    baseline: ModelStats | None
+    failures: tuple[str, ...] = field(default_factory=tuple)
+    elapsed_s: float = 0.0
+
+    @property
+    def passed(self) -> bool:
+        return not self.failures
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "percent": self.percent, "new_deployed_id": self.new_deployed_id,
+            "configured_split": self.configured_split, "endpoint_split": self.endpoint_split,
+            "plan": self.plan.as_dict(), "test": self.test.as_dict(),
+            "models": {k: v.as_dict() for k, v in self.models.items()},
+            "canary": self.canary.as_dict(), "baseline": self.baseline.as_dict() if self.baseline else None,
+            "passed": self.passed, "failures": list(self.failures), "elapsed_s": round(self.elapsed_s, 2),
+        }
+
+
+def _split_failures(configured: Mapping[str, int], state: EndpointState) -> list[str]:
+    out = []
+    if normalize(state.traffic_split) != normalize(configured):
+        out.append(f"the endpoint's trafficSplit is {normalize(state.traffic_split)}, "
+                   f"but the step configured {normalize(configured)}")
+    for deployed_id, share in normalize(configured).items():
+        dm = state.deployed(deployed_id)
+        if dm is None:
+            out.append(f"deployed model {deployed_id} has {share}% of the traffic but is not deployed")
+        elif not dm.healthy:
+            out.append(f"deployed model {deployed_id} has {dm.available_replica_count} available replicas, "
+                       f"needs at least {max(1, dm.min_replica_count)} (minReplicaCount)")
+    return out
+
+
+def judge_step(percent: int, new_id: str, configured: Mapping[str, int], state: EndpointState,
+               answers: Sequence[Answer], policy: Policy, elapsed_s: float = 0.0) -> StepResult:
+    """The verdict on one step; see the module docstring for the checks."""
+    failures = _split_failures(configured, state)
+    share = percent / 100.0
+    plan = policy.plan(share)
+    in_split = set(normalize(configured))
+    attributed = [a for a in answers if a.deployed_model_id is not None]
+    strangers = sorted({a.deployed_model_id for a in attributed if a.deployed_model_id not in in_split})
+    if strangers:
+        failures.append(f"answers came from deployed models outside the split: {', '.join(map(str, strangers))}")
+    k = sum(1 for a in attributed if a.deployed_model_id == new_id)
+    test = stats.share_test(k, len(attributed), share, alpha=policy.significance)
+    if not attributed:
+        failures.append(f"none of the {len(answers)} requests was answered by a deployed model")
+    elif test.rejected:
+        failures.append(f"the new model answered {k} of {len(attributed)} requests ({test.observed_share:.1%}); "
+                        f"configured {share:.0%}: p = {test.p_value:.3g} < {policy.significance}")
+
+    canary = model_stats([a for a in answers if a.deployed_model_id in (new_id, None)])
+    others = [a for a in answers if a.deployed_model_id not in (new_id, None)]
+    baseline = model_stats(others) if others else None
+    base_rate = baseline.error_rate if baseline else 0.0
+    if canary.requests and canary.error_rate > base_rate + policy.max_error_rate_increase:
+        failures.append(f"the new model's error rate {canary.error_rate:.1%} ({canary.errors}/{canary.requests}) "
+                        f"exceeds the serving model's {base_rate:.1%} by more than "
+                        f"{policy.max_error_rate_increase:.0%}")
+    ok_canary = sum(1 for a in answers if a.ok and a.deployed_model_id == new_id)
+    ok_base = sum(1 for a in others if a.ok)
+    if (baseline and canary.p95_ms is not None and baseline.p95_ms is not None
+            and min(ok_canary, ok_base) >= policy.min_latency_samples):
+        bound = policy.max_latency_p95_ratio * baseline.p95_ms + policy.latency_slack_ms
+        if canary.p95_ms > bound:
+            failures.append(f"the new model's p95 latency {canary.p95_ms:.0f} ms exceeds "
+                            f"{policy.max_latency_p95_ratio:g} x the serving model's {baseline.p95_ms:.0f} ms "
+                            f"+ {policy.latency_slack_ms:.0f} ms")
+    return StepResult(percent, new_id, normalize(configured), normalize(state.traffic_split), plan, test,
+                      per_model(answers), canary, baseline, tuple(failures), elapsed_s)

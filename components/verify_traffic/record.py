@@ -1,0 +1,85 @@
+"""The pre-promotion record, kept in the production endpoint's own labels.
+
+Why labels (not a JSON file in GCS): the record must be found by whoever rolls back —
+the step itself, the pipeline's exit handler, an operator with only the endpoint's
+name — with no bucket to agree on, and it must change atomically with the lease (one
+compare-and-swap on the endpoint's etag writes both). Labels fit: a promotion records
+at most a handful of values (Vertex allows 64 labels per resource, keys and values of
+at most 63 characters of ``[a-z0-9_-]``).
+
+    tune2serve-promo-state   canary | promoted | rolled_back
+    tune2serve-promo-run     the pipeline run id (sanitized) or "cli"
+    tune2serve-promo-model   the id of the Model being promoted
+    tune2serve-promo-new     its deployed-model id on this endpoint, once known
+    tune2serve-prev-<ID>     the share deployed model <ID> had before the promotion
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+from tune2serve.components.errors import UsageError
+
+PROMO_PREFIX = "tune2serve-promo-"
+STATE = "tune2serve-promo-state"
+RUN = "tune2serve-promo-run"
+MODEL = "tune2serve-promo-model"
+NEW = "tune2serve-promo-new"
+PREV_PREFIX = "tune2serve-prev-"
+MAX_LABELS = 64
+MAX_LABEL_LENGTH = 63
+
+CANARY, PROMOTED, ROLLED_BACK = "canary", "promoted", "rolled_back"
+
+
+def sanitize_label_value(text: str) -> str:
+    """Lowercase, every character outside ``[a-z0-9_-]`` replaced by ``-``, ≤ 63 chars."""
+    return re.sub(r"[^a-z0-9_-]", "-", text.lower())[:MAX_LABEL_LENGTH]
+
+
+@dataclass(frozen=True)
+class PromotionRecord:
+    state: str
+    run: str
+    model_id: str
+    new_deployed_id: str = ""
+    previous_split: dict[str, int] = field(default_factory=dict)
+
+    def with_state(self, state: str) -> PromotionRecord:
+        return PromotionRecord(state, self.run, self.model_id, self.new_deployed_id, self.previous_split)
+
+    def with_new(self, deployed_id: str) -> PromotionRecord:
+        return PromotionRecord(self.state, self.run, self.model_id, deployed_id, self.previous_split)
+
+
+def record_labels(record: PromotionRecord) -> dict[str, str]:
+    labels = {STATE: record.state, RUN: sanitize_label_value(record.run), MODEL: sanitize_label_value(record.model_id)}
+    if record.new_deployed_id:
+        labels[NEW] = sanitize_label_value(record.new_deployed_id)
+    for deployed_id, share in sorted(record.previous_split.items()):
+        key = PREV_PREFIX + sanitize_label_value(deployed_id)
+        if len(key) > MAX_LABEL_LENGTH:
+            raise UsageError(f"deployed model id {deployed_id!r} is too long to record in a label")
+        labels[key] = str(int(share))
+    return labels
+
+
+def read_record(labels: Mapping[str, str]) -> PromotionRecord | None:
+    """The record in ``labels``, or None when no promotion ever wrote one."""
+    if STATE not in labels:
+        return None
+    previous = {k[len(PREV_PREFIX):]: int(v) for k, v in labels.items() if k.startswith(PREV_PREFIX) and v.isdigit()}
+    return PromotionRecord(labels[STATE], labels.get(RUN, ""), labels.get(MODEL, ""), labels.get(NEW, ""), previous)
+
+
+def with_record(labels: Mapping[str, str], record: PromotionRecord | None) -> dict[str, str]:
+    """``labels`` with the promotion record replaced by ``record`` (removed when None);
+    labels that are not ours are kept as they are."""
+    kept = {k: v for k, v in labels.items() if not (k.startswith(PROMO_PREFIX) or k.startswith(PREV_PREFIX))}
+    out = {**kept, **(record_labels(record) if record else {})}
+    if len(out) > MAX_LABELS:
+        raise UsageError(f"the endpoint would carry {len(out)} labels; Vertex allows {MAX_LABELS}. "
+                         "Remove some of its labels and run again.")
+    return out

@@ -1,0 +1,114 @@
+"""Rollback: the previous deployed models get their recorded shares back, the new one is
+undeployed, and the outcome is recorded on the endpoint.
+
+Idempotent: it acts only while the endpoint's record says a promotion is in its canary
+state; afterwards the record says ``rolled_back`` and a second call does nothing. It
+works from the record alone (see ``record.py``), so the step itself, the pipeline's
+exit handler and an operator all roll back the same way. Order matters for clients:
+traffic moves first, then (after a short drain) the new model is undeployed, so no
+request is routed to a model that is going away.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from tune2serve.components.errors import PromotionError, VertexError
+from tune2serve.components.logs import get_logger, log_event
+from tune2serve.components.verify_traffic import lease as lease_mod
+from tune2serve.components.verify_traffic.endpoint_api import EndpointApi
+from tune2serve.components.verify_traffic.record import (
+    CANARY,
+    ROLLED_BACK,
+    PromotionRecord,
+    read_record,
+    sanitize_label_value,
+    with_record,
+)
+from tune2serve.components.verify_traffic.state import EndpointState
+from tune2serve.components.verify_traffic.traffic import normalize, rescale
+
+DRAIN_S = 1.0
+_log = get_logger("verify_traffic.rollback")
+
+
+@dataclass(frozen=True)
+class RollbackResult:
+    endpoint: str
+    action: str  # "rolled_back" | "nothing_to_do"
+    restored_split: dict[str, int]
+    undeployed: tuple[str, ...] = ()
+    notes: tuple[str, ...] = field(default_factory=tuple)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"endpoint": self.endpoint, "action": self.action, "restored_split": self.restored_split,
+                "undeployed": list(self.undeployed), "notes": list(self.notes)}
+
+
+def new_deployments(state: EndpointState, previous: dict[str, int], new_id: str, model_id: str) -> list[str]:
+    """The deployed models the promotion added: not in the previous split, and either the
+    recorded new id or a deployment of the recorded Model (found even if the step died
+    before it could record the id)."""
+    return [d.id for d in state.deployed_models
+            if d.id not in previous and (d.id == new_id or sanitize_label_value(d.model_id) == model_id)]
+
+
+def rollback_endpoint(api: EndpointApi, endpoint: str, *, lease: lease_mod.Lease | None = None,
+                      run_id: str | None = None, reason: str = "", drain_s: float = DRAIN_S,
+                      sleep: Callable[[float], None] = time.sleep) -> RollbackResult:
+    """Rolls back the in-progress promotion recorded on ``endpoint`` (of run ``run_id``
+    when given). Takes the endpoint's lease unless the caller holds it.
+
+    Raises:
+        PromotionError: a previous deployed model is gone, so there is nothing to restore.
+        VertexError: Vertex refused a call; the record still says "canary", so running
+            rollback again resumes where this one stopped.
+    """
+    if lease is None:
+        with lease_mod.held(api, endpoint) as own:
+            return rollback_endpoint(api, endpoint, lease=own, run_id=run_id, reason=reason, drain_s=drain_s,
+                                     sleep=sleep)
+    state = api.get_endpoint(endpoint)
+    record = read_record(state.labels)
+    if record is None or record.state != CANARY or (run_id and record.run != sanitize_label_value(run_id)):
+        log_event(_log, "rollback.nothing_to_do", f"{endpoint}: no promotion in progress; nothing to roll back",
+                  endpoint=endpoint, record_state=record.state if record else None)
+        return RollbackResult(endpoint, "nothing_to_do", state.serving_split())
+    previous = {k: v for k, v in record.previous_split.items() if state.deployed(k) and v > 0}
+    if record.previous_split and not previous:
+        raise PromotionError(f"{endpoint}: none of the deployed models that served before the promotion "
+                             f"({', '.join(record.previous_split)}) is deployed any more; nothing to restore. "
+                             "Deploy a known-good model onto the endpoint by hand.")
+    notes = []
+    if previous != record.previous_split:
+        notes.append(f"recorded split {record.previous_split}, restoring {rescale(previous)} (some are gone)")
+    previous = rescale(previous)
+    log_event(_log, "rollback.start", f"{endpoint}: rolling back to {previous}" + (f" ({reason})" if reason else ""),
+              logging.WARNING, endpoint=endpoint, restore=previous)
+    if previous and normalize(state.traffic_split) != previous:
+        api.set_traffic_split(endpoint, previous)
+    undeployed = []
+    to_remove = new_deployments(state, previous, record.new_deployed_id, record.model_id)
+    if to_remove:
+        sleep(drain_s)
+    for deployed_id in to_remove:
+        api.undeploy_model(endpoint, deployed_id, previous)
+        undeployed.append(deployed_id)
+    done = PromotionRecord(ROLLED_BACK, record.run, record.model_id, record.new_deployed_id, {})
+    lease.update_labels(lambda labels: with_record(labels, done))
+    log_event(_log, "rollback.done", f"{endpoint}: rolled back; serving {previous}", endpoint=endpoint,
+              undeployed=undeployed)
+    return RollbackResult(endpoint, "rolled_back", previous, tuple(undeployed), tuple(notes))
+
+
+def try_rollback(api: EndpointApi, endpoint: str, **kwargs: Any) -> tuple[RollbackResult | None, str]:
+    """``rollback_endpoint``, with a failure turned into a message (for callers that must
+    report rather than raise)."""
+    try:
+        return rollback_endpoint(api, endpoint, **kwargs), ""
+    except (VertexError, PromotionError) as e:
+        return None, str(e)

@@ -1,0 +1,83 @@
+"""`tune2serve verify-traffic ENDPOINT --project P --region R [--model MODEL]
+[--canary-percent N | --steps 10,50,100] [--json]` (DESIGN.md §4).
+
+Without --model: check ENDPOINT serves 100 % on healthy replicas and answers. With
+--model: promote that Model onto ENDPOINT through the canary steps, or roll back.
+With --rollback: roll back the promotion in progress on ENDPOINT (idempotent).
+Exit 0 promoted or verified · 1 rolled back or failed (the model that served before
+still serves) · 2 usage error. Stdlib-only imports at top level.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("endpoint", metavar="ENDPOINT", help="endpoint resource name or id")
+    parser.add_argument("--project", default=os.environ.get("TUNE2SERVE_PROJECT"), help="Vertex AI project")
+    parser.add_argument("--region", default=os.environ.get("TUNE2SERVE_REGION"), help="Vertex AI region")
+    parser.add_argument("--model", help="Model resource name to promote onto ENDPOINT (as deploy prints it)")
+    group = parser.add_mutually_exclusive_group()
+    group.add_argument("--canary-percent", type=int, help="one canary step at N%%, then 100%% (default 10)")
+    group.add_argument("--steps", help="canary schedule, e.g. 10,50,100")
+    parser.add_argument("--significance", type=float, default=0.01,
+                        help="significance of the binomial routing test (default 0.01)")
+    parser.add_argument("--keep-previous", type=float, default=0.0, metavar="SECONDS",
+                        help="keep the previous model deployed at 0%% this long before undeploying it")
+    parser.add_argument("--staging-endpoint", help="the endpoint deploy made for --model (machine spec is copied "
+                        "from it; it is undeployed and deleted after a successful promotion)")
+    parser.add_argument("--run-id", default="cli", help="run id recorded on the endpoint (the pipeline's)")
+    parser.add_argument("--rollback", action="store_true", help="roll back the promotion in progress on ENDPOINT")
+    parser.add_argument("--report-dir", help="write verify_traffic.md and verify_traffic.html here")
+    parser.add_argument("--json", action="store_true", help="print one JSON object on stdout")
+
+
+def run(args: argparse.Namespace) -> int:
+    from tune2serve.components.errors import PromotionAbortedError, UsageError
+
+    if not args.project or not args.region:
+        raise UsageError("--project and --region are required (or TUNE2SERVE_PROJECT / TUNE2SERVE_REGION)")
+    if args.rollback:
+        return _rollback(args)
+    from tune2serve.components.verify_traffic.verify import verify_traffic
+
+    staging = (args.staging_endpoint or "") if args.model else args.endpoint
+    result = verify_traffic(project=args.project, region=args.region, endpoint=staging,
+                            model=args.model, production_endpoint=args.endpoint if args.model else None,
+                            steps=args.steps, canary_percent=args.canary_percent, significance=args.significance,
+                            keep_previous_s=args.keep_previous, run_id=args.run_id)
+    if args.report_dir:
+        from pathlib import Path
+
+        from tune2serve.components.verify_traffic.report import write_reports
+
+        Path(args.report_dir).mkdir(parents=True, exist_ok=True)
+        write_reports(result, Path(args.report_dir) / "verify_traffic.md", Path(args.report_dir) / "verify_traffic.html")
+    if args.json:
+        print(json.dumps(result.as_json(), default=str))
+    else:
+        sys.stderr.write(f"{result.outcome}: {args.endpoint} serves {result.traffic_split}\n")
+    if not result.ok:
+        raise PromotionAbortedError(f"{args.endpoint}: {result.outcome}: {result.reason or 'see the evidence'}; "
+                                    f"serving {result.traffic_split}")
+    return 0
+
+
+def _rollback(args: argparse.Namespace) -> int:
+    from tune2serve.components.verify_traffic.endpoint_api import EndpointApi
+    from tune2serve.components.verify_traffic.rollback import rollback_endpoint
+    from tune2serve.components.vertex.clients import target
+    from tune2serve.components.vertex.resources import endpoint_name
+
+    name = str(endpoint_name(args.endpoint, args.project, args.region))
+    result = rollback_endpoint(EndpointApi(target(args.project, args.region)), name,
+                               run_id=None if args.run_id == "cli" else args.run_id)
+    outcome = "rolled_back" if result.action == "rolled_back" else "verified"
+    if args.json:
+        print(json.dumps({"outcome": outcome, "traffic_split": result.restored_split,
+                          "evidence": {"rollback": result.as_dict()}}))
+    return 0

@@ -1,0 +1,50 @@
+"""Continuous client load on an endpoint (8 concurrent clients by default), counting
+every failed request: what users of the endpoint would see during a promotion."""
+
+from __future__ import annotations
+
+import threading
+from collections import Counter
+from dataclasses import dataclass, field
+
+from tune2serve.components.verify_traffic.probe import chat_url, probe_request_body, send_one
+
+
+@dataclass
+class Load:
+    dns: str
+    endpoint: str
+    clients: int = 8
+    stop: threading.Event = field(default_factory=threading.Event)
+    ok: int = 0
+    failed: list[str] = field(default_factory=list)
+    answered_by: Counter[str] = field(default_factory=Counter)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+    _threads: list[threading.Thread] = field(default_factory=list)
+
+    def _client_loop(self) -> None:
+        import httpx
+
+        from tune2serve.components.vertex.clients import tls_verify
+
+        url, body = chat_url(self.dns, self.endpoint), probe_request_body()
+        with httpx.Client(verify=tls_verify(), timeout=30.0) as client:
+            while not self.stop.is_set():
+                a = send_one(client, url, body)
+                with self._lock:
+                    if a.ok:
+                        self.ok += 1
+                    else:
+                        self.failed.append(f"{a.status} {a.deployed_model_id} {a.error[:120]}")
+                    self.answered_by[a.deployed_model_id or "-"] += 1
+
+    def __enter__(self) -> Load:
+        self._threads = [threading.Thread(target=self._client_loop, daemon=True) for _ in range(self.clients)]
+        for t in self._threads:
+            t.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop.set()
+        for t in self._threads:
+            t.join(timeout=60)
