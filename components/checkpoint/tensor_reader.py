@@ -1,0 +1,173 @@
+"""Lazy, per-tensor reads of the weights of a local checkpoint folder.
+
+Why not ``safe_open`` and keep it open: a memory map that stays open keeps every page it
+has touched resident, so reading a 4 GB base through one would grow the process to
+4 GB. Here each tensor is read with one positioned ``readinto`` straight into a tensor of
+its own size (offsets come from the header parser every step shares), so only the tensor
+being worked on is in memory. ``.bin`` files go through ``bin_loader`` (pickle scan,
+then ``torch.load(weights_only=True, mmap=True)``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from tune2serve.components.checkpoint.bin_loader import load_state_dict
+from tune2serve.components.checkpoint.index import find_weight_files, parse_index
+from tune2serve.components.checkpoint.safetensors_header import read_header
+from tune2serve.components.checkpoint.storage import LocalFolder
+from tune2serve.components.errors import CheckpointError
+
+# safetensors dtype name ↔ torch dtype attribute name.
+_DTYPE_NAMES = {
+    "F64": "float64", "F32": "float32", "F16": "float16", "BF16": "bfloat16",
+    "I64": "int64", "I32": "int32", "I16": "int16", "I8": "int8", "U8": "uint8", "BOOL": "bool",
+    "U16": "uint16", "U32": "uint32", "U64": "uint64",
+    "F8_E4M3": "float8_e4m3fn", "F8_E5M2": "float8_e5m2",
+}
+FLOAT_NAMES = {"F64", "F32", "F16", "BF16"}
+
+
+def torch_dtype(st_dtype: str) -> Any:
+    import torch
+
+    try:
+        return getattr(torch, _DTYPE_NAMES[st_dtype])
+    except (KeyError, AttributeError) as e:
+        raise CheckpointError(f"tensor dtype {st_dtype} is not supported by export") from e
+
+
+def st_dtype(dtype: Any) -> str:
+    """The safetensors name of a torch dtype (``torch.bfloat16`` → ``BF16``)."""
+    name = str(dtype).removeprefix("torch.")
+    for st, tname in _DTYPE_NAMES.items():
+        if tname == name:
+            return st
+    raise CheckpointError(f"tensor dtype {name} cannot be written to safetensors by export")
+
+
+@dataclass(frozen=True)
+class TensorMeta:
+    name: str
+    dtype: str  # safetensors name: BF16, F32, ...
+    shape: tuple[int, ...]
+    file: str
+    offset: int = 0  # position in the file, for reading in file order
+
+    @property
+    def nbytes(self) -> int:
+        n = {"F64": 8, "I64": 8, "U64": 8, "F32": 4, "I32": 4, "U32": 4, "F16": 2, "BF16": 2, "I16": 2, "U16": 2}.get(self.dtype, 1)
+        for d in self.shape:
+            n *= d
+        return n
+
+
+class SafetensorsFile:
+    """One safetensors file whose header has been checked; tensors read one at a time."""
+
+    def __init__(self, path: Path, name: str) -> None:
+        header = read_header(LocalFolder(path.parent), path.name)
+        if header.problems:
+            raise CheckpointError(
+                f"{name}: corrupt safetensors file: {header.problems[0]}; re-save or re-upload this shard", file=name
+            )
+        self.path, self.name = path, name
+        self.data_start = 8 + header.header_size
+        self.infos = header.tensors
+        self.metas = {
+            t.name: TensorMeta(t.name, t.dtype, t.shape, name, t.begin) for t in header.tensors.values()
+        }
+        self._fh: Any = None
+
+    def read(self, tensor: str) -> Any:
+        import torch
+
+        info = self.infos[tensor]
+        out = torch.empty(info.shape, dtype=torch_dtype(info.dtype))
+        if info.nbytes == 0:
+            return out
+        if self._fh is None:
+            self._fh = open(self.path, "rb", buffering=0)
+        view = memoryview(out.reshape(-1).view(torch.uint8).numpy())
+        self._fh.seek(self.data_start + info.begin)
+        got = self._fh.readinto(view)
+        if got != info.nbytes:
+            raise CheckpointError(f"{self.name}: tensor {tensor!r} is truncated ({got} of {info.nbytes} bytes)", file=self.name)
+        return out
+
+    def close(self) -> None:
+        if self._fh is not None:
+            self._fh.close()
+            self._fh = None
+
+
+class BinFile:
+    """One ``.bin`` state dict, scanned then memory-mapped by ``torch.load``."""
+
+    def __init__(self, path: Path, name: str) -> None:
+        self.name = name
+        self.state = load_state_dict(path, name)
+        self.metas = {
+            k: TensorMeta(k, st_dtype(v.dtype), tuple(v.shape), name, i) for i, (k, v) in enumerate(self.state.items())
+        }
+
+    def read(self, tensor: str) -> Any:
+        return self.state[tensor].contiguous()
+
+    def close(self) -> None:
+        self.state = {}
+
+
+class CheckpointTensors:
+    """Every tensor of a local checkpoint folder (single file, sharded with an index, or
+    ``.bin``), by name. ``metas`` is known up front; ``read`` loads one tensor."""
+
+    def __init__(self, files: dict[str, SafetensorsFile | BinFile], owner: dict[str, str]) -> None:
+        self.files = files
+        self.owner = owner
+        self.metas = {t: files[f].metas[t] for t, f in owner.items()}
+
+    @classmethod
+    def open(cls, root: Path, label: str | None = None) -> CheckpointTensors:
+        """Opens the weights at the top of ``root``; safetensors win over ``.bin``."""
+        folder = LocalFolder(root)
+        label = label or str(root)
+        found = find_weight_files(folder.list())
+        files: dict[str, SafetensorsFile | BinFile] = {}
+        owner: dict[str, str] = {}
+        index_name = found.safetensors_index if found.safetensors else found.bin_index
+        names = found.safetensors or found.bins
+        if not names:
+            raise CheckpointError(f"{label}: no weight files (*.safetensors or *.bin) at the top of the folder", file=None)
+        if index_name:
+            index = parse_index(folder, index_name)
+            missing = [s for s in index.shards if s not in names]
+            if missing:
+                raise CheckpointError(
+                    f"{label}/{index_name}: names shard {missing[0]} which is not in the folder; upload it or fix the index",
+                    file=index_name,
+                )
+            names = index.shards
+        for name in names:
+            path = root / name
+            files[name] = SafetensorsFile(path, name) if name.endswith(".safetensors") else BinFile(path, name)
+            for tensor in files[name].metas:
+                owner.setdefault(tensor, name)
+        if index_name:
+            for tensor, shard in index.weight_map.items():
+                if tensor not in files[shard].metas:
+                    raise CheckpointError(
+                        f"{label}/{index_name}: maps {tensor!r} to {shard}, which does not hold it; the shard is corrupt or the index stale",
+                        file=index_name,
+                    )
+                owner[tensor] = shard
+        return cls(files, owner)
+
+    def read(self, tensor: str) -> Any:
+        return self.files[self.owner[tensor]].read(tensor)
+
+    def close(self) -> None:
+        for f in self.files.values():
+            f.close()

@@ -1,0 +1,38 @@
+"""The export step as a KFP component: a thin wrapper over ``export.export_checkpoint``."""
+
+from typing import NamedTuple
+
+from kfp import dsl
+from kfp.dsl import Model, Output
+
+from tune2serve.components.image import DEFAULT_IMAGE
+
+
+@dsl.component(base_image=DEFAULT_IMAGE)
+def export(
+    source: str, dest: str, model: Output[Model], base_model: str = "", checkpoint: str = "final",
+    dtype: str = "auto", max_shard_size: str = "5GB",
+) -> NamedTuple("ExportOutputs", export_uri=str):
+    """Turns a tuning job's output into a deployable folder at ``dest``.
+
+    Args:
+        source: tuning output / checkpoint / adapter folder (local or gs://), or a tuning job name.
+        dest: destination prefix (gs://bucket/prefix or a local folder).
+        base_model: the base model folder for a LoRA adapter; "" = the adapter config's own.
+        checkpoint: final, best, latest or a step number.
+        dtype: auto, bfloat16, float16 or float32.
+        max_shard_size: largest shard, e.g. 5GB.
+    """
+    from collections import namedtuple
+
+    from tune2serve.components.export.export import export_checkpoint
+
+    result = export_checkpoint(source, dest, base_model=base_model or None, checkpoint=checkpoint, dtype=dtype,
+                               max_shard_size=max_shard_size)
+    model.uri = result.dest
+    model.metadata.update({
+        "source": result.source, "source_kind": result.source_kind, "base_model": result.base_model or "",
+        "merge": result.merge or {}, "bytes": result.bytes, "parameter_count": result.parameter_count,
+        "manifest_digest": result.manifest_digest, "dtype": result.dtype, "noop": result.noop,
+    })
+    return namedtuple("ExportOutputs", ["export_uri"])(result.dest)

@@ -1,0 +1,296 @@
+"""``export_checkpoint``: a tuning job's output in, a deployable folder at DEST out.
+
+Plan, then execute: the source layout is discovered, the adapter mapped onto its base
+and every output tensor, shard and small file decided before anything is written, so
+bad input (wrong base, missing module, corrupt shard, unsafe pickle) fails with nothing
+at DEST. Then tensors stream from the base, one at a time, through the merge into
+shards, which ``upload.Publisher`` stages and publishes atomically (see its docstring).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import tempfile
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from tune2serve.components.checkpoint.index import find_weight_files
+from tune2serve.components.checkpoint.manifest import Manifest
+from tune2serve.components.checkpoint.storage import Folder, ObjectInfo, open_folder
+from tune2serve.components.checkpoint.tensor_reader import CheckpointTensors
+from tune2serve.components.errors import MergeError, PromotionError, SourceNotFoundError
+from tune2serve.components.export.config_clean import (
+    TOKENIZER_FILES, clean_config, generation_config_from, transformers_version,
+)
+from tune2serve.components.export.layout import CheckpointChoice, Selection, discover
+from tune2serve.components.export.merge import ADAPTER_CONFIG, AdapterPlan, LoraOptions, cast, merged, plan_adapter, read_adapter
+from tune2serve.components.export.plan import DTYPES, OutputPlan, output_dtype, plan_output
+from tune2serve.components.export.sources import describe_source, fingerprints, local_dir, open_source
+from tune2serve.components.export.upload import Publisher
+from tune2serve.components.export.writer import (
+    INDEX_NAME, OutTensor, index_json, parse_size, plan_shards, write_shard, write_small,
+)
+from tune2serve.components.image import package_version
+from tune2serve.components.logs import get_logger, log_event
+
+logger = get_logger("export")
+Progress = Callable[[int], None]
+
+
+@dataclass
+class ExportResult:
+    """What ``--json`` prints and the KFP component records."""
+
+    ok: bool
+    dest: str
+    files: list[dict[str, Any]]
+    source: str
+    source_kind: str
+    explanation: str
+    noop: bool
+    parameter_count: int
+    bytes: int
+    dtype: str
+    checkpoint: str
+    base_model: str | None = None
+    merge: dict[str, Any] | None = None
+    manifest_digest: str = ""
+    notes: list[str] = field(default_factory=list)
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class _Checkpoint:
+    """One folder of the source (or base) with its direct file names."""
+
+    folder: Folder
+    files: set[str]
+    selection: Selection
+
+
+def _children(listing: list[ObjectInfo], subdir: str) -> set[str]:
+    prefix = f"{subdir}/" if subdir else ""
+    return {o.name[len(prefix):] for o in listing if o.name.startswith(prefix) and "/" not in o.name[len(prefix):]}
+
+
+def _open_checkpoint(folder: Folder, choice: CheckpointChoice) -> _Checkpoint:
+    listing = folder.list()
+    sel = discover(folder, choice, listing)
+    return _Checkpoint(folder.child(sel.subdir) if sel.subdir else folder, _children(listing, sel.subdir), sel)
+
+
+def _open_base(base_model: str | None, options: LoraOptions, label: str) -> _Checkpoint:
+    """The base for an adapter: --base-model, else the adapter config's
+    base_model_name_or_path when that is a folder that exists (hub ids cannot be
+    downloaded here)."""
+    ref = base_model or options.base_model_name_or_path
+    if not ref:
+        raise MergeError(f"{label}: is a LoRA adapter and names no base model; pass --base-model (a local folder or gs:// URI)")
+    try:
+        base = _open_checkpoint(open_folder(ref), CheckpointChoice("final"))
+    except (SourceNotFoundError, PromotionError) as e:
+        how = "--base-model" if base_model else f"the adapter's base_model_name_or_path ({ref!r})"
+        raise MergeError(f"{label}: is a LoRA adapter and its base model, {how}, cannot be opened ({e}); "
+                         "pass --base-model with the base model's folder") from e
+    if base.selection.is_adapter:
+        raise MergeError(f"{base.folder.uri}: is itself a LoRA adapter; --base-model must be a full model folder")
+    return base
+
+
+def _weight_names(files: set[str]) -> list[str]:
+    found = find_weight_files([ObjectInfo(n, 0) for n in files])
+    names = found.safetensors or found.bins
+    index = found.safetensors_index if found.safetensors else found.bin_index
+    names = [n for n in names if not n.startswith("adapter_model")]
+    return sorted(set(names + ([index] if index else []) + ["config.json"] + (["generation_config.json"] if "generation_config.json" in files else [])))
+
+
+def _has_chat_template(folder: Folder, files: set[str]) -> bool:
+    if files & {"chat_template.jinja", "chat_template.json"}:
+        return True
+    if "tokenizer_config.json" in files:
+        try:
+            return bool(json.loads(folder.read_bytes("tokenizer_config.json")).get("chat_template"))
+        except ValueError:
+            return False
+    return False
+
+
+def _small_files(places: list[_Checkpoint], weights: _Checkpoint, config: dict[str, Any], plan: OutputPlan,
+                 merging: bool) -> tuple[dict[str, bytes], list[str]]:
+    """config.json, generation_config.json and the tokenizer (from the first place that
+    has one: the tuned checkpoint, the run's top level, then the base)."""
+    version = transformers_version()
+    notes: list[str] = []
+    out: dict[str, bytes] = {}
+    cleaned = clean_config(config, dtype=plan.dtype, vocab_size=plan.vocab_size if merging else None,
+                           tie_word_embeddings=plan.tie_word_embeddings if merging else None, version=version)
+    out["config.json"] = (json.dumps(cleaned, indent=2, sort_keys=True) + "\n").encode()
+    gen = next((p for p in places + [weights] if "generation_config.json" in p.files), None)
+    out["generation_config.json"] = (gen.folder.read_bytes("generation_config.json") if gen else
+                                     (json.dumps(generation_config_from(config, version), indent=2) + "\n").encode())
+    tok = next((p for p in places if p.files & {"tokenizer.json", "tokenizer.model", "tokenizer_config.json"}), None)
+    if tok is None:
+        notes.append("no tokenizer found in the tuned output or the base; validate will refuse this export")
+        return out, notes
+    for name in TOKENIZER_FILES:
+        if name in tok.files:
+            out[name] = tok.folder.read_bytes(name)
+    notes.append(f"tokenizer from {tok.folder.uri}")
+    if not _has_chat_template(tok.folder, tok.files):
+        for p in places:
+            for name in ("chat_template.jinja", "chat_template.json"):
+                if name in p.files:
+                    out[name] = p.folder.read_bytes(name)
+                    notes.append(f"chat template from {p.folder.join(name)}")
+                    return out, notes
+    return out, notes
+
+
+def _digest(parts: dict[str, Any]) -> str:
+    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def export_checkpoint(source: str, dest: str, *, base_model: str | None = None, checkpoint: str = "final",
+                      dtype: str = "auto", max_shard_size: str | int = "5GB", progress: Progress | None = None,
+                      upload_workers: int = 8) -> ExportResult:
+    """Exports SOURCE (a tuning output, a checkpoint, an adapter or a tuning job name) to
+    DEST (local or gs://) as safetensors shards + index + config + tokenizer + manifest.
+
+    Raises:
+        UsageError: a flag does not parse.
+        CheckpointError (MergeError, UnsafePickleError): the input is wrong; DEST untouched.
+        SourceError / DestinationError: SOURCE cannot be read, DEST cannot be written or
+            already holds a different export.
+    """
+    choice = CheckpointChoice.parse(checkpoint)
+    max_bytes = parse_size(max_shard_size)
+    if dtype != "auto" and dtype not in DTYPES:
+        output_dtype(dtype, {}, {})  # raises the UsageError
+    src_folder, job = open_source(source)
+    tuned = _open_checkpoint(src_folder, choice)
+    sel = tuned.selection
+    log_event(logger, "export.source", sel.explanation, source=describe_source(src_folder, job), source_kind=sel.source_kind)
+    root = _Checkpoint(src_folder, _children(src_folder.list(), ""), sel) if sel.subdir else None
+    options: LoraOptions | None = None
+    base: _Checkpoint | None = None
+    if sel.is_adapter:
+        options = LoraOptions.from_config(json.loads(tuned.folder.read_bytes(ADAPTER_CONFIG)), tuned.folder.join(ADAPTER_CONFIG))
+        base = _open_base(base_model, options, tuned.folder.uri)
+        log_event(logger, "export.base", f"merging the adapter into {base.folder.uri}", base_model=base.folder.uri)
+    elif base_model:
+        log_event(logger, "export.base_ignored", f"{tuned.folder.uri} holds full weights; --base-model is not used",
+                  level=logging.WARNING)
+    weights = base or tuned
+    weight_names = _weight_names(weights.files)
+    adapter_names = sorted(n for n in tuned.files if n.startswith("adapter_")) if sel.is_adapter else []
+    dest_folder = open_folder(dest)
+    digest = _digest({
+        "tune2serve": package_version(), "source": tuned.folder.uri, "base": base.folder.uri if base else None,
+        "inputs": fingerprints(weights.folder, weight_names) + fingerprints(tuned.folder, adapter_names + sorted(tuned.files & set(TOKENIZER_FILES))),
+        "options": {"dtype": dtype, "max_shard_size": max_bytes, "checkpoint": str(choice)},
+    })
+    publisher = Publisher(dest_folder, digest, workers=upload_workers)
+    existing = publisher.existing_manifest()
+    if existing is not None:
+        publisher.close()
+        log_event(logger, "export.noop", f"{dest_folder.uri} already holds this export; nothing to do", dest=dest_folder.uri)
+        return _result(existing, dest_folder, sel, noop=True)
+    publisher.probe()
+    try:
+        with tempfile.TemporaryDirectory(prefix="tune2serve-export-") as scratch:
+            manifest = _execute(tuned, root, base, weights, weight_names, options, dest_folder, publisher, Path(scratch),
+                                dtype, max_bytes, progress, str(choice), describe_source(src_folder, job))
+    except PromotionError:
+        publisher.abort()
+        raise
+    except BaseException:
+        publisher.close()  # interrupted: staging stays for the rerun to reuse
+        raise
+    log_event(logger, "export.done", f"{dest_folder.uri} holds a complete export ({len(manifest.files)} files)",
+              dest=dest_folder.uri, manifest_digest=manifest.digest())
+    return _result(manifest, dest_folder, sel, noop=False)
+
+
+def _execute(tuned: _Checkpoint, root: _Checkpoint | None, base: _Checkpoint | None, weights: _Checkpoint,
+             weight_names: list[str], options: LoraOptions | None, dest: Folder, publisher: Publisher, scratch: Path,
+             dtype: str, max_bytes: int, progress: Progress | None, checkpoint: str, source_text: str) -> Manifest:
+    local = local_dir(weights.folder, weight_names, scratch / "weights")
+    tensors = CheckpointTensors.open(local, label=weights.folder.uri)
+    try:
+        config = json.loads((local / "config.json").read_text())
+        adapter: AdapterPlan | None = None
+        if options is not None:
+            adapter_local = local_dir(tuned.folder, sorted(n for n in tuned.files if n.startswith("adapter_")), scratch / "adapter")
+            options, adapter_tensors = read_adapter(adapter_local, tuned.folder.uri)
+            if config.get("quantization_config"):
+                raise MergeError(f"{weights.folder.uri}: the base model is quantized; a LoRA cannot be merged into quantized "
+                                 "weights — use the unquantized base as --base-model")
+            adapter = plan_adapter(options, adapter_tensors, tensors.metas, tuned.folder.uri)
+        plan = plan_output(tensors.metas, config, output_dtype(dtype, config, tensors.metas), adapter, tuned.folder.uri)
+        shards = plan_shards(plan.tensors, max_bytes)
+        places = [tuned] + ([root] if root else []) + ([base] if base else [])
+        small, notes = _small_files(places, weights, config, plan, merging=adapter is not None)
+        small[INDEX_NAME] = index_json(shards)
+        for note in plan.notes + notes:
+            log_event(logger, "export.note", note)
+
+        def produce(t: OutTensor) -> Any:
+            if adapter is not None:
+                value = merged(adapter, t.name, tensors.read(t.name) if t.name in tensors.metas else None)
+            else:
+                value = tensors.read(t.name)
+            return cast(value, DTYPES[plan.dtype])
+
+        for shard in shards:
+            if publisher.reuse(shard.name) is None:
+                path = publisher.scratch_path(shard.name, scratch / "out")
+                written = write_shard(path, shard, produce, crc=publisher.is_gcs)
+                publisher.stage(shard.name, path, written)
+                log_event(logger, "export.shard", f"wrote {shard.name}", file=shard.name, bytes=written.size)
+            else:
+                log_event(logger, "export.shard_reused", f"reused {shard.name} from the interrupted run", file=shard.name)
+            if progress:
+                progress(shard.data_bytes)
+        for name, data in small.items():
+            if publisher.reuse(name) is None:
+                path = publisher.scratch_path(name, scratch / "out")
+                publisher.stage(name, path, write_small(path, data, crc=publisher.is_gcs))
+    finally:
+        tensors.close()
+    publisher.wait()
+    manifest = Manifest(
+        files=sorted(publisher.entries.values(), key=lambda e: e.name), source=source_text,
+        base_model=base.folder.uri if base else None,
+        extra={"export_digest": publisher.digest, "source_kind": tuned.selection.source_kind,
+               "explanation": tuned.selection.explanation, "checkpoint": checkpoint, "dtype": plan.dtype,
+               "parameter_count": plan.parameter_count, "merge": options.summary() if options else None,
+               "notes": plan.notes + notes, "created_by": f"tune2serve {package_version()}"},
+    )
+    publisher.commit(manifest)
+    return manifest
+
+
+def _result(manifest: Manifest, dest: Folder, sel: Selection, noop: bool) -> ExportResult:
+    extra = manifest.extra
+    return ExportResult(
+        ok=True, dest=dest.uri, noop=noop,
+        files=[{"name": e.name, "size": e.size, "sha256": e.sha256, **({"crc32c": e.crc32c} if e.crc32c else {})}
+               for e in manifest.files],
+        source=manifest.source or "", source_kind=str(extra.get("source_kind", sel.source_kind)),
+        explanation=str(extra.get("explanation", sel.explanation)),
+        parameter_count=int(extra.get("parameter_count", 0) or 0),
+        bytes=sum(e.size for e in manifest.files), dtype=str(extra.get("dtype", "")),
+        checkpoint=str(extra.get("checkpoint", "")), base_model=manifest.base_model,
+        merge=extra.get("merge") if isinstance(extra.get("merge"), dict) else None,
+        manifest_digest=manifest.digest(), notes=list(extra.get("notes") or []),
+    )
+
+
+__all__ = ["ExportResult", "export_checkpoint"]

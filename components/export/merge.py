@@ -1,0 +1,252 @@
+"""Merging a PEFT LoRA adapter into its base, one base tensor at a time.
+
+The adapter (small: A/B matrices, DoRA magnitudes, ``modules_to_save`` tensors) is read
+whole; the base is never materialised: ``merged(name, base_tensor)`` is called for each
+base tensor as it streams past and returns the tensor to write. The maths follows PEFT's
+``merge_and_unload`` (peft 0.17–0.21), computed in float32 and cast once at the end:
+
+* ΔW = B @ A · scaling, scaling = lora_alpha / r, or lora_alpha / √r with ``use_rslora``;
+  r and alpha per module from ``rank_pattern`` / ``alpha_pattern`` (PEFT's own rule: the
+  pattern matches the end of the module name at a dot boundary);
+* ``fan_in_fan_out`` (GPT-2's Conv1D stores weights as in×out): ΔW is transposed;
+* embeddings: ``lora_embedding_A`` (r×vocab), ``lora_embedding_B`` (dim×r), ΔW = (B@A)ᵀ;
+* DoRA: W' = m · (W + ΔW) / ‖W + ΔW‖, the norm taken per output feature (per row of a
+  Linear weight, per column of an embedding or a Conv1D weight);
+* ``modules_to_save`` and saved base layers (``…base_layer.weight``, written by PEFT when
+  it saves resized embeddings) replace the base tensor whole.
+
+Keys: ``base_model.model.<module>.lora_A.weight`` belongs to base tensor
+``<module>.weight``. Anything the merge does not understand is refused with its name.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from tune2serve.components.checkpoint.bin_loader import load_state_dict
+from tune2serve.components.checkpoint.tensor_reader import TensorMeta, torch_dtype
+from tune2serve.components.errors import MergeError
+
+ADAPTER_CONFIG = "adapter_config.json"
+_PREFIX = "base_model.model."
+_UNSUPPORTED_OPTIONS = {
+    "lora_bias": "lora_bias=True (a trained bias on lora_B)",
+    "trainable_token_indices": "trainable_token_indices (trainable token deltas)",
+    "layer_replication": "layer_replication",
+    "use_qalora": "use_qalora",
+}
+
+
+def _pattern_value(patterns: dict[str, Any], module: str, default: Any) -> Any:
+    """PEFT's ``get_pattern_key``: the first pattern matching the end of ``module``."""
+    for key, value in patterns.items():
+        if re.match(rf"(.*\.)?({key})$", module):
+            return value
+    return default
+
+
+@dataclass(frozen=True)
+class LoraOptions:
+    """The merge-relevant part of ``adapter_config.json``."""
+
+    r: int
+    lora_alpha: float
+    use_rslora: bool = False
+    use_dora: bool = False
+    fan_in_fan_out: bool = False
+    rank_pattern: dict[str, int] = field(default_factory=dict)
+    alpha_pattern: dict[str, float] = field(default_factory=dict)
+    modules_to_save: list[str] = field(default_factory=list)
+    base_model_name_or_path: str | None = None
+
+    @classmethod
+    def from_config(cls, doc: dict[str, Any], file: str = ADAPTER_CONFIG) -> LoraOptions:
+        peft_type = str(doc.get("peft_type", "LORA")).upper()
+        if peft_type != "LORA":
+            raise MergeError(f"{file}: peft_type {peft_type} cannot be merged by export; only LoRA (and DoRA) adapters can", file=file)
+        for key, what in _UNSUPPORTED_OPTIONS.items():
+            if doc.get(key):
+                raise MergeError(f"{file}: the adapter uses {what}, which export cannot merge; merge it with PEFT "
+                                 "(merge_and_unload + save_pretrained) and export the merged folder", file=file)
+        try:
+            return cls(
+                r=int(doc["r"]),
+                lora_alpha=float(doc.get("lora_alpha", 8)),
+                use_rslora=bool(doc.get("use_rslora", False)),
+                use_dora=bool(doc.get("use_dora", False)),
+                fan_in_fan_out=bool(doc.get("fan_in_fan_out", False)),
+                rank_pattern=dict(doc.get("rank_pattern") or {}),
+                alpha_pattern=dict(doc.get("alpha_pattern") or {}),
+                modules_to_save=list(doc.get("modules_to_save") or []),
+                base_model_name_or_path=doc.get("base_model_name_or_path") or None,
+            )
+        except (KeyError, TypeError, ValueError) as e:
+            raise MergeError(f"{file}: not a LoRA adapter config ({type(e).__name__}: {e})", file=file) from e
+
+    def rank(self, module: str) -> int:
+        return int(_pattern_value(self.rank_pattern, module, self.r))
+
+    def scaling(self, module: str) -> float:
+        r = self.rank(module)
+        alpha = float(_pattern_value(self.alpha_pattern, module, self.lora_alpha))
+        return alpha / math.sqrt(r) if self.use_rslora else alpha / r
+
+    def summary(self) -> dict[str, Any]:
+        """The merge options, for ``--json`` and the KFP artifact's metadata."""
+        return {"r": self.r, "lora_alpha": self.lora_alpha, "use_rslora": self.use_rslora, "use_dora": self.use_dora,
+                "fan_in_fan_out": self.fan_in_fan_out, "rank_pattern": self.rank_pattern,
+                "alpha_pattern": self.alpha_pattern, "modules_to_save": self.modules_to_save}
+
+
+@dataclass
+class ModuleDelta:
+    """The LoRA update of one base tensor."""
+
+    module: str
+    embedding: bool
+    A: Any = None
+    B: Any = None
+    magnitude: Any = None
+    scaling: float = 1.0
+
+
+@dataclass
+class AdapterPlan:
+    options: LoraOptions
+    deltas: dict[str, ModuleDelta]       # base tensor name → update
+    replacements: dict[str, Any]         # base tensor name → whole new tensor
+
+
+def read_adapter(root: Path, label: str) -> tuple[LoraOptions, dict[str, Any]]:
+    """The adapter's options and tensors from a local adapter folder."""
+    import json
+
+    from safetensors.torch import load_file
+
+    try:
+        options = LoraOptions.from_config(json.loads((root / ADAPTER_CONFIG).read_text()), f"{label}/{ADAPTER_CONFIG}")
+    except (OSError, ValueError) as e:
+        if isinstance(e, MergeError):
+            raise
+        raise MergeError(f"{label}/{ADAPTER_CONFIG}: cannot be read: {e}", file=ADAPTER_CONFIG) from e
+    st = root / "adapter_model.safetensors"
+    if st.is_file():
+        from tune2serve.components.checkpoint.tensor_reader import SafetensorsFile
+
+        SafetensorsFile(st, f"{label}/adapter_model.safetensors").close()  # header checked before loading
+        tensors = load_file(str(st))
+    else:
+        tensors = load_state_dict(root / "adapter_model.bin", f"{label}/adapter_model.bin")
+    return options, tensors
+
+
+def _split_key(key: str) -> tuple[str, str]:
+    """(module or tensor path, part) where part is A, B, eA, eB, m, full or skip."""
+    name = key[len(_PREFIX):] if key.startswith(_PREFIX) else key
+    for suffix, part in ((".lora_A.weight", "A"), (".lora_B.weight", "B"), (".lora_embedding_A", "eA"),
+                         (".lora_embedding_B", "eB"), (".lora_magnitude_vector.weight", "m"),
+                         (".lora_magnitude_vector", "m")):
+        if name.endswith(suffix):
+            return name[: -len(suffix)], part
+    if ".lora_" in name or "token_adapter" in name or "trainable_tokens" in name:
+        raise MergeError(f"adapter tensor {key!r} is of a kind export cannot merge; merge with PEFT and export the result")
+    parts = [p for p in name.split(".") if p != "base_layer"]
+    if "original_module" in parts:  # the untrained copy PEFT keeps beside modules_to_save
+        return name, "skip"
+    if "modules_to_save" in parts:
+        i = parts.index("modules_to_save")
+        rest = parts[i + 1:]
+        parts = parts[:i] + (rest[1:] if len(rest) > 1 else rest)
+    return ".".join(parts), "full"
+
+
+def plan_adapter(options: LoraOptions, tensors: dict[str, Any], base: dict[str, TensorMeta], label: str) -> AdapterPlan:
+    """Maps every adapter tensor onto a base tensor and checks that the shapes fit, so
+    that a wrong base fails before anything is written."""
+    deltas: dict[str, ModuleDelta] = {}
+    replacements: dict[str, Any] = {}
+    for key, tensor in tensors.items():
+        path, part = _split_key(key)
+        if part == "skip":
+            continue
+        if part == "full":
+            replacements[path] = tensor
+            continue
+        target = f"{path}.weight"
+        if target not in base and f"model.{target}" in base:
+            path, target = f"model.{path}", f"model.{target}"
+        delta = deltas.setdefault(target, ModuleDelta(path, embedding=part in ("eA", "eB"), scaling=options.scaling(path)))
+        setattr(delta, {"A": "A", "B": "B", "eA": "A", "eB": "B", "m": "magnitude"}[part], tensor)
+    for name, tensor in replacements.items():
+        if name in base and tuple(base[name].shape) != tuple(tensor.shape) and not _is_vocab_resize(name, base[name], tensor):
+            raise MergeError(f"{label}: adapter tensor for {name} has shape {list(tensor.shape)} but the base's is "
+                             f"{list(base[name].shape)}; the adapter was trained on a different base model — pass the right --base-model")
+    for target, d in deltas.items():
+        _check_delta(options, target, d, base, replacements, label)
+    return AdapterPlan(options, deltas, replacements)
+
+
+def _is_vocab_resize(name: str, meta: TensorMeta, tensor: Any) -> bool:
+    """A saved embedding or lm_head with more (or fewer) rows: a resized vocabulary."""
+    return len(meta.shape) == 2 and tensor.dim() == 2 and meta.shape[1] == tensor.shape[1] and name.endswith(
+        ("embed_tokens.weight", "lm_head.weight", "wte.weight", "embed_out.weight", "word_embeddings.weight"))
+
+
+def _check_delta(options: LoraOptions, target: str, d: ModuleDelta, base: dict[str, TensorMeta],
+                 replacements: dict[str, Any], label: str) -> None:
+    if target not in base and target not in replacements:
+        raise MergeError(f"{label}: the adapter targets {d.module}, but the base model has no tensor {target}; "
+                         "the adapter was trained on a different base model — pass the right --base-model")
+    if d.A is None or d.B is None:
+        raise MergeError(f"{label}: the adapter for {d.module} has only one of its two LoRA matrices (A, B); the adapter file is incomplete")
+    if options.use_dora != (d.magnitude is not None):
+        raise MergeError(f"{label}: use_dora={options.use_dora} in adapter_config.json but {d.module} "
+                         f"{'has no' if options.use_dora else 'has a'} lora_magnitude_vector; the adapter is inconsistent")
+    shape = tuple(replacements[target].shape) if target in replacements else tuple(base[target].shape)
+    r = options.rank(d.module)
+    if d.A.shape[0] != r or d.B.shape[1] != r:
+        raise MergeError(f"{label}: {d.module} has LoRA rank {d.A.shape[0]} but adapter_config.json says r={r}")
+    if d.embedding:
+        want = (d.A.shape[1], d.B.shape[0])
+    else:
+        want = (d.B.shape[0], d.A.shape[1])
+        if options.fan_in_fan_out:
+            want = want[::-1]
+    if shape != want:
+        raise MergeError(f"{label}: the adapter's update for {target} has shape {list(want)} (lora_A {list(d.A.shape)}, "
+                         f"lora_B {list(d.B.shape)}) but the base tensor is {list(shape)}; the adapter was trained on a "
+                         "different base model — pass the right --base-model")
+
+
+def merged(plan: AdapterPlan, name: str, base_tensor: Any) -> Any:
+    """The tensor to write for base tensor ``name``: replaced, merged (float32), or the
+    base tensor itself when the adapter does not touch it."""
+    tensor = plan.replacements.get(name, base_tensor)
+    d = plan.deltas.get(name)
+    if d is None:
+        return tensor
+    # One fused, in-place multiply-add in float32 (no ΔW-sized temporary): W += s·B@A,
+    # or W += s·(B@A)ᵀ = s·Aᵀ@Bᵀ for embeddings and Conv1D (fan_in_fan_out) weights.
+    w = tensor.float() if tensor.dtype != torch_dtype("F32") else tensor.clone()
+    per_column = d.embedding or plan.options.fan_in_fan_out
+    a, b = d.A.float(), d.B.float()
+    if per_column:
+        w.addmm_(a.T, b.T, alpha=d.scaling)
+    else:
+        w.addmm_(b, a, alpha=d.scaling)
+    if d.magnitude is not None:
+        norm = w.norm(p=2, dim=0 if per_column else 1)
+        factor = d.magnitude.float() / norm
+        w.mul_(factor.view(1, -1) if per_column else factor.view(-1, 1))
+    return w
+
+
+def cast(tensor: Any, out_dtype: str) -> Any:
+    """Casts floating tensors to the output dtype; integer buffers keep theirs."""
+    if tensor.is_floating_point():
+        return tensor.to(torch_dtype(out_dtype)).contiguous()
+    return tensor.contiguous()

@@ -1,0 +1,117 @@
+"""Where the export reads from: a local path, ``gs://bucket/prefix``, or a Vertex AI
+tuning job resource name resolved to the job's output URI.
+
+Also the two things the rest of the export needs from a source folder: fingerprints
+(cheap identities of the input files, from the listing, so a rerun can tell an identical
+export without reading any weights) and a local copy of remote files (GCS objects are
+downloaded once, in parallel, to a temporary folder; local folders are used in place).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+from tune2serve.components.checkpoint.storage import Folder, GcsFolder, LocalFolder, open_folder
+from tune2serve.components.errors import CheckpointError, SourceNotFoundError, UsageError
+
+TUNING_JOB = re.compile(r"^projects/(?P<project>[^/]+)/locations/(?P<location>[^/]+)/tuningJobs/(?P<job>[^/]+)$")
+
+
+@dataclass(frozen=True)
+class TuningJobName:
+    project: str
+    location: str
+    job: str
+
+    @classmethod
+    def parse(cls, text: str) -> TuningJobName | None:
+        """The parts of ``projects/P/locations/L/tuningJobs/ID``, or None for anything else."""
+        match = TUNING_JOB.match(text.strip())
+        return cls(**match.groupdict()) if match else None
+
+    def __str__(self) -> str:
+        return f"projects/{self.project}/locations/{self.location}/tuningJobs/{self.job}"
+
+
+def resolve_tuning_job(name: TuningJobName, timeout_s: float = 30.0) -> str:
+    """The output URI of a Vertex AI tuning job, asked through the SDK's
+    ``GenAiTuningServiceClient`` (the local stack when TUNE2SERVE_VERTEX_API_ENDPOINT is
+    set). Raises a ``VertexError`` when Vertex cannot be reached or answers an error."""
+    from google.cloud.aiplatform_v1beta1 import GenAiTuningServiceClient
+
+    from tune2serve.components.vertex.clients import credentials, target
+    from tune2serve.components.vertex.errors import translate_api_error
+
+    vertex = target(name.project, name.location)
+    endpoint = vertex.api_endpoint or f"{name.location}-aiplatform.googleapis.com"
+    try:
+        client = GenAiTuningServiceClient(
+            client_options={"api_endpoint": endpoint}, transport="rest", credentials=credentials(vertex)
+        )
+        job = client.get_tuning_job(name=str(name), timeout=timeout_s)
+    except Exception as e:  # google.api_core errors and transport errors alike, translated once
+        raise translate_api_error(e, resource_name=str(name)) from e
+    uri = str(getattr(job, "output_uri", "") or "")
+    if not uri:
+        raise CheckpointError(
+            f"{name}: the tuning job has no output_uri yet (state {getattr(job, 'state', '?')!s}); "
+            "wait for it to succeed, or pass its output folder as SOURCE"
+        )
+    return uri
+
+
+def open_source(text: str) -> tuple[Folder, str | None]:
+    """The folder to read and, for a tuning job, the job's name (for the explanation)."""
+    if not text:
+        raise UsageError("SOURCE is empty; give a local folder, gs://BUCKET/PREFIX or projects/P/locations/L/tuningJobs/ID")
+    job = TuningJobName.parse(text)
+    if job is not None:
+        return open_folder(resolve_tuning_job(job)), str(job)
+    folder = open_folder(text)
+    if isinstance(folder, LocalFolder) and not folder.root.exists():
+        raise SourceNotFoundError(f"{folder.uri}: no such folder; check the SOURCE path")
+    if isinstance(folder, LocalFolder) and not folder.root.is_dir():
+        raise CheckpointError(f"{folder.uri}: is a file; SOURCE must be a folder (the one holding it)")
+    return folder, None
+
+
+def fingerprints(folder: Folder, names: Iterable[str]) -> list[list[object]]:
+    """[name, size, identity] per file: mtime for local files, crc32c for GCS objects.
+    Cheap (one stat or one listing) and changes whenever the content is replaced."""
+    wanted = sorted(set(names))
+    if isinstance(folder, GcsFolder):
+        prefix = f"{folder.prefix}/" if folder.prefix else ""
+        blobs = {b.name[len(prefix):]: b for b in folder.client.list_blobs(folder.bucket_name, prefix=prefix)}
+        return [[n, int(blobs[n].size or 0), str(blobs[n].crc32c)] for n in wanted if n in blobs]
+    out: list[list[object]] = []
+    for n in wanted:
+        path = folder.local_path(n)
+        if path is not None and path.is_file():
+            st = path.stat()
+            out.append([n, st.st_size, st.st_mtime_ns])
+    return out
+
+
+def local_dir(folder: Folder, names: list[str], scratch: Path, workers: int = 8) -> Path:
+    """A local folder holding ``names``: the folder itself when it is on disk, else a
+    parallel download into ``scratch``."""
+    if isinstance(folder, LocalFolder):
+        return folder.root
+    scratch.mkdir(parents=True, exist_ok=True)
+
+    def fetch(name: str) -> None:
+        target = scratch / name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        folder.fetch_to(name, target)
+
+    with ThreadPoolExecutor(max_workers=max(1, min(workers, len(names)))) as pool:
+        list(pool.map(fetch, names))
+    return scratch
+
+
+def describe_source(folder: Folder, job: str | None) -> str:
+    return f"{job} (output {folder.uri})" if job else folder.uri
