@@ -1,0 +1,97 @@
+"""``tune2serve local up | down | status | env | fault``: the offline local stack.
+
+Top-level imports are stdlib only; the stack is imported inside ``run``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+FAULT_KINDS = ("deploy-fails", "kill-replica", "http-503", "http-429", "latency", "clear")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    sub = parser.add_subparsers(dest="action", metavar="ACTION", required=True)
+    for name, help_text in (("up", "start the stack (idempotent) and wait until it answers"),
+                            ("down", "stop every process of the stack, model servers included"),
+                            ("status", "endpoints, deployed models, traffic splits, replica health"),
+                            ("env", "print `export NAME=VALUE` lines pointing clients at the stack")):
+        p = sub.add_parser(name, help=help_text, description=help_text)
+        _home(p)
+        if name in ("up", "status"):
+            p.add_argument("--json", action="store_true", help="one JSON object on stdout")
+    p = sub.add_parser("fault", help="inject a fault into the running stack",
+                       description="inject a fault into the running stack (off by default)")
+    p.add_argument("kind", choices=FAULT_KINDS, metavar="KIND", help=" | ".join(FAULT_KINDS))
+    _home(p)
+    p.add_argument("--target", help="a deployed model id or a Model resource name (default: every deployed model)")
+    p.add_argument("--count", type=int, help="how many requests or operations the fault applies to")
+    p.add_argument("--ms", type=int, help="latency: milliseconds added to each answer")
+
+
+def _home(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--home", help="the stack's state directory (default: $TUNE2SERVE_HOME or ./.tune2serve)")
+
+
+def run(args: argparse.Namespace) -> int:
+    from tune2serve.components.errors import UsageError
+    from tune2serve.pipelines.local.stack import LocalStack, StackError, resolve_home
+
+    stack = LocalStack(resolve_home(args.home))
+    try:
+        if args.action == "up":
+            result = stack.up()
+            if args.json:
+                print(json.dumps(result, indent=2))
+            else:
+                what = ", ".join(result["started"]) or "nothing (already running)"
+                print(f"local stack in {stack.home}: started {what}")
+                print(f"bucket: gs://{result['bucket']}")
+                print(_exports(result["env"]))
+            return 0
+        if args.action == "down":
+            pids = stack.down()
+            print(f"local stack in {stack.home}: stopped {len(pids)} process(es)")
+            return 0
+        if args.action == "env":
+            print(_exports(stack.env()))
+            return 0
+        if args.action == "status":
+            status = stack.status()
+            print(json.dumps(status, indent=2) if args.json else _status_text(status))
+            return 0
+        from tune2serve.pipelines.local.faults import inject_fault
+
+        if not stack.status()["running"]["vertex"]:
+            raise UsageError(f"no running local stack in {stack.home}: run `tune2serve local up` first")
+        answer = inject_fault(stack.api_endpoint, args.kind, args.target, args.count, args.ms)
+        print(json.dumps(answer))
+        return 0
+    except (StackError, RuntimeError) as e:
+        sys.stderr.write(f"tune2serve local {args.action}: error: {e}\n")
+        return 1
+
+
+def _exports(env: dict[str, str]) -> str:
+    import shlex
+
+    return "\n".join(f"export {k}={shlex.quote(v)}" for k, v in env.items())
+
+
+def _status_text(status: dict) -> str:  # type: ignore[type-arg]
+    lines = [f"home: {status['home']}"]
+    lines += [f"{name}: {'running' if up else 'stopped'}" for name, up in status["running"].items()]
+    for e in status.get("endpoints", []):
+        lines.append(f"endpoint {e['name']} ({e.get('displayName', '')}) dns={e.get('dedicatedEndpointDns')}")
+        lines.append(f"  traffic split: {e.get('trafficSplit', {})}")
+        for dm in e.get("deployedModels", []):
+            avail = dm.get("status", {}).get("availableReplicaCount", 0)
+            lines.append(f"  deployed model {dm['id']} model={dm['model']} "
+                         f"replicas {avail}/{dm.get('wantedReplicas', '?')} healthy")
+    for f in status.get("faults", []):
+        lines.append(f"fault: {f}")
+    if "error" in status:
+        lines.append(f"error: {status['error']}")
+    return "\n".join(lines)

@@ -1,0 +1,335 @@
+"""The local Vertex AI server: the control plane (HTTP, REST) and the dedicated-endpoint
+data plane (HTTPS, local CA) in one process, started by ``tune2serve local up``.
+
+How the official SDK talks to it (verified with google-cloud-aiplatform 1.165):
+
+    import vertexai
+    from google.auth.credentials import AnonymousCredentials
+    vertexai.init(project=P, location=L,
+                  api_endpoint=os.environ["TUNE2SERVE_VERTEX_API_ENDPOINT"],  # "http://127.0.0.1:PORT"
+                  api_transport="rest", credentials=AnonymousCredentials())
+    # REQUESTS_CA_BUNDLE (and SSL_CERT_FILE) must name HOME/tls/ca.pem for predict calls
+    # on dedicated endpoints: the SDK calls https://{dedicatedEndpointDns}/v1/...:predict.
+
+The GAPIC REST transports honour an ``http://`` scheme in ``api_endpoint``; without a
+scheme they use https. The SDK sends ``?$alt=json;enum-encoding=int``; enums are then
+answered as numbers. Operations are polled at ``/ui/projects/P/locations/L/operations/ID``
+(the REST transports' first binding) or ``/vN/...``; both work here.
+
+Admin routes (not Vertex): GET /_local/health, GET /_local/status, POST /_local/faults,
+POST /_local/repair.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import re
+import signal
+import sys
+import threading
+from collections.abc import Callable, Generator
+from pathlib import Path
+from typing import Any
+
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+
+from tune2serve.pipelines.local import protos
+from tune2serve.pipelines.local.api_errors import ApiError, invalid, not_found
+from tune2serve.pipelines.local.control_plane import ControlPlane
+from tune2serve.pipelines.local.dataplane import DataPlane, error_response
+from tune2serve.pipelines.local.faults import KINDS, Fault, FaultBook
+
+V = r"(?P<version>v1|v1beta1)"
+LOC = r"(?P<parent>projects/(?P<project>[^/]+)/locations/(?P<location>[^/:]+))"
+EP = LOC + r"/endpoints/(?P<id>[^/:]+)"
+MODEL = LOC + r"/models/(?P<id>[^/:]+)"
+
+
+class Call:
+    """One parsed request: path groups, query, body and the enum encoding asked for."""
+
+    def __init__(self, match: re.Match[str], request: Request, raw: bytes) -> None:
+        self.groups = match.groupdict()
+        self.version = self.groups.get("version") or "v1beta1"
+        self.query = request.query_params
+        self.raw = raw
+        self.int_enums = "enum-encoding=int" in self.query.get("$alt", "")
+
+    def parse(self, type_name: str) -> dict[str, Any]:
+        msg = protos.parse(self.version, type_name, self.raw)
+        return protos.to_dict(msg)
+
+    @property
+    def name(self) -> str:
+        path = self.groups["parent"]
+        kind = "endpoints" if "/endpoints/" in self.groups.get("_path", "") else "models"
+        return f"{path}/{kind}/{self.groups['id']}"
+
+    def mask(self) -> list[str]:
+        return [m for m in self.query.get("updateMask", self.query.get("update_mask", "")).split(",") if m]
+
+
+class ControlPlaneApp:
+    """Routes Vertex REST paths to ``ControlPlane`` and renders answers with the types."""
+
+    def __init__(self, cp: ControlPlane, dp: DataPlane, pipelines: Any = None) -> None:
+        self.cp, self.dp, self.pipelines = cp, dp, pipelines
+        r: list[tuple[str, str, Callable[[Call], Any]]] = [
+            ("POST", rf"/{V}/{LOC}:deploy", self.deploy),
+            ("POST", rf"/{V}/{LOC}:recommendSpec", self.recommend_spec),
+            ("GET", rf"/(?:ui/)?(?:{V}/)?(?P<op>projects/[^/]+/locations/[^/]+/(?:[^/]+/[^/]+/)*operations/[^/]+)",
+             self.get_operation),
+            ("GET", rf"/{V}/{LOC}/endpoints", self.list_endpoints),
+            ("POST", rf"/{V}/{LOC}/endpoints", self.create_endpoint),
+            ("GET", rf"/{V}/{EP}", self.get_endpoint),
+            ("PATCH", rf"/{V}/{EP}", self.patch_endpoint),
+            ("DELETE", rf"/{V}/{EP}", self.delete_endpoint),
+            ("POST", rf"/{V}/{EP}:deployModel", self.deploy_model),
+            ("POST", rf"/{V}/{EP}:undeployModel", self.undeploy_model),
+            ("POST", rf"/{V}/{EP}:mutateDeployedModel", self.mutate),
+            ("GET", rf"/{V}/{LOC}/models", self.list_models),
+            ("GET", rf"/{V}/{MODEL}", self.get_model),
+            ("DELETE", rf"/{V}/{MODEL}", self.delete_model),
+            ("GET", r"/_local/health", lambda c: {"ok": True}),
+            ("GET", r"/_local/status", self.status),
+            ("POST", r"/_local/faults", self.fault),
+            ("POST", r"/_local/repair", self.repair),
+        ]
+        self.routes = [(method, re.compile(pattern + "$"), fn) for method, pattern, fn in r]
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            return
+        request = Request(scope, receive)
+        response = await self.handle(request)
+        await response(scope, receive, send)
+
+    async def handle(self, request: Request) -> Response:
+        path = request.url.path
+        if re.search(r"/endpoints/[^/]+(:predict|:rawPredict|:streamRawPredict|/chat/completions|/invoke/)", path):
+            return await self.dp.handle(request)  # the shared (non-dedicated) prediction path
+        if self.pipelines is not None and ("/pipelineJobs" in path or "/schedules" in path):
+            raw = await request.body()
+            answer = await run_in_threadpool(self.pipelines.handle, request.method, path,
+                                             dict(request.query_params), raw)
+            if answer is not None:
+                return JSONResponse(answer[1], status_code=answer[0])
+        allowed_elsewhere = False
+        for method, regex, fn in self.routes:
+            m = regex.match(path)
+            if not m:
+                continue
+            if method != request.method:
+                allowed_elsewhere = True
+                continue
+            raw = await request.body()
+            call = Call(m, request, raw)
+            call.groups["_path"] = path
+            try:
+                result = await run_in_threadpool(fn, call)
+            except ApiError as e:
+                return error_response(e)
+            return result if isinstance(result, Response) else JSONResponse(result)
+        if allowed_elsewhere:
+            return error_response(ApiError("UNIMPLEMENTED", f"Method {request.method} is not supported on {path}."))
+        return error_response(not_found(f"Path {path}"))
+
+    # -------------------------------------------------------------- rendering
+    def _op(self, call: Call, op: dict[str, Any]) -> dict[str, Any]:
+        version = op.get("version", call.version)
+        out: dict[str, Any] = {"name": op["name"], "done": bool(op.get("done"))}
+        meta = op["metadata"]
+        out["metadata"] = protos.pack(version, meta["type"], meta["payload"], call.int_enums)
+        if "response" in op:
+            out["response"] = protos.pack(version, op["response"]["type"], op["response"]["payload"], call.int_enums)
+        if "error" in op:
+            out["error"] = op["error"]
+        return out
+
+    def _endpoint(self, call: Call, e: dict[str, Any]) -> dict[str, Any]:
+        return protos.render(call.version, "Endpoint", e, call.int_enums)
+
+    # ---------------------------------------------------------------- handlers
+    def deploy(self, call: Call) -> dict[str, Any]:
+        if not hasattr(protos.types_for(call.version), "DeployRequest"):
+            raise ApiError("UNIMPLEMENTED", f"{call.version} has no :deploy; use v1beta1.")
+        return self._op(call, self.cp.deploy(call.version, call.groups["parent"], call.parse("DeployRequest")))
+
+    def recommend_spec(self, call: Call) -> dict[str, Any]:
+        if call.version != "v1beta1":
+            raise ApiError("UNIMPLEMENTED", "recommendSpec is a v1beta1 method.")
+        out = self.cp.recommend_spec(call.groups["parent"], call.parse("RecommendSpecRequest"))
+        return protos.render(call.version, "RecommendSpecResponse", out, call.int_enums)
+
+    def get_operation(self, call: Call) -> dict[str, Any]:
+        return self._op(call, self.cp.get_operation(call.groups["op"]))
+
+    def list_endpoints(self, call: Call) -> dict[str, Any]:
+        eps = self.cp.list_endpoints(call.groups["parent"], call.query.get("filter", ""))
+        return {"endpoints": [self._endpoint(call, e) for e in eps]}
+
+    def create_endpoint(self, call: Call) -> dict[str, Any]:
+        body = call.parse("Endpoint")
+        return self._op(call, self.cp.create_endpoint(call.version, call.groups["parent"], body,
+                                                      call.query.get("endpointId")))
+
+    def get_endpoint(self, call: Call) -> dict[str, Any]:
+        return self._endpoint(call, self.cp.get_endpoint(call.groups["id"], call.name))
+
+    def patch_endpoint(self, call: Call) -> dict[str, Any]:
+        body = call.parse("Endpoint")
+        return self._endpoint(call, self.cp.patch_endpoint(call.groups["id"], call.name, body, call.mask()))
+
+    def delete_endpoint(self, call: Call) -> dict[str, Any]:
+        return self._op(call, self.cp.delete_endpoint(call.version, call.groups["id"], call.name))
+
+    def deploy_model(self, call: Call) -> dict[str, Any]:
+        req = call.parse("DeployModelRequest")
+        return self._op(call, self.cp.deploy_model(call.version, call.groups["id"], call.name, req))
+
+    def undeploy_model(self, call: Call) -> dict[str, Any]:
+        req = call.parse("UndeployModelRequest")
+        return self._op(call, self.cp.undeploy_model(call.version, call.groups["id"], call.name, req))
+
+    def mutate(self, call: Call) -> dict[str, Any]:
+        req = call.parse("MutateDeployedModelRequest")
+        mask = [p for p in req.get("updateMask", "").split(",") if p] or call.mask()
+        mask = [re.sub(r"(?<!^)(?=[A-Z])", "_", p).lower() for p in mask]
+        return self._op(call, self.cp.mutate_deployed_model(call.version, call.groups["id"], call.name, req, mask))
+
+    def list_models(self, call: Call) -> dict[str, Any]:
+        models = self.cp.list_models(call.groups["parent"], call.query.get("filter", ""))
+        return {"models": [protos.render(call.version, "Model", m, call.int_enums) for m in models]}
+
+    def get_model(self, call: Call) -> dict[str, Any]:
+        m = self.cp.get_model(call.groups["id"], call.name)
+        return protos.render(call.version, "Model", m, call.int_enums)
+
+    def delete_model(self, call: Call) -> dict[str, Any]:
+        return self._op(call, self.cp.delete_model(call.version, call.groups["id"], call.name))
+
+    def status(self, call: Call) -> dict[str, Any]:
+        with self.cp.store.lock:
+            endpoints = list(self.cp.store.state.endpoints.values())
+            deps = dict(self.cp.store.state.deployments)
+        out = []
+        for e in endpoints:
+            live = self.cp.live_endpoint(e)
+            for dm in live.get("deployedModels", []):
+                dep = deps.get(dm["id"])
+                dm["wantedReplicas"] = dep.replicas if dep else 0
+                dm["replicas"] = [{"port": r.port, "pid": r.record.pid, "healthy": r.healthy}
+                                  for r in self.cp.supervisor.replicas.get(dm["id"], [])]
+            out.append(live)
+        return {"endpoints": out, "faults": self.cp.faults.list()}
+
+    def fault(self, call: Call) -> dict[str, Any]:
+        try:
+            body = json.loads(call.raw or b"{}")
+            fault = Fault(**body)
+        except (ValueError, TypeError) as e:
+            raise invalid(f"Invalid fault: {e}; expected {{kind, target?, count?, ms?}}.") from e
+        if fault.kind not in KINDS:
+            raise invalid(f"Unknown fault kind {fault.kind!r}; expected one of {', '.join(KINDS)}.")
+        return self.cp.inject(fault)
+
+    def repair(self, call: Call) -> dict[str, Any]:
+        self.cp.restore_replicas()
+        return self.status(call)
+
+
+class _Server:
+    """A uvicorn server that leaves signal handling to ``serve_forever``."""
+
+    @staticmethod
+    def make(app: Any, port: int, **ssl: Any) -> Any:
+        import uvicorn
+
+        class Server(uvicorn.Server):
+            @contextlib.contextmanager
+            def capture_signals(self) -> Generator[None, None, None]:
+                yield
+
+        config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", access_log=False,
+                                lifespan="off", timeout_keep_alive=30, **ssl)
+        return Server(config)
+
+
+async def serve_forever(servers: list[Any]) -> None:
+    loop = asyncio.get_running_loop()
+
+    def stop() -> None:
+        for s in servers:
+            s.should_exit = True
+
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop)
+    await asyncio.gather(*(s.serve() for s in servers))
+
+
+def main(argv: list[str] | None = None) -> int:
+    from tune2serve.components import logs
+    from tune2serve.pipelines.local.serving import Supervisor
+    from tune2serve.pipelines.local.state import StackConfig, StateStore
+    from tune2serve.pipelines.local.tls import tls_files
+
+    parser = argparse.ArgumentParser(prog="tune2serve-local-vertex")
+    parser.add_argument("--home", required=True)
+    args = parser.parse_args(argv)
+    home = Path(args.home).resolve()
+    logs.configure(stream=sys.stderr)
+    config = StackConfig.load(home)
+    if config is None:
+        sys.stderr.write(f"{home}/stack.json is missing: run `tune2serve local up`\n")
+        return 2
+    tls = tls_files(home)
+    store, supervisor, faults = StateStore(home), Supervisor(home), FaultBook()
+    supervisor.kill_stale()
+    cp = ControlPlane(home, config, store, supervisor, faults)
+    dp = DataPlane(store, supervisor, faults)
+    stop_health = threading.Event()
+    threading.Thread(target=supervisor.health_loop, args=(stop_health,), daemon=True).start()
+    threading.Thread(target=cp.restore_replicas, daemon=True).start()
+    pipelines = _pipeline_jobs(home)
+    control = _Server.make(ControlPlaneApp(cp, dp, pipelines), config.vertex_port)
+    data = _Server.make(dp_app(dp), config.dataplane_port, ssl_certfile=str(tls.server_cert),
+                        ssl_keyfile=str(tls.server_key))
+    try:
+        asyncio.run(serve_forever([control, data]))
+    finally:
+        stop_health.set()
+        if pipelines is not None:
+            pipelines.close()
+        supervisor.stop_all()
+    return 0
+
+
+def _pipeline_jobs(home: Path) -> Any:
+    """The pipelineJobs/schedules surface (pipelines/local/pipeline_jobs.py), when present."""
+    import os
+
+    try:
+        from tune2serve.pipelines.local.pipeline_jobs import PipelineJobsService
+    except ImportError:
+        return None
+    names = ("STORAGE_EMULATOR_HOST", "TUNE2SERVE_VERTEX_API_ENDPOINT", "REQUESTS_CA_BUNDLE", "SSL_CERT_FILE")
+    return PipelineJobsService(home / "pipelines", {n: os.environ[n] for n in names if n in os.environ})
+
+
+def dp_app(dp: DataPlane) -> Any:
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            return
+        response = await dp.handle(Request(scope, receive))
+        await response(scope, receive, send)
+
+    return app
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
