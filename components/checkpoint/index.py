@@ -28,26 +28,59 @@ class WeightIndex:
         return sorted(set(self.weight_map.values()))
 
 
-def parse_index(folder: Folder, name: str) -> WeightIndex:
-    """Parses an index file; raises ``CheckpointError`` naming the file for anything
-    that is not ``{"weight_map": {str: relative-file-name}}``."""
+@dataclass(frozen=True)
+class IndexProblem:
+    """One thing wrong with an index: a stable ``code`` (validate's finding code), the
+    message, and the tensor it concerns (None for the whole file)."""
+
+    code: str
+    message: str
+    tensor: str | None = None
+
+
+INDEX_INVALID = "index-invalid"
+INDEX_PATH_OUTSIDE = "index-path-outside"
+
+
+def inspect_index(folder: Folder, name: str) -> tuple[WeightIndex | None, list[IndexProblem]]:
+    """Parses an index without raising for bad content: returns the index (entries that
+    point outside the folder or are not file names are left out) and what was wrong.
+    The index is None when the file is not ``{"weight_map": {...}}`` at all."""
     try:
         doc = json.loads(folder.read_bytes(name))
     except (UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise CheckpointError(f"{name}: not valid JSON: {e}", file=name) from e
+        return None, [IndexProblem(INDEX_INVALID, f"{name}: not valid JSON: {e}")]
     if not isinstance(doc, dict) or not isinstance(doc.get("weight_map"), dict):
-        raise CheckpointError(f"{name}: has no \"weight_map\" object mapping tensor names to shard files", file=name)
+        return None, [IndexProblem(INDEX_INVALID, f"{name}: has no \"weight_map\" object mapping tensor names to shard files")]
     index = WeightIndex(file=name)
+    problems: list[IndexProblem] = []
     total = doc.get("metadata", {}).get("total_size") if isinstance(doc.get("metadata"), dict) else None
-    index.total_size = int(total) if isinstance(total, (int, float)) else None
+    index.total_size = int(total) if isinstance(total, (int, float)) and not isinstance(total, bool) else None
     for tensor, shard in doc["weight_map"].items():
         if not isinstance(shard, str):
-            raise CheckpointError(f"{name}: weight_map[{tensor!r}] is {shard!r}, not a file name", file=name)
+            problems.append(IndexProblem(INDEX_INVALID, f"{name}: weight_map[{tensor!r}] is {shard!r}, not a file name", tensor))
+            continue
         try:
             check_relative_name(shard, folder.uri)
-        except SourceReadError as e:
-            raise CheckpointError(f"{name}: weight_map[{tensor!r}] = {shard!r} points outside the checkpoint folder", file=name) from e
+        except SourceReadError:
+            problems.append(IndexProblem(
+                INDEX_PATH_OUTSIDE,
+                f"{name}: weight_map[{tensor!r}] = {shard!r} points outside the checkpoint folder; "
+                "shard names must be plain relative names such as 'model-00001-of-00002.safetensors'",
+                tensor,
+            ))
+            continue
         index.weight_map[tensor] = shard
+    return index, problems
+
+
+def parse_index(folder: Folder, name: str) -> WeightIndex:
+    """Parses an index file; raises ``CheckpointError`` naming the file for anything
+    that is not ``{"weight_map": {str: relative-file-name}}``."""
+    index, problems = inspect_index(folder, name)
+    if problems:
+        raise CheckpointError(problems[0].message, file=name)
+    assert index is not None
     return index
 
 

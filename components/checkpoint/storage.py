@@ -15,6 +15,7 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath, PureWindowsPath
@@ -55,11 +56,20 @@ def check_relative_name(name: str, folder_uri: str) -> str:
 
 
 class Folder:
-    """A checkpoint folder. Subclasses implement local disk and GCS."""
+    """A checkpoint folder. Subclasses implement local disk and GCS.
+
+    ``bytes_read``/``requests`` count what travelled; headers may be read from several
+    threads at once, so the counters are updated under a lock (``_count``)."""
 
     uri: str
-    bytes_read: int
-    requests: int
+    bytes_read: int = 0
+    requests: int = 0
+    _counter_lock = threading.Lock()
+
+    def _count(self, nbytes: int) -> None:
+        with self._counter_lock:
+            self.bytes_read += nbytes
+            self.requests += 1
 
     def list(self) -> list[ObjectInfo]:
         """Every file below the folder, recursively, sorted by name."""
@@ -177,8 +187,7 @@ class LocalFolder(Folder):
             raise SourceNotFoundError(f"{path}: no such file", file=name) from e
         except OSError as e:
             raise SourceReadError(f"{path}: cannot read: {e.strerror or e}", file=name) from e
-        self.bytes_read += len(data)
-        self.requests += 1
+        self._count(len(data))
         return data
 
     def read_bytes(self, name: str) -> bytes:
@@ -189,8 +198,7 @@ class LocalFolder(Folder):
             raise SourceNotFoundError(f"{path}: no such file", file=name) from e
         except OSError as e:
             raise SourceReadError(f"{path}: cannot read: {e.strerror or e}", file=name) from e
-        self.bytes_read += len(data)
-        self.requests += 1
+        self._count(len(data))
         return data
 
     def local_path(self, name: str) -> Path | None:
@@ -294,7 +302,7 @@ class GcsFolder(Folder):
             blobs = list(self.client.list_blobs(self.bucket_name, prefix=prefix))
         except Exception as e:  # google.api_core errors and transport errors alike
             raise self._translate(e, None) from e
-        self.requests += 1
+        self._count(0)
         found = [
             ObjectInfo(b.name[len(prefix):], int(b.size or 0))
             for b in blobs
@@ -343,8 +351,7 @@ class GcsFolder(Folder):
             if isinstance(e, gexc.RequestRangeNotSatisfiable):
                 return b""
             raise self._translate(e, name) from e
-        self.bytes_read += len(data)
-        self.requests += 1
+        self._count(len(data))
         return bytes(data[:length])
 
     def read_bytes(self, name: str) -> bytes:
@@ -352,8 +359,7 @@ class GcsFolder(Folder):
             data = self.bucket.blob(self._key(name)).download_as_bytes()
         except Exception as e:
             raise self._translate(e, name) from e
-        self.bytes_read += len(data)
-        self.requests += 1
+        self._count(len(data))
         return bytes(data)
 
     def fetch_to(self, name: str, local_path: Path) -> None:
@@ -361,8 +367,7 @@ class GcsFolder(Folder):
             self.bucket.blob(self._key(name)).download_to_filename(str(local_path))
         except Exception as e:
             raise self._translate(e, name) from e
-        self.bytes_read += Path(local_path).stat().st_size
-        self.requests += 1
+        self._count(Path(local_path).stat().st_size)
 
     def write_bytes(self, name: str, data: bytes) -> None:
         try:

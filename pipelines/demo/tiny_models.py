@@ -144,7 +144,9 @@ def make_tiny_model(
     """
     import torch
     from transformers import AutoModelForCausalLM, GenerationConfig
+    from transformers.utils import logging as hf_logging
 
+    hf_logging.disable_progress_bar()  # "Writing model shards" bars would clutter the demo
     out = Path(out_dir)
     if out.exists():
         shutil.rmtree(out)

@@ -1,0 +1,38 @@
+"""The checks, in the order they run. Each is ``check(ckpt) -> list[Finding]``; later
+checks read what earlier ones loaded (the weights check parses the headers)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from tune2serve.components.validate.checks import (
+    base_model,
+    checksums,
+    config,
+    family,
+    files,
+    memory,
+    pickles,
+    quantization,
+    shapes,
+    tokenizer,
+    weights,
+)
+from tune2serve.components.validate.context import Checkpoint
+from tune2serve.components.validate.findings import Finding
+
+Check = Callable[[Checkpoint], list[Finding]]
+
+CHECKS: list[tuple[str, Check]] = [
+    ("files", files.check_files),
+    ("config", config.check_config),
+    ("weights", weights.check_weights),
+    ("pickles", pickles.check_pickles),
+    ("family", family.check_family_and_size),
+    ("quantization", quantization.check_quantization),
+    ("shapes", shapes.check_shapes),
+    ("tokenizer", tokenizer.check_tokenizer),
+    ("memory", memory.check_memory),
+    ("checksums", checksums.check_checksums),
+    ("base-model", base_model.check_base_model),
+]

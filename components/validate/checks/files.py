@@ -1,0 +1,73 @@
+"""Which files are there: DESIGN.md §1's required files, nothing that leaves the
+folder, no empty files, one weight format, no Python code, no training state."""
+
+from __future__ import annotations
+
+from tune2serve.components.checkpoint.index import BIN_INDEX, SAFETENSORS_INDEX
+from tune2serve.components.validate.context import (
+    CONFIG,
+    TOKENIZER_CONFIG,
+    TOKENIZER_JSON,
+    TOKENIZER_MODEL,
+    Checkpoint,
+)
+from tune2serve.components.validate.findings import Finding, error, warning
+
+TRAINING_STATE_PREFIXES = ("optimizer", "scheduler", "rng_state", "trainer_state", "training_args")
+_CHECKED_EMPTY_SUFFIXES = (".json", ".safetensors", ".bin", ".model", ".jinja")
+
+
+def check_files(ckpt: Checkpoint) -> list[Finding]:
+    found: list[Finding] = []
+    if not ckpt.sizes and not ckpt.symlinks_outside:
+        return [error("empty-folder", f"{ckpt.folder.uri} holds no files; point SOURCE at the exported checkpoint folder")]
+    for name in ckpt.symlinks_outside:
+        found.append(error("symlink-outside", f"{name} is a symlink that leaves the checkpoint folder; "
+                                              "copy the real file into the folder", name))
+    if not ckpt.has(CONFIG):
+        found.append(error("missing-config", f"{CONFIG} is missing; deploy needs the model config next to the weights", CONFIG))
+    found += _weights(ckpt)
+    found += _tokenizer_files(ckpt)
+    for name, size in sorted(ckpt.sizes.items()):
+        base = name.rsplit("/", 1)[-1]
+        if size == 0 and base.endswith(_CHECKED_EMPTY_SUFFIXES):
+            found.append(error("empty-file", f"{name} is empty (0 bytes); the upload or export did not finish", name))
+        if base.endswith(".py"):
+            found.append(warning("python-files", f"{name} is Python code; the server never runs it (no remote code) "
+                                                 "so a model that needs it will not load", name))
+        if base.startswith(TRAINING_STATE_PREFIXES):
+            found.append(warning("training-state", f"{name} is training state, not part of a served model; "
+                                                   "export without it to save upload time", name))
+    return found
+
+
+def _weights(ckpt: Checkpoint) -> list[Finding]:
+    w = ckpt.weights
+    if not w.safetensors and not w.bins:
+        return [error("missing-weights", "no weights: expected model.safetensors (or model-*.safetensors shards with "
+                                         f"{SAFETENSORS_INDEX}) or pytorch_model.bin at the top of the folder")]
+    found: list[Finding] = []
+    if w.safetensors and w.bins:
+        found.append(error("mixed-weight-formats",
+                           f"both safetensors ({len(w.safetensors)} files) and .bin weights ({', '.join(w.bins)}) are present; "
+                           "the server loads one format and ignores the other. Keep only the safetensors files", w.bins[0]))
+    if len(w.safetensors) > 1 and not w.safetensors_index:
+        found.append(error("missing-index", f"{len(w.safetensors)} safetensors shards but no {SAFETENSORS_INDEX}; "
+                                            "the server cannot tell which shard holds which tensor", SAFETENSORS_INDEX))
+    if len(w.bins) > 1 and not w.bin_index:
+        found.append(error("missing-index", f"{len(w.bins)} .bin shards but no {BIN_INDEX}", BIN_INDEX))
+    return found
+
+
+def _tokenizer_files(ckpt: Checkpoint) -> list[Finding]:
+    """Policy: tokenizer_config.json and (tokenizer.json or tokenizer.model) are both
+    required: the first carries the chat template and special tokens, the second the
+    vocabulary. DESIGN.md §1 lists all three; either vocabulary file is enough."""
+    found: list[Finding] = []
+    if not ckpt.has(TOKENIZER_CONFIG):
+        found.append(error("missing-tokenizer", f"{TOKENIZER_CONFIG} is missing; it carries the chat template and "
+                                                "special tokens. Save the tokenizer with the model", TOKENIZER_CONFIG))
+    if not ckpt.has(TOKENIZER_JSON) and not ckpt.has(TOKENIZER_MODEL):
+        found.append(error("missing-tokenizer", f"neither {TOKENIZER_JSON} nor {TOKENIZER_MODEL} is present; "
+                                                "the server needs the tokenizer's vocabulary", TOKENIZER_JSON))
+    return found

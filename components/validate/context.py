@@ -1,0 +1,116 @@
+"""What the checks share about one checkpoint: the listing, the parsed JSON files, the
+safetensors headers, and the options. Built once by ``validate_checkpoint``; each check
+reads it and returns findings (the weights check fills ``headers`` and ``tensors``)."""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+from tune2serve.components.checkpoint.index import WeightFiles, WeightIndex, find_weight_files
+from tune2serve.components.checkpoint.safetensors_header import FLOAT_DTYPES, SafetensorsHeader, TensorInfo
+from tune2serve.components.checkpoint.storage import Folder, ObjectInfo
+from tune2serve.components.validate.memory import MachineSpec
+
+CONFIG = "config.json"
+TOKENIZER_CONFIG = "tokenizer_config.json"
+TOKENIZER_JSON = "tokenizer.json"
+TOKENIZER_MODEL = "tokenizer.model"
+MAX_JSON_BYTES = 64 * 1024 * 1024  # a config or tokenizer file beyond this is not one
+
+
+@dataclass(frozen=True)
+class ValidateOptions:
+    """How to validate. ``machine_spec`` comes from ``memory.parse_machine_spec``."""
+
+    strict: bool = False
+    machine_spec: MachineSpec | None = None
+    verify_checksums: bool = False
+    base_model: str | None = None
+
+
+@dataclass(frozen=True)
+class JsonFile:
+    """A small JSON file of the checkpoint: its document, or why it has none."""
+
+    name: str
+    doc: Any = None
+    error: str | None = None  # "missing" | "empty" | "too-large" | a parse message
+
+
+@dataclass
+class Checkpoint:
+    folder: Folder
+    options: ValidateOptions
+    sizes: dict[str, int]
+    symlinks_outside: list[str]
+    weights: WeightFiles
+    config: JsonFile
+    tokenizer_config: JsonFile
+    headers: dict[str, SafetensorsHeader] = field(default_factory=dict)
+    tensors: dict[str, TensorInfo] = field(default_factory=dict)
+    tensor_files: dict[str, str] = field(default_factory=dict)
+    index: WeightIndex | None = None
+    summary: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def config_doc(self) -> dict[str, Any] | None:
+        return self.config.doc if isinstance(self.config.doc, dict) else None
+
+    @property
+    def text_config(self) -> dict[str, Any]:
+        """The language model's config: ``text_config`` of multimodal configs (Gemma-3,
+        Llama-4), else the config itself; {} when there is none."""
+        doc = self.config_doc or {}
+        text = doc.get("text_config")
+        return {**doc, **text} if isinstance(text, dict) else doc
+
+    def has(self, name: str) -> bool:
+        return name in self.sizes
+
+    def weight_bytes(self) -> int:
+        return sum(self.sizes.get(n, 0) for n in self.weights.safetensors + self.weights.bins)
+
+    def parameter_count(self) -> int:
+        """Parameters from the headers. MXFP4 ``*_blocks`` (U8) hold two values a byte."""
+        total = 0
+        for t in self.tensors.values():
+            n = math.prod(t.shape)
+            total += 2 * n if t.dtype == "U8" and t.name.endswith("_blocks") else n
+        return total
+
+    def serving_weight_bytes(self) -> int:
+        """Bytes of the weights as vLLM holds them: floats in bf16, the rest as stored."""
+        total = 0
+        for t in self.tensors.values():
+            total += 2 * math.prod(t.shape) if t.dtype in FLOAT_DTYPES else t.nbytes
+        return total
+
+
+def load_checkpoint(folder: Folder, listing: list[ObjectInfo], options: ValidateOptions) -> Checkpoint:
+    usable = [o for o in listing if not o.is_symlink_outside]
+    sizes = {o.name: o.size for o in usable}
+    return Checkpoint(
+        folder=folder,
+        options=options,
+        sizes=sizes,
+        symlinks_outside=[o.name for o in listing if o.is_symlink_outside],
+        weights=find_weight_files(usable),
+        config=read_json_file(folder, sizes, CONFIG),
+        tokenizer_config=read_json_file(folder, sizes, TOKENIZER_CONFIG),
+    )
+
+
+def read_json_file(folder: Folder, sizes: dict[str, int], name: str) -> JsonFile:
+    if name not in sizes:
+        return JsonFile(name, error="missing")
+    if sizes[name] == 0:
+        return JsonFile(name, error="empty")
+    if sizes[name] > MAX_JSON_BYTES:
+        return JsonFile(name, error="too-large")
+    try:
+        return JsonFile(name, doc=json.loads(folder.read_bytes(name)))
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        return JsonFile(name, error=f"not valid JSON ({e})")
