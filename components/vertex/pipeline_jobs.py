@@ -1,0 +1,264 @@
+"""Vertex AI Pipelines through the real SDK: submit a run, follow it, schedule it.
+
+``aiplatform.PipelineJob(...).submit()`` and ``PipelineJob.create_schedule`` /
+``aiplatform.PipelineJobSchedule`` do the work, so the requests are the SDK's own, in the
+cloud and against the local stack alike (``clients.init_sdk``). Every API error goes
+through ``translate_api_error``; a run's job id is ours to choose, which is what makes
+the tuning-job trigger idempotent (a second create answers 409 ALREADY_EXISTS).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import re
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from tune2serve.components.errors import PromotionError, UsageError, VertexError, VertexUserError
+from tune2serve.components.logs import get_logger, log_event
+from tune2serve.components.vertex.clients import VertexTarget, init_sdk
+from tune2serve.components.vertex.errors import translate_api_error
+
+_log = get_logger("vertex.pipeline_jobs")
+
+JOB_ID_PATTERN = re.compile(r"^[a-z][-a-z0-9]{0,127}$")
+TERMINAL_STATES = frozenset({"PIPELINE_STATE_SUCCEEDED", "PIPELINE_STATE_FAILED", "PIPELINE_STATE_CANCELLED"})
+_RESOURCE = re.compile(r"^projects/([^/]+)/locations/([^/]+)/(pipelineJobs|schedules)/([^/]+)$")
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """Everything one pipeline run is made from (the submit flags, parsed)."""
+
+    template_path: str
+    pipeline_root: str
+    parameter_values: dict[str, Any]
+    display_name: str
+    job_id: str | None = None
+    labels: dict[str, str] = field(default_factory=dict)
+    service_account: str | None = None
+    network: str | None = None
+    network_attachment: str | None = None  # PSC interface: projects/P/regions/R/networkAttachments/N
+    enable_caching: bool | None = None
+
+
+@dataclass(frozen=True)
+class RunStatus:
+    resource_name: str
+    state: str
+    console_url: str
+    error: str | None = None
+
+    @property
+    def done(self) -> bool:
+        return self.state in TERMINAL_STATES
+
+
+def console_url(resource_name: str) -> str:
+    """The Vertex AI console page of a pipeline run or schedule."""
+    match = _RESOURCE.match(resource_name)
+    if not match:
+        raise UsageError(f"{resource_name!r} is not a pipelineJobs or schedules resource name")
+    project, location, kind, rid = match.groups()
+    page = "runs" if kind == "pipelineJobs" else "schedules"
+    return f"https://console.cloud.google.com/vertex-ai/locations/{location}/pipelines/{page}/{rid}?project={project}"
+
+
+def full_name(vertex: VertexTarget, kind: str, text: str) -> str:
+    """``ID`` or a full resource name → the full name under the target."""
+    if _RESOURCE.match(text):
+        return text
+    if "/" in text or not text:
+        raise UsageError(f"{text!r} is neither a {kind} id nor projects/P/locations/L/{kind}/ID")
+    return f"{vertex.parent}/{kind}/{text}"
+
+
+def _call(what: str, fn: Callable[[], Any], resource_name: str | None = None) -> Any:
+    """Runs one SDK call, turning API errors into ours and SDK argument checks into usage errors."""
+    from google.api_core import exceptions as gexc
+
+    try:
+        return fn()
+    except PromotionError:
+        raise
+    except gexc.GoogleAPICallError as e:
+        raise translate_api_error(e, resource_name=resource_name) from e
+    except ValueError as e:  # the SDK's own checks: job id, labels, display name
+        raise UsageError(f"{what}: {e}") from e
+    except (ConnectionError, TimeoutError) as e:
+        raise translate_api_error(e, resource_name=resource_name) from e
+
+
+def _pipeline_job(vertex: VertexTarget, spec: RunSpec) -> Any:
+    from google.cloud import aiplatform
+
+    init_sdk(vertex)
+    job = _call("pipeline template", lambda: aiplatform.PipelineJob(
+        display_name=spec.display_name, template_path=spec.template_path, job_id=spec.job_id,
+        pipeline_root=spec.pipeline_root, parameter_values=spec.parameter_values,
+        enable_caching=spec.enable_caching, labels=spec.labels or None,
+        project=vertex.project, location=vertex.region,
+    ))
+    if spec.network_attachment:
+        job._gca_resource.psc_interface_config.network_attachment = spec.network_attachment
+    return job
+
+
+def submit_run(vertex: VertexTarget, spec: RunSpec) -> RunStatus:
+    """Creates the PipelineJob. A job id that exists already raises ``VertexUserError``
+    with ``status_code`` 409 (the trigger reads that as "already submitted")."""
+    job = _pipeline_job(vertex, spec)
+    target_name = f"{vertex.parent}/pipelineJobs/{job.job_id}"
+    _sdk_logging_quiet(vertex)
+    with _local_bucket_preflight(vertex, spec.pipeline_root):
+        _call("submit", lambda: job.submit(service_account=spec.service_account, network=spec.network),
+              resource_name=target_name)
+    name = job.resource_name
+    log_event(_log, "pipeline_submitted", f"submitted {name}", pipeline_job=name, console_url=console_url(name))
+    return RunStatus(name, job._gca_resource.state.name, console_url(name))
+
+
+def get_run(vertex: VertexTarget, resource_name: str) -> RunStatus:
+    from google.cloud import aiplatform
+
+    init_sdk(vertex)
+    job = _call("get", lambda: aiplatform.PipelineJob.get(resource_name), resource_name=resource_name)
+    error = job._gca_resource.error.message or None
+    return RunStatus(job.resource_name, job._gca_resource.state.name, console_url(job.resource_name), error)
+
+
+def wait_for_run(vertex: VertexTarget, resource_name: str, *, on_change: Callable[[RunStatus], None] | None = None,
+                 poll_s: float = 5.0, timeout_s: float = 24 * 3600.0,
+                 sleep: Callable[[float], None] = time.sleep) -> RunStatus:
+    """Polls until the run ends, calling ``on_change`` at every state change; raises
+    ``VertexError`` when ``timeout_s`` passes first (the run itself goes on)."""
+    from tune2serve.components.vertex.retry import call_with_retry
+
+    deadline, last = time.monotonic() + timeout_s, None
+    while True:
+        status = call_with_retry(lambda: get_run(vertex, resource_name), what=f"get {resource_name}")
+        if status.state != last:
+            last = status.state
+            log_event(_log, "pipeline_state", f"{resource_name}: {status.state}", pipeline_job=resource_name, state=status.state)
+            if on_change:
+                on_change(status)
+        if status.done:
+            return status
+        if time.monotonic() > deadline:
+            raise VertexError(f"{resource_name}: still {status.state} after {timeout_s:.0f} s; "
+                              f"follow it at {status.console_url}", resource_name=resource_name)
+        sleep(poll_s)
+
+
+def _schedule_dict(schedule: Any) -> dict[str, Any]:
+    resource = schedule._gca_resource
+    return {
+        "name": resource.name,
+        "display_name": resource.display_name,
+        "cron": resource.cron,
+        "state": resource.state.name,
+        "next_run_time": resource.next_run_time.isoformat() if resource.next_run_time else None,
+        "started_run_count": int(resource.started_run_count),
+        "max_concurrent_run_count": int(resource.max_concurrent_run_count),
+        "console_url": console_url(resource.name),
+    }
+
+
+def create_schedule(vertex: VertexTarget, spec: RunSpec, *, cron: str, display_name: str,
+                    max_concurrent_run_count: int = 1, max_run_count: int | None = None,
+                    start_time: str | None = None, end_time: str | None = None) -> dict[str, Any]:
+    """``PipelineJob.create_schedule``: each firing creates a run from ``spec``."""
+    job = _pipeline_job(vertex, spec)
+    _sdk_logging_quiet(vertex)
+    with _local_bucket_preflight(vertex, spec.pipeline_root):
+        pass  # schedules create runs later; the check still tells the user now
+    schedule = _call("create schedule", lambda: job.create_schedule(
+        cron=cron, display_name=display_name, start_time=start_time, end_time=end_time,
+        max_run_count=max_run_count, max_concurrent_run_count=max_concurrent_run_count,
+        service_account=spec.service_account, network=spec.network,
+    ))
+    out = _schedule_dict(schedule)
+    log_event(_log, "schedule_created", f"created {out['name']} ({cron})", schedule=out["name"], cron=cron)
+    return out
+
+
+def list_schedules(vertex: VertexTarget, display_name: str | None = None) -> list[dict[str, Any]]:
+    from google.cloud import aiplatform
+
+    init_sdk(vertex)
+    flt = f'display_name="{display_name}"' if display_name else None
+    found = _call("list schedules", lambda: aiplatform.PipelineJobSchedule.list(filter=flt))
+    return [_schedule_dict(s) for s in found]
+
+
+def change_schedule(vertex: VertexTarget, name_or_id: str, action: str) -> dict[str, Any]:
+    """``pause`` | ``resume`` | ``delete`` one schedule; returns it as it was left."""
+    from google.cloud import aiplatform
+
+    if action not in ("pause", "resume", "delete"):
+        raise UsageError(f"unknown schedule action {action!r}")
+    init_sdk(vertex)
+    name = full_name(vertex, "schedules", name_or_id)
+    schedule = _call("get schedule", lambda: aiplatform.PipelineJobSchedule.get(name), resource_name=name)
+    _sdk_logging_quiet()
+    _call(f"{action} schedule", getattr(schedule, action), resource_name=name)
+    if action == "delete":
+        return {"name": name, "state": "DELETED"}
+    return _schedule_dict(aiplatform.PipelineJobSchedule.get(name))
+
+
+def is_already_exists(error: BaseException) -> bool:
+    return isinstance(error, VertexUserError) and error.status_code == 409
+
+
+_PREFLIGHT_LOCK = threading.Lock()
+
+
+@contextlib.contextmanager
+def _local_bucket_preflight(vertex: VertexTarget, pipeline_root: str) -> Iterator[None]:
+    """Before it creates a run, the SDK checks the pipeline root's bucket and asks
+    Resource Manager (gRPC, the real cloudresourcemanager.googleapis.com) for the project
+    number, retrying for about a minute when that cannot be reached, then carries on
+    whatever happened. The local stack has no Resource Manager, so there the check is
+    the one that matters locally, made first: the bucket exists."""
+    if not vertex.is_local:
+        yield
+        return
+    from google.cloud.aiplatform.utils import gcs_utils
+
+    from tune2serve.components.checkpoint.storage import parse_gcs_uri, storage_client
+
+    bucket, _prefix = parse_gcs_uri(pipeline_root)
+    if not storage_client().bucket(bucket).exists():
+        raise UsageError(f"pipeline root {pipeline_root}: bucket {bucket!r} does not exist on the local "
+                         "stack's GCS; create it first")
+    with _PREFLIGHT_LOCK:
+        original = gcs_utils.create_gcs_bucket_for_pipeline_artifacts_if_it_does_not_exist
+        gcs_utils.create_gcs_bucket_for_pipeline_artifacts_if_it_does_not_exist = (
+            lambda output_artifacts_gcs_dir=None, **_: output_artifacts_gcs_dir)
+        try:
+            yield
+        finally:
+            gcs_utils.create_gcs_bucket_for_pipeline_artifacts_if_it_does_not_exist = original
+
+
+def _sdk_logging_quiet(vertex: VertexTarget | None = None) -> None:
+    """The SDK logs INFO lines to stdout; stdout belongs to ``--json``, so its handlers
+    are moved to stderr and its chatter is cut to warnings. On the local stack the SDK's
+    artifact-bucket check (it asks Resource Manager for the project number, which does
+    not exist there) always fails harmlessly, so that one logger is silenced there."""
+    import sys
+
+    for name in list(logging.Logger.manager.loggerDict):
+        if name.startswith("google.cloud.aiplatform"):
+            logger = logging.getLogger(name)
+            logger.setLevel(logging.WARNING)
+            for handler in logger.handlers:
+                if isinstance(handler, logging.StreamHandler) and handler.stream is sys.stdout:
+                    handler.setStream(sys.stderr)
+    if vertex is not None and vertex.is_local:
+        logging.getLogger("google.cloud.aiplatform.pipeline_jobs").setLevel(logging.CRITICAL)

@@ -1,0 +1,497 @@
+"""The local Vertex server's Pipelines surface: ``pipelineJobs`` and ``schedules``.
+
+Framework-agnostic: the server's router calls ``PipelineJobsService.handle(method, path,
+query, body)`` first for paths with ``/pipelineJobs`` or ``/schedules`` and gets
+``(http_status, json_body)`` back, or None when the path is not ours. Requests are parsed
+strictly with the SDK's own types (``protos.parse``), as the cloud does, and resources
+are rendered through them.
+
+An accepted pipeline job is really run: one worker thread takes jobs in order (QUEUED →
+RUNNING → SUCCEEDED/FAILED/CANCELLED) and runs each in a child process with
+``kfp.local``'s SubprocessRunner (``python -m tune2serve.pipelines.local.pipeline_jobs
+RUN_DIR``), its environment carrying the stack's settings so the components reach the
+same local stack. kfp.local writes outputs under a local folder (the job's run folder),
+not under the gs:// pipeline root. Schedules are stored with their ``nextRunTime``;
+nothing fires by itself: ``tick()`` starts the due ones (tests, ``local`` tooling).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import datetime as dt
+import json
+import os
+import queue
+import re
+import signal
+import subprocess
+import sys
+import threading
+from pathlib import Path
+from typing import Any
+
+from tune2serve.pipelines.local import protos
+from tune2serve.pipelines.local.api_errors import ApiError, invalid, not_found, precondition
+from tune2serve.pipelines.local.state import new_id, now_rfc3339, write_json_atomic
+
+_ROUTE = re.compile(r"^/(v1|v1beta1)/projects/([^/]+)/locations/([^/]+)/(pipelineJobs|schedules)"
+                    r"(?:/([^/:]+))?(?::([A-Za-z]+))?$")
+_JOB_ID = re.compile(r"^[a-z][-a-z0-9]{0,127}$")
+TERMINAL = {"PIPELINE_STATE_SUCCEEDED", "PIPELINE_STATE_FAILED", "PIPELINE_STATE_CANCELLED"}
+_INT_TYPES = {"NUMBER_INTEGER", "INT"}
+
+
+def _rfc3339(moment: dt.datetime) -> str:
+    return moment.astimezone(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def _parse_time(text: str) -> dt.datetime:
+    return dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
+
+
+def _first(query: dict[str, Any], name: str) -> str | None:
+    value = query.get(name)
+    if isinstance(value, list):
+        value = value[0] if value else None
+    return None if value is None else str(value)
+
+
+def _matches(resource: dict[str, Any], text: str | None) -> bool:
+    """The filter subset the SDK sends: ``field="value"`` terms joined by AND."""
+    if not text:
+        return True
+    for term in re.split(r"\s+AND\s+", text.strip()):
+        match = re.fullmatch(r'\s*([a-zA-Z_.]+)\s*=\s*"?([^"]*)"?\s*', term)
+        if not match:
+            raise invalid(f"Unsupported filter term {term!r}; use field=\"value\" terms joined by AND.")
+        field, want = match.groups()
+        key = re.sub(r"_([a-z])", lambda m: m.group(1).upper(), field)
+        if key.startswith("labels."):
+            have = resource.get("labels", {}).get(key[len("labels."):])
+        else:
+            have = resource.get(key)
+        if str(have) != want:
+            return False
+    return True
+
+
+def check_pipeline_job(job: dict[str, Any]) -> None:
+    """What Vertex checks before it accepts a run: a spec, a gs:// root, and parameters
+    that the spec declares, required ones present."""
+    spec = job.get("pipelineSpec") or {}
+    if not spec.get("root"):
+        raise invalid("PipelineJob.pipeline_spec is required and must hold a root component.")
+    runtime = job.get("runtimeConfig") or {}
+    root = runtime.get("gcsOutputDirectory", "")
+    if not root.startswith("gs://"):
+        raise invalid(f"runtime_config.gcs_output_directory must be a gs:// URI, got {root!r}.")
+    declared = spec["root"].get("inputDefinitions", {}).get("parameters", {})
+    given = runtime.get("parameterValues", {})
+    unknown = sorted(set(given) - set(declared))
+    if unknown:
+        raise invalid(f"The pipeline parameter(s) {unknown} are not defined in the pipeline spec.")
+    missing = sorted(n for n, d in declared.items()
+                     if n not in given and "defaultValue" not in d and not d.get("isOptional"))
+    if missing:
+        raise invalid(f"The pipeline parameter(s) {missing} are required but have no value.")
+
+
+class PipelineJobsService:
+    """``pipelineJobs`` and ``schedules`` of the local Vertex server. State lives in
+    ``state_dir`` (``pipeline_jobs.json``, ``schedules.json``, ``pipeline_runs/ID/``)."""
+
+    def __init__(self, state_dir: Path, api_endpoint_env: dict[str, str]) -> None:
+        self.state_dir = Path(state_dir)
+        self.env = dict(api_endpoint_env)
+        self.lock = threading.RLock()
+        self.jobs: dict[str, dict[str, Any]] = self._load("pipeline_jobs.json")
+        self.schedules: dict[str, dict[str, Any]] = self._load("schedules.json")
+        self._queue: queue.Queue[str | None] = queue.Queue()
+        self._running: dict[str, subprocess.Popen[bytes]] = {}
+        self._changed = threading.Condition(self.lock)
+        self._worker: threading.Thread | None = None
+        for name, job in self.jobs.items():  # a server restart loses what was in flight
+            if job["state"] not in TERMINAL:
+                self._finish(name, "PIPELINE_STATE_FAILED", "The local Vertex server restarted during the run.")
+
+    # ------------------------------------------------------------------ persistence
+
+    def _load(self, file: str) -> dict[str, dict[str, Any]]:
+        path = self.state_dir / file
+        return json.loads(path.read_text()) if path.is_file() else {}
+
+    def _save(self) -> None:
+        with self.lock:
+            write_json_atomic(self.state_dir / "pipeline_jobs.json", self.jobs)
+            write_json_atomic(self.state_dir / "schedules.json", self.schedules)
+            self._changed.notify_all()
+
+    # ---------------------------------------------------------------------- routing
+
+    def handle(self, method: str, path: str, query: dict[str, Any], body: bytes) -> tuple[int, dict[str, Any]] | None:
+        """Answers one request, or None when the path is not a pipelineJobs/schedules one."""
+        match = _ROUTE.match(path.split("?", 1)[0])
+        if not match:
+            return None
+        version, project, location, collection, rid, verb = match.groups()
+        parent = f"projects/{project}/locations/{location}"
+        int_enums = "enum-encoding=int" in (_first(query, "$alt") or "")
+        method = method.upper()
+        try:
+            if collection == "pipelineJobs":
+                out = self._jobs_route(method, version, parent, rid, verb, query, body)
+            else:
+                out = self._schedules_route(method, version, parent, rid, verb, query, body)
+        except ApiError as e:
+            return e.http_status, e.body()
+        if out is None:
+            return 404, ApiError("NOT_FOUND", f"No route for {method} {path}.").body()
+        type_name, payload = out
+        if type_name in ("PipelineJob", "Schedule"):
+            return 200, protos.render(version, type_name, payload, int_enums)
+        if type_name.startswith("List"):
+            key, item_type = ("pipelineJobs", "PipelineJob") if "Pipeline" in type_name else ("schedules", "Schedule")
+            items = [protos.render(version, item_type, r, int_enums) for r in payload]
+            return 200, {key: items} if items else {}
+        return 200, payload
+
+    def _listed(self, store: dict[str, dict[str, Any]], parent: str, query: dict[str, Any]) -> list[dict[str, Any]]:
+        with self.lock:
+            return [copy.deepcopy(r) for n, r in sorted(store.items())
+                    if n.startswith(parent + "/") and _matches(r, _first(query, "filter"))]
+
+    def _deleted(self, store: dict[str, dict[str, Any]], name: str, parent: str) -> tuple[str, Any]:
+        with self.lock:
+            if name not in store:
+                raise not_found(name)
+            del store[name]
+            self._save()
+        return "Operation", self._done_operation(parent)
+
+    def _jobs_route(self, method: str, version: str, parent: str, rid: str | None, verb: str | None,
+                    query: dict[str, Any], body: bytes) -> tuple[str, Any] | None:
+        name = f"{parent}/pipelineJobs/{rid}"
+        match (method, rid is None, verb):
+            case ("POST", True, None):
+                job = protos.to_dict(protos.parse(version, "PipelineJob", body))
+                return "PipelineJob", self.create_job(parent, job, _first(query, "pipelineJobId"))
+            case ("GET", True, None):
+                return "ListPipelineJobsResponse", self._listed(self.jobs, parent, query)
+            case ("GET", False, None):
+                return "PipelineJob", self.get_job(name)
+            case ("DELETE", False, None):
+                if self.get_job(name)["state"] not in TERMINAL:
+                    raise precondition(f"{name} is still running; cancel it first.")
+                return self._deleted(self.jobs, name, parent)
+            case ("POST", False, "cancel"):
+                self.cancel_job(name)
+                return "Empty", {}
+        return None
+
+    def _schedules_route(self, method: str, version: str, parent: str, rid: str | None, verb: str | None,
+                         query: dict[str, Any], body: bytes) -> tuple[str, Any] | None:
+        name = f"{parent}/schedules/{rid}"
+        match (method, rid is None, verb):
+            case ("POST", True, None):
+                schedule = protos.to_dict(protos.parse(version, "Schedule", body))
+                return "Schedule", self.create_schedule(parent, schedule)
+            case ("GET", True, None):
+                return "ListSchedulesResponse", self._listed(self.schedules, parent, query)
+            case ("GET", False, None):
+                return "Schedule", self.get_schedule(name)
+            case ("DELETE", False, None):
+                return self._deleted(self.schedules, name, parent)
+            case ("PATCH", False, None):
+                patch = protos.to_dict(protos.parse(version, "Schedule", body))
+                return "Schedule", self.update_schedule(name, patch, _first(query, "updateMask") or "")
+            case ("POST", False, "pause" | "resume"):
+                self.set_schedule_paused(name, verb == "pause")
+                return "Empty", {}
+        return None
+
+    def _done_operation(self, parent: str) -> dict[str, Any]:
+        """Deletes finish at once; a done operation means the SDK never polls."""
+        return {"name": f"{parent}/operations/{new_id()}", "done": True,
+                "response": {"@type": "type.googleapis.com/google.protobuf.Empty"}}
+
+    # ----------------------------------------------------------------- pipeline jobs
+
+    def create_job(self, parent: str, job: dict[str, Any], job_id: str | None, schedule: str | None = None) -> dict[str, Any]:
+        check_pipeline_job(job)
+        if job_id is None:
+            pipeline = job["pipelineSpec"].get("pipelineInfo", {}).get("name", "pipeline")
+            job_id = f"{re.sub('[^-0-9a-z]+', '-', pipeline.lower()).strip('-')}-{dt.datetime.now(dt.timezone.utc):%Y%m%d%H%M%S%f}"
+        if not _JOB_ID.match(job_id):
+            raise invalid(f"pipeline_job_id {job_id!r} must match [a-z][-a-z0-9]{{0,127}}.")
+        name = f"{parent}/pipelineJobs/{job_id}"
+        with self.lock:
+            if name in self.jobs:
+                raise ApiError("ALREADY_EXISTS", f"PipelineJob {name} already exists.")
+            now = now_rfc3339()
+            job.update(name=name, state="PIPELINE_STATE_QUEUED", createTime=now, updateTime=now)
+            job["displayName"] = job.get("displayName") or job_id
+            if schedule:
+                job["scheduleName"] = schedule
+            self.jobs[name] = job
+            self._save()
+            self._ensure_worker()
+            created = copy.deepcopy(job)  # before the worker can start changing it
+        self._queue.put(name)
+        return created
+
+    def get_job(self, name: str) -> dict[str, Any]:
+        with self.lock:
+            if name not in self.jobs:
+                raise not_found(name)
+            return copy.deepcopy(self.jobs[name])
+
+    def cancel_job(self, name: str) -> None:
+        with self.lock:
+            state = self.get_job(name)["state"]
+            if state in TERMINAL:
+                raise precondition(f"{name} is already in state {state}.")
+            proc = self._running.get(name)
+            if proc is None:
+                self._finish(name, "PIPELINE_STATE_CANCELLED", "Cancelled before it started.")
+                return
+            self.jobs[name]["state"] = "PIPELINE_STATE_CANCELLING"
+            self._save()
+        self._stop(proc)
+
+    def _finish(self, name: str, state: str, message: str | None = None) -> None:
+        with self.lock:
+            job = self.jobs[name]
+            job.update(state=state, endTime=now_rfc3339(), updateTime=now_rfc3339())
+            if message and state != "PIPELINE_STATE_SUCCEEDED":
+                job["error"] = {"code": 1 if state == "PIPELINE_STATE_CANCELLED" else 9, "message": message}
+            self._save()
+
+    def _ensure_worker(self) -> None:
+        if self._worker is None or not self._worker.is_alive():
+            self._worker = threading.Thread(target=self._work, name="local-pipeline-jobs", daemon=True)
+            self._worker.start()
+
+    def _work(self) -> None:
+        while (name := self._queue.get()) is not None:
+            try:
+                self._run_one(name)
+            except Exception as e:  # the worker must outlive one bad run
+                with self.lock:
+                    self._running.pop(name, None)
+                    if name in self.jobs and self.jobs[name]["state"] not in TERMINAL:
+                        self._finish(name, "PIPELINE_STATE_FAILED", f"The local runner failed: {type(e).__name__}: {e}")
+
+    def _run_one(self, name: str) -> None:
+        with self.lock:
+            job = self.jobs.get(name)
+            if job is None or job["state"] != "PIPELINE_STATE_QUEUED":
+                return
+            job.update(state="PIPELINE_STATE_RUNNING", startTime=now_rfc3339(), updateTime=now_rfc3339())
+            run_dir = self.state_dir / "pipeline_runs" / name.rsplit("/", 1)[-1]
+            run_dir.mkdir(parents=True, exist_ok=True)
+            write_json_atomic(run_dir / "job.json", job)
+            with open(run_dir / "log.txt", "wb") as log:  # the child keeps its own descriptor
+                # Its own session, so a cancel stops the kfp.local tasks it started too.
+                self._running[name] = subprocess.Popen(
+                    [sys.executable, "-m", "tune2serve.pipelines.local.pipeline_jobs", str(run_dir)],
+                    stdout=log, stderr=subprocess.STDOUT, env=self._child_env(), cwd=run_dir,
+                    start_new_session=True)
+            self._save()
+        code = self._running[name].wait()
+        with self.lock:
+            del self._running[name]
+            if self.jobs[name]["state"] == "PIPELINE_STATE_CANCELLING":
+                self._finish(name, "PIPELINE_STATE_CANCELLED", "Cancelled by the user.")
+            elif code == 0:
+                self._finish(name, "PIPELINE_STATE_SUCCEEDED")
+            else:
+                self._finish(name, "PIPELINE_STATE_FAILED", _failure_message(run_dir / "log.txt", code))
+
+    @staticmethod
+    def _stop(proc: subprocess.Popen[bytes]) -> None:
+        """Stops a run and every process it started (its own process group)."""
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGTERM)
+
+    def _child_env(self) -> dict[str, str]:
+        env = {**os.environ, **self.env}
+        env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
+        return env
+
+    def wait(self, name: str, timeout_s: float = 120.0) -> dict[str, Any]:
+        """Blocks until the job ends (tests and tooling); returns the job."""
+        with self._changed:
+            if not self._changed.wait_for(lambda: self.get_job(name)["state"] in TERMINAL, timeout=timeout_s):
+                raise TimeoutError(f"{name} did not finish within {timeout_s:.0f} s")
+            return self.get_job(name)
+
+    def close(self) -> None:
+        """Stops the worker and any run in flight (the server's shutdown calls this)."""
+        with self.lock:
+            procs = list(self._running.values())
+        for proc in procs:
+            self._stop(proc)
+        self._queue.put(None)
+        if self._worker is not None:
+            self._worker.join(timeout=10)
+
+    # --------------------------------------------------------------------- schedules
+
+    def create_schedule(self, parent: str, schedule: dict[str, Any]) -> dict[str, Any]:
+        from tune2serve.components.errors import UsageError
+        from tune2serve.pipelines.schedule import parse_cron
+
+        try:
+            cron = parse_cron(schedule.get("cron", ""))
+        except UsageError as e:
+            raise invalid(f"Invalid cron: {e}") from e
+        request = schedule.get("createPipelineJobRequest") or {}
+        if "pipelineJob" not in request:
+            raise invalid("Schedule.create_pipeline_job_request.pipeline_job is required.")
+        if request.get("parent", parent) != parent:
+            raise invalid(f"create_pipeline_job_request.parent {request['parent']!r} must be {parent!r}.")
+        check_pipeline_job(request["pipelineJob"])
+        if int(schedule.get("maxConcurrentRunCount", 0)) <= 0:
+            raise invalid("Schedule.max_concurrent_run_count must be greater than 0.")
+        name = f"{parent}/schedules/{new_id()}"
+        start = _parse_time(schedule["startTime"]) if schedule.get("startTime") else dt.datetime.now(dt.timezone.utc)
+        now = now_rfc3339()
+        schedule.update(name=name, state="ACTIVE", createTime=now, updateTime=now, startedRunCount="0",
+                        nextRunTime=_rfc3339(cron.next_after(start - dt.timedelta(minutes=1))))
+        with self.lock:
+            self.schedules[name] = schedule
+            self._save()
+            return copy.deepcopy(schedule)
+
+    def get_schedule(self, name: str) -> dict[str, Any]:
+        with self.lock:
+            if name not in self.schedules:
+                raise not_found(name)
+            return copy.deepcopy(self.schedules[name])
+
+    def set_schedule_paused(self, name: str, paused: bool) -> None:
+        from tune2serve.pipelines.schedule import parse_cron
+
+        with self.lock:
+            schedule = self.schedules.get(name) or {}
+            want_from = "ACTIVE" if paused else "PAUSED"
+            if schedule.get("state") != want_from:
+                self.get_schedule(name)  # 404 first
+                raise precondition(f"{name} is {schedule.get('state')}; only a {want_from} schedule can be "
+                                   f"{'paused' if paused else 'resumed'}.")
+            now = now_rfc3339()
+            schedule.update(state="PAUSED" if paused else "ACTIVE", updateTime=now)
+            schedule["lastPauseTime" if paused else "lastResumeTime"] = now
+            if not paused:
+                schedule["nextRunTime"] = _rfc3339(parse_cron(schedule["cron"]).next_after(dt.datetime.now(dt.timezone.utc)))
+            self._save()
+
+    def update_schedule(self, name: str, patch: dict[str, Any], update_mask: str) -> dict[str, Any]:
+        from tune2serve.components.errors import UsageError
+        from tune2serve.pipelines.schedule import parse_cron
+
+        allowed = {"displayName", "cron", "maxRunCount", "maxConcurrentRunCount", "allowQueueing", "startTime", "endTime"}
+        fields = [re.sub(r"_([a-z])", lambda m: m.group(1).upper(), f) for f in update_mask.split(",") if f]
+        if not fields or set(fields) - allowed:
+            raise invalid(f"update_mask {update_mask!r} must name some of {sorted(allowed)}.")
+        with self.lock:
+            schedule = self.schedules.get(name)
+            if schedule is None:
+                raise not_found(name)
+            if "cron" in fields:
+                try:
+                    cron = parse_cron(patch.get("cron", ""))
+                except UsageError as e:
+                    raise invalid(f"Invalid cron: {e}") from e
+                schedule["nextRunTime"] = _rfc3339(cron.next_after(dt.datetime.now(dt.timezone.utc)))
+            for field in fields:
+                if field in patch:
+                    schedule[field] = patch[field]
+            schedule["updateTime"] = now_rfc3339()
+            self._save()
+            return copy.deepcopy(schedule)
+
+    def tick(self, now: dt.datetime | None = None, *, force: bool = False) -> list[str]:
+        """Starts every ACTIVE schedule that is due at ``now`` (or every ACTIVE one with
+        ``force``), honouring max_run_count and max_concurrent_run_count as Vertex does.
+        Returns the pipeline job names started."""
+        from tune2serve.pipelines.schedule import parse_cron
+
+        now = now or dt.datetime.now(dt.timezone.utc)
+        started: list[str] = []
+        with self.lock:
+            for name, schedule in self.schedules.items():
+                if schedule["state"] != "ACTIVE" or not (force or _parse_time(schedule["nextRunTime"]) <= now):
+                    continue
+                if schedule.get("endTime") and _parse_time(schedule["endTime"]) <= now:
+                    schedule["state"] = "COMPLETED"
+                    continue
+                active = sum(1 for j in self.jobs.values() if j.get("scheduleName") == name and j["state"] not in TERMINAL)
+                if active >= int(schedule["maxConcurrentRunCount"]) and not schedule.get("allowQueueing"):
+                    continue
+                parent = name.rsplit("/schedules/", 1)[0]
+                stamp = now.strftime("%Y%m%d%H%M%S")
+                base = re.sub("[^-0-9a-z]+", "-", schedule.get("displayName", "schedule").lower()).strip("-") or "schedule"
+                job_id = f"{base[:100]}-{stamp}-{new_id()[:6]}"
+                request = copy.deepcopy(schedule["createPipelineJobRequest"]["pipelineJob"])
+                job = self.create_job(parent, request, job_id, schedule=name)
+                started.append(job["name"])
+                count = int(schedule.get("startedRunCount", 0)) + 1
+                schedule.update(startedRunCount=str(count), updateTime=now_rfc3339(),
+                                nextRunTime=_rfc3339(parse_cron(schedule["cron"]).next_after(now)),
+                                lastScheduledRunResponse={"scheduledRunTime": _rfc3339(now), "runResponse": job["name"]})
+                if int(schedule.get("maxRunCount") or 0) > 0 and count >= int(schedule["maxRunCount"]):
+                    schedule["state"] = "COMPLETED"
+            self._save()
+        return started
+
+
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
+_EXCEPTION_LINE = re.compile(r"^\s*(?:[\w.]+\.)?(\w+(?:Error|Exception)): (.+)$")
+
+
+def _failure_message(log: Path, code: int) -> str:
+    """Vertex-like: which task failed and the error it raised, then where the log is."""
+    lines = _ANSI.sub("", log.read_text(errors="replace")).splitlines() if log.is_file() else []
+    failed = next((ln.split("Inner task failed:", 1)[1].strip() for ln in reversed(lines) if "Inner task failed:" in ln), "")
+    errors = [m.group(1) + ": " + m.group(2) for ln in lines if (m := _EXCEPTION_LINE.match(ln))
+              and "finished with status" not in ln]
+    cause = next((e for e in reversed(errors) if not e.startswith("RuntimeError: Pipeline")), "")
+    head = f"The DAG failed because some tasks failed: {failed.rstrip('.')}." if failed else f"The run exited with {code}."
+    return f"{head} {cause} (log: {log})".replace("  ", " ")
+
+
+def _integers_back(node: Any) -> Any:
+    """A pipeline spec travels as a protobuf Struct, where every number is a double; the
+    integer parameters' defaults and constants are made ints again for kfp.local."""
+    if isinstance(node, list):
+        return [_integers_back(v) for v in node]
+    if not isinstance(node, dict):
+        return node
+    out = {k: _integers_back(v) for k, v in node.items()}
+    if out.get("parameterType") in _INT_TYPES and isinstance(out.get("defaultValue"), float):
+        out["defaultValue"] = int(out["defaultValue"])
+    return out
+
+
+def run_pipeline_job(run_dir: Path) -> int:
+    """Runs ``run_dir/job.json`` with kfp.local (child-process entry point)."""
+    from kfp import components, local
+
+    job = json.loads((run_dir / "job.json").read_text())
+    spec = _integers_back(job["pipelineSpec"])
+    declared = spec["root"].get("inputDefinitions", {}).get("parameters", {})
+    arguments = {}
+    for key, value in job.get("runtimeConfig", {}).get("parameterValues", {}).items():
+        if declared.get(key, {}).get("parameterType") in _INT_TYPES and isinstance(value, float) and value.is_integer():
+            value = int(value)  # JSON numbers arrive as doubles; kfp.local checks int parameters
+        arguments[key] = value
+    local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(run_dir / "outputs"), raise_on_error=True)
+    pipeline = components.load_component_from_text(json.dumps(spec))
+    pipeline(**arguments)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(run_pipeline_job(Path(sys.argv[1])))

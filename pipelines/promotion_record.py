@@ -1,0 +1,112 @@
+"""The "already promoted" record: one small JSON object next to each promoted export.
+
+After a successful promotion the pipeline writes ``<export>.promotion.json`` beside the
+export folder (``gs://b/exports/run-7`` → ``gs://b/exports/run-7.promotion.json``):
+{source, export, manifest_digest, endpoint, model, run_id, time}. Beside, not inside: the
+export folder's files are exactly its manifest's, and a later validate or deploy of it
+must not meet a file it does not list.
+
+A scheduled run reads the records under the exports prefix to decide whether the newest
+tuning output was promoted already (``find_promotion``) and, if so, ends as a no-op.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from dataclasses import asdict, dataclass
+
+from tune2serve.components.checkpoint.storage import open_folder
+from tune2serve.components.errors import PromotionError, UsageError
+from tune2serve.components.logs import get_logger, log_event
+
+RECORD_SUFFIX = ".promotion.json"
+_log = get_logger("promotion_record")
+
+
+@dataclass(frozen=True)
+class PromotionRecord:
+    source: str
+    export: str
+    manifest_digest: str | None
+    endpoint: str
+    model: str
+    time: str
+    run_id: str | None = None
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), indent=2, sort_keys=True) + "\n"
+
+    @classmethod
+    def from_json(cls, text: str | bytes, where: str) -> PromotionRecord:
+        try:
+            doc = json.loads(text)
+            return cls(**{k: doc.get(k) for k in cls.__dataclass_fields__})
+        except (json.JSONDecodeError, TypeError, AttributeError) as e:
+            raise UsageError(f"{where}: not a promotion record ({type(e).__name__}: {e})", file=where) from e
+
+
+def _normal(uri: str) -> str:
+    return uri.rstrip("/")
+
+
+def _sibling(export_uri: str) -> tuple[str, str]:
+    """(parent folder URI, record name) for an export folder."""
+    parent, _, base = _normal(export_uri).rpartition("/")
+    if not base or not parent or parent in ("gs:", "gs:/"):
+        raise UsageError(f"{export_uri!r}: an export must be a folder below a bucket or directory, e.g. gs://BUCKET/exports/NAME")
+    return parent, base + RECORD_SUFFIX
+
+
+def write_promotion_record(export_uri: str, *, endpoint: str, model: str, source: str | None = None,
+                           run_id: str | None = None, now: float | None = None) -> PromotionRecord:
+    """Writes the record after a successful promotion. ``source`` defaults to the one
+    the export's manifest names; the digest is the manifest's."""
+    from tune2serve.components.checkpoint.manifest import read_manifest
+
+    manifest = read_manifest(open_folder(export_uri))
+    source = source or (manifest.source if manifest else None)
+    if not source:
+        raise UsageError(f"{export_uri}: the export's manifest names no source; pass source=")
+    record = PromotionRecord(
+        source=_normal(source), export=_normal(export_uri),
+        manifest_digest=manifest.digest() if manifest else None, endpoint=endpoint, model=model,
+        time=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(now if now is not None else time.time())),
+        run_id=run_id,
+    )
+    parent, name = _sibling(export_uri)
+    open_folder(parent).write_bytes(name, record.to_json().encode())
+    log_event(_log, "promotion_recorded", f"recorded promotion of {record.source}", export=record.export,
+              endpoint=endpoint, model=model)
+    return record
+
+
+def read_promotion_record(export_uri: str) -> PromotionRecord | None:
+    parent, name = _sibling(export_uri)
+    folder = open_folder(parent)
+    if not folder.has(name):
+        return None
+    return PromotionRecord.from_json(folder.read_bytes(name), folder.join(name))
+
+
+def find_promotion(source: str, exports_prefix: str) -> PromotionRecord | None:
+    """The newest record under ``exports_prefix`` whose source is ``source``, or None.
+    An unreadable record is skipped with a warning (it cannot prove a promotion)."""
+    from tune2serve.components.errors import SourceNotFoundError
+
+    folder = open_folder(exports_prefix)
+    try:
+        names = [o.name for o in folder.list() if o.name.endswith(RECORD_SUFFIX)]
+    except SourceNotFoundError:
+        return None
+    found: list[PromotionRecord] = []
+    for name in names:
+        try:
+            record = PromotionRecord.from_json(folder.read_bytes(name), folder.join(name))
+        except PromotionError as e:
+            log_event(_log, "promotion_record_unreadable", str(e), logging.WARNING, record=folder.join(name))
+            continue
+        if record.source and _normal(record.source) == _normal(source):
+            found.append(record)
+    return max(found, key=lambda r: r.time or "") if found else None
