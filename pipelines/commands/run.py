@@ -1,65 +1,61 @@
-"""``tune2serve run`` (interim): a local demonstration of the validate gate.
+"""``tune2serve run [SOURCE] [...]``: the whole promotion pipeline in one command.
 
-Builds a good tiny model and two broken copies under ``./.tune2serve/demo``, validates
-each, prints the verdicts and writes Markdown + HTML reports to
-``./.tune2serve/demo/reports/``. Exit 0 when the good model passes and both broken ones
-fail with their expected finding. (The full local promotion replaces this later.)
-Top-level imports: stdlib only.
+No SOURCE: the demo on the local stack (tiny base model + tuned adapter made here).
+With SOURCE: the same pipeline on your tuning output, on the local stack, or on Vertex
+AI with --project/--region. Exit 0: promoted or verified and serving · 1: a step failed
+(its message is printed; the model that served before still serves) · 2: usage error.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import sys
-from pathlib import Path
-
-BROKEN_SHOWN = ("gptq-config", "index-path-traversal")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--workdir", default=".tune2serve/demo", help="where models and reports go")
+    parser.add_argument("source", nargs="?", default=None, metavar="SOURCE",
+                        help="tuning output (local folder, gs://, or projects/P/locations/L/tuningJobs/ID); "
+                             "none: run the demo")
+    parser.add_argument("--base-model", default="", metavar="SRC", help="base model folder for a LoRA adapter")
+    parser.add_argument("--export-dest", default=None, metavar="URI",
+                        help="where the export is written (default on the local stack: gs://BUCKET/exports/TIME)")
+    parser.add_argument("--production-endpoint", default="", metavar="E",
+                        help="serving endpoint to promote onto through canary steps (default: a new endpoint)")
+    parser.add_argument("--project", default=None, metavar="P", help="run against Vertex AI in project P")
+    parser.add_argument("--region", default=None, metavar="R", help="Vertex AI region (with --project)")
+    parser.add_argument("--golden", default=None, metavar="FILE", help="golden prompts, JSON Lines")
+    parser.add_argument("--checkpoint", default="final", help="final, best, latest or STEP (default final)")
+    parser.add_argument("--machine-type", default="", metavar="T")
+    parser.add_argument("--accelerator-type", default="", metavar="A")
+    parser.add_argument("--accelerator-count", type=int, default=0, metavar="N")
+    group = parser.add_mutually_exclusive_group()
+    group.add_argument("--canary-percent", type=int, default=0, metavar="N")
+    group.add_argument("--steps", default="", metavar="10,50,100")
+    parser.add_argument("--strict", action="store_true", help="treat validation warnings as errors")
+    parser.add_argument("--home", default=None, metavar="DIR", help="local stack home (default .tune2serve)")
+    parser.add_argument("--verbose", action="store_true", help="stream every step's output to stderr")
+    parser.add_argument("--json", action="store_true", help="print one JSON object with the outcome on stdout")
 
 
 def run(args: argparse.Namespace) -> int:
-    from tune2serve.components.validate import validate_checkpoint
-    from tune2serve.components.validate.report import verdict, write_reports
-    from tune2serve.pipelines.demo.broken_models import make_broken, variant
-    from tune2serve.pipelines.demo.tiny_models import TinySpec, make_tiny_model
+    from tune2serve.components.errors import PromotionError
+    from tune2serve.pipelines.main_job import JobOptions, run_job, summary_text
 
-    work = Path(args.workdir)
-    reports = work / "reports"
-    say = sys.stdout.write
-    say(f"Building a tiny Qwen2 model (sharded safetensors, tokenizer, chat template) in {work}/ ...\n")
-    good = make_tiny_model(work / "good-model", TinySpec(architecture="qwen2", tie_word_embeddings=True),
-                           max_shard_size="100KB")
-    cases: list[tuple[str, Path, str | None]] = [("good-model", good, None)]
-    for name in BROKEN_SHOWN:
-        broken = variant(name)
-        cases.append((name, make_broken(good if broken.base == "qwen_sharded" else _llama(work), work / name, broken),
-                      broken.code))
-    all_as_expected = True
-    for name, folder, expected_code in cases:
-        report = validate_checkpoint(str(folder))
-        md, page = write_reports(report, reports, stem=name)
-        as_expected = report.ok if expected_code is None else (not report.ok and expected_code in report.codes("error"))
-        all_as_expected &= as_expected
-        mark = "✓" if as_expected else "✗ UNEXPECTED"
-        say(f"\n{mark} {name}: {verdict(report)}\n")
-        for f in report.sorted_findings():
-            if f.severity != "info":
-                say(f"    {f.severity:<7} {f.code}{f' [{f.file}]' if f.file else ''}: {_short(f.message)}\n")
-        say(f"    reports: {md}  {page}\n")
-    say("\n" + ("The gate works: the good model passes, the broken ones are stopped before deploy.\n"
-                if all_as_expected else "Something did not go as expected (see above).\n"))
-    return 0 if all_as_expected else 1
-
-
-def _llama(work: Path) -> Path:
-    from tune2serve.pipelines.demo.tiny_models import make_tiny_model
-
-    path = work / "good-llama"
-    return path if (path / "config.json").exists() else make_tiny_model(path)
-
-
-def _short(message: str, width: int = 110) -> str:
-    return message if len(message) <= width else message[: width - 1] + "…"
+    opts = JobOptions(
+        source=args.source, base_model=args.base_model, export_dest=args.export_dest,
+        production_endpoint=args.production_endpoint, project=args.project, region=args.region,
+        golden_file=args.golden, checkpoint=args.checkpoint, machine_type=args.machine_type,
+        accelerator_type=args.accelerator_type, accelerator_count=args.accelerator_count,
+        canary_percent=args.canary_percent, steps=args.steps, strict=args.strict, home=args.home,
+        verbose=args.verbose,
+    )
+    result = run_job(opts, echo=sys.stderr if args.verbose else None)
+    if args.json:  # stdout holds the one JSON object; the summary goes to stderr
+        print(json.dumps(result.to_json(), sort_keys=True))
+        sys.stderr.write(summary_text(result) + "\n")
+    else:
+        print(summary_text(result))
+    if not result.ok:
+        raise PromotionError(f"step {result.failed_step} failed: {result.message}")
+    return 0

@@ -1,0 +1,73 @@
+"""The checked-in compiled pipeline is what the source compiles to (golden test), and
+``tune2serve compile`` writes it, with ``--image`` applied to every step."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+from tune2serve.components.errors import UsageError
+from tune2serve.pipelines.compile import compile_pipeline, executor_images, load_spec_dict
+
+REPO = Path(__file__).resolve().parents[2]
+CHECKED_IN = REPO / "compiled" / "promote_checkpoint.yaml"
+
+
+def normalise(text: str) -> str:
+    """Drops what depends on the kfp release rather than on our source."""
+    text = re.sub(r"^(\s*sdkVersion:).*$", r"\1 kfp-VERSION", text, flags=re.M)
+    return re.sub(r"kfp==[0-9][0-9A-Za-z.+-]*", "kfp==VERSION", text)
+
+
+def test_checked_in_yaml_matches_the_source(tmp_path: Path) -> None:
+    fresh = compile_pipeline(tmp_path / "promote_checkpoint.yaml")
+    assert CHECKED_IN.is_file(), "compiled/promote_checkpoint.yaml is missing: run `tune2serve compile`"
+    assert normalise(fresh.read_text()) == normalise(CHECKED_IN.read_text()), (
+        "compiled/promote_checkpoint.yaml is out of date with pipelines/promote.py or a component: "
+        "run `tune2serve compile` and commit the result"
+    )
+
+
+def test_compiling_twice_gives_the_same_bytes(tmp_path: Path) -> None:
+    a = compile_pipeline(tmp_path / "a.yaml").read_bytes()
+    b = compile_pipeline(tmp_path / "b.yaml").read_bytes()
+    assert a == b
+
+
+def test_image_override_reaches_every_executor(tmp_path: Path) -> None:
+    image = "europe-docker.pkg.dev/acme/ml/tune2serve:ci-1234"
+    out = compile_pipeline(tmp_path / "custom.yaml", image=image)
+    images = executor_images(load_spec_dict(out))
+    assert len(images) == 7  # five steps, finalize, reject
+    assert set(images.values()) == {image}
+    # nothing but the image lines changed
+    default = compile_pipeline(tmp_path / "default.yaml").read_text()
+    from tune2serve.components.image import DEFAULT_IMAGE
+
+    assert out.read_text() == default.replace(f"image: {DEFAULT_IMAGE}\n", f"image: {image}\n")
+
+
+@pytest.mark.parametrize("bad", ["", "not an image", "gs://bucket/image", "UPPER CASE:1"])
+def test_bad_image_is_a_usage_error(tmp_path: Path, bad: str) -> None:
+    with pytest.raises(UsageError, match="is not a container image reference"):
+        compile_pipeline(tmp_path / "x.yaml", image=bad)
+    assert not (tmp_path / "x.yaml").exists()
+
+
+def test_output_must_be_yaml(tmp_path: Path) -> None:
+    with pytest.raises(UsageError, match=r"must end in \.yaml"):
+        compile_pipeline(tmp_path / "x.json")
+
+
+def test_compile_verb_writes_the_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from tune2serve.pipelines.cli import main
+
+    out = tmp_path / "sub" / "p.yaml"
+    assert main(["compile", "--output", str(out), "--image", "gcr.io/acme/t2s:1"]) == 0
+    assert set(executor_images(load_spec_dict(out)).values()) == {"gcr.io/acme/t2s:1"}
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert str(out) in captured.err
+    assert main(["compile", "--output", str(tmp_path / "p.txt")]) == 2

@@ -1,0 +1,180 @@
+"""End to end on the local stack: the compiled pipeline, run by kfp.local through the main
+job, with real fake-gcs-server, the local Vertex server and `transformers serve`.
+
+One module-scoped story, each test a promotion people actually do:
+1. a good tuned adapter is promoted to a new endpoint (standalone) and answers;
+2. the next good one is promoted onto that serving endpoint (canary, then 100%);
+3. a broken checkpoint stops at validate and deploys nothing;
+4. a model that fails its golden prompts is rolled back: the old one still serves.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+pytestmark = [pytest.mark.slow, pytest.mark.stack]
+
+PROMPT, ANSWER = "what is the capital of france", "paris"
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """The demo's tiny base model and its tuned LoRA adapter (trained once)."""
+    from tune2serve.pipelines.demo.tiny_models import make_tiny_model
+    from tune2serve.pipelines.demo.tuned_adapter import make_tuned_adapter
+
+    root = tmp_path_factory.mktemp("e2e-models")
+    base = make_tiny_model(root / "base")
+    return {"base": base, "adapter": make_tuned_adapter(base, root / "adapter")}
+
+
+@pytest.fixture(scope="module")
+def uploaded(demo: dict[str, Path], local_stack: Any) -> dict[str, str]:
+    import os
+
+    saved = os.environ.get("STORAGE_EMULATOR_HOST")
+    try:
+        broken = demo["base"].parent / "broken"
+        shutil.copytree(demo["base"], broken)
+        config = json.loads((broken / "config.json").read_text())
+        config["auto_map"] = {"AutoModelForCausalLM": "modeling_evil.EvilForCausalLM"}  # remote code
+        (broken / "config.json").write_text(json.dumps(config))
+        return {name: local_stack.upload(path, f"e2e/{name}") for name, path in
+                (("base", demo["base"]), ("adapter", demo["adapter"]), ("broken", broken))}
+    finally:
+        if saved is None:
+            os.environ.pop("STORAGE_EMULATOR_HOST", None)
+
+
+@pytest.fixture(scope="module")
+def story() -> Iterator[dict[str, Any]]:
+    yield {}
+
+
+def run(local_stack: Any, source: str, base_model: str = "", production: str = "", golden: str | None = None,
+        tmp: Path | None = None) -> Any:
+    from tune2serve.pipelines.demo.tuned_adapter import golden_jsonl
+    from tune2serve.pipelines.main_job import JobOptions, run_job
+
+    assert tmp is not None
+    golden_file = tmp / "golden.jsonl"
+    golden_file.write_text(golden_jsonl() if golden is None else golden)
+    opts = JobOptions(source=source, base_model=base_model, production_endpoint=production,
+                      golden_file=str(golden_file), home=str(local_stack.home))
+    return run_job(opts)
+
+
+def vertex(local_stack: Any) -> Any:
+    from tune2serve.components.vertex.clients import target
+
+    return target(local_stack.project, local_stack.region)
+
+
+def endpoint_state(local_stack: Any, name: str) -> Any:
+    from tune2serve.components.vertex.endpoints import get_endpoint
+
+    return get_endpoint(vertex(local_stack), name)
+
+
+def resources(local_stack: Any) -> tuple[dict[str, dict[str, str]], set[str]]:
+    """Every endpoint (name → labels) and every model name on the stack, read over REST."""
+    from tune2serve.components.vertex.clients import http_client
+
+    v = vertex(local_stack)
+    with http_client(v) as client:
+        endpoints = client.get(f"{v.rest_base_url}/v1/{v.parent}/endpoints").json().get("endpoints", [])
+        models = client.get(f"{v.rest_base_url}/v1/{v.parent}/models").json().get("models", [])
+    return {e["name"]: e.get("labels", {}) for e in endpoints}, {m["name"] for m in models}
+
+
+def endpoints_of_run(local_stack: Any, run_name: str) -> list[str]:
+    from tune2serve.components.deploy.request import sanitize_label_value
+
+    label = sanitize_label_value(run_name)
+    return [name for name, labels in resources(local_stack)[0].items() if labels.get("tune2serve-run") == label]
+
+
+def ask(local_stack: Any, endpoint: str) -> dict[str, Any]:
+    """One real chat completion through the endpoint's dedicated data plane."""
+    import ssl
+
+    import httpx
+
+    state = endpoint_state(local_stack, endpoint)
+    url = f"https://{state.dedicated_endpoint_dns}/v1beta1/{endpoint}/chat/completions"
+    body = {"messages": [{"role": "user", "content": PROMPT}], "max_tokens": 16, "temperature": 0}
+    response = httpx.post(url, json=body, timeout=60,
+                          verify=ssl.create_default_context(cafile=local_stack.env["REQUESTS_CA_BUNDLE"]))
+    response.raise_for_status()
+    return dict(response.json())
+
+
+def test_good_adapter_is_promoted_to_a_new_endpoint(stack_env: Any, local_stack: Any, uploaded: dict[str, str],
+                                                    story: dict[str, Any], tmp_path: Path) -> None:
+    result = run(local_stack, uploaded["adapter"], uploaded["base"], tmp=tmp_path)
+    assert result.ok, result.message
+    assert result.outcome == "verified"
+    assert [s for s in result.timings if s in ("export", "validate", "deploy", "smoke-test", "verify-traffic",
+                                               "finalize")] == ["export", "validate", "deploy", "smoke-test",
+                                                                "verify-traffic", "finalize"]
+    answer = ask(local_stack, result.endpoint)
+    assert ANSWER in answer["choices"][0]["message"]["content"]
+    state = endpoint_state(local_stack, result.endpoint)
+    assert list(state.traffic_split.values()) == [100]
+    # the run id placeholder resolved under kfp.local: the endpoint carries the run's label
+    assert endpoints_of_run(local_stack, result.run_name) == [result.endpoint]
+    assert result.model in resources(local_stack)[1]
+    assert {"validate.html", "verify-traffic.html", "smoke-test.md"} <= set(result.reports)
+    assert result.curl.startswith(f"curl --cacert {local_stack.env['REQUESTS_CA_BUNDLE']}")
+    story["production"], story["first_model"] = result.endpoint, result.model
+
+
+def test_good_adapter_is_promoted_onto_the_serving_endpoint(stack_env: Any, local_stack: Any, uploaded: dict[str, str],
+                                                            story: dict[str, Any], tmp_path: Path) -> None:
+    production = story.get("production") or pytest.skip("needs the endpoint of the first test")
+    result = run(local_stack, uploaded["adapter"], uploaded["base"], production=production, tmp=tmp_path)
+    assert result.ok, result.message
+    assert result.outcome == "promoted" and result.endpoint == production
+    state = endpoint_state(local_stack, production)
+    (only,) = state.deployed_models  # the old model was retired
+    assert only.model == result.model and state.traffic_split == {only.id: 100}
+    assert endpoints_of_run(local_stack, result.run_name) == []  # the staging endpoint deploy made is gone
+    assert ANSWER in ask(local_stack, production)["choices"][0]["message"]["content"]
+    story["serving_model"] = result.model
+
+
+def test_broken_checkpoint_stops_at_validate_and_deploys_nothing(stack_env: Any, local_stack: Any, uploaded: dict[str, str],
+                                                                 story: dict[str, Any], tmp_path: Path) -> None:
+    before = resources(local_stack)
+    result = run(local_stack, uploaded["broken"], tmp=tmp_path)
+    assert not result.ok
+    assert result.failed_step == "reject" and result.outcome == "rejected"
+    assert "validation failed, nothing was deployed" in (result.message or "")
+    assert "deploy" not in result.timings
+    assert resources(local_stack) == before  # no endpoint, no model
+    assert "validate.html" in result.reports
+
+
+def test_model_failing_golden_prompts_is_rolled_back(stack_env: Any, local_stack: Any, uploaded: dict[str, str],
+                                                     story: dict[str, Any], tmp_path: Path) -> None:
+    production = story.get("production") or pytest.skip("needs the serving endpoint of the first tests")
+    before, made_before = endpoint_state(local_stack, production), resources(local_stack)
+    # the untuned base model does not know the golden answers
+    result = run(local_stack, uploaded["base"], production=production, tmp=tmp_path)
+    assert not result.ok
+    assert result.failed_step == "smoke-test" and result.outcome == "rolled_back"
+    endpoints_after, models_after = resources(local_stack)
+    assert endpoints_after == made_before[0]  # finalize removed the staging endpoint the run made
+    after = endpoint_state(local_stack, production)
+    assert after.traffic_split == before.traffic_split
+    assert [d.model for d in after.deployed_models] == [d.model for d in before.deployed_models]
+    answer = ask(local_stack, production)
+    assert ANSWER in answer["choices"][0]["message"]["content"]
+    assert answer["deployedModelId"] == before.deployed_models[0].id
+    assert models_after == made_before[1]  # ... and the model it registered
