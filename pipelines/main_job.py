@@ -72,7 +72,7 @@ class JobOptions:
 class JobResult:
     ok: bool
     run_name: str
-    outcome: str  # promoted | verified | rolled_back | failed | rejected
+    outcome: str  # promoted | verified | skipped (nothing to do; message says why) | rolled_back | failed | rejected
     endpoint: str = ""
     model: str = ""
     url: str = ""
@@ -186,8 +186,16 @@ def pipeline_arguments(opts: JobOptions, *, source: str, base_model: str, export
     }
 
 
+def _nothing_to_do(run: kfp_local.PipelineRun) -> str | None:
+    """discover's reason when it found nothing to promote (a successful no-op run)."""
+    found = run.outputs("discover")
+    return None if found.get("proceed", True) else str(found.get("reason", "nothing to do"))
+
+
 def _outcome(run: kfp_local.PipelineRun) -> str:
     if run.succeeded:
+        if _nothing_to_do(run) is not None:
+            return "skipped"
         return str(run.outputs("verify-traffic").get("outcome", "verified"))
     failed = run.failed_step
     if failed is not None and failed.task == "reject":
@@ -255,7 +263,9 @@ def run_job(opts: JobOptions, *, echo: TextIO | None = None) -> JobResult:
         result.reports = collect_reports(run, home / "reports" / run.run_name)
         deployed = run.outputs("deploy")
         result.model = str(deployed.get("model", ""))
-        if run.succeeded:
+        if result.outcome == "skipped":
+            result.message = _nothing_to_do(run)
+        elif run.succeeded:
             result.endpoint = production or str(deployed.get("endpoint", ""))
             result.url, result.curl = query_lines(result.endpoint, project, region, env.get("REQUESTS_CA_BUNDLE"),
                                                   opts.cloud)
@@ -277,7 +287,9 @@ def run_job(opts: JobOptions, *, echo: TextIO | None = None) -> JobResult:
 def summary_text(result: JobResult) -> str:
     """What a person reads at the end of ``tune2serve run``."""
     lines = []
-    if result.ok:
+    if result.outcome == "skipped":
+        lines += [f"run {result.run_name}: {result.message}", "nothing was deployed or changed"]
+    elif result.ok:
         lines += [f"tuned model {result.outcome}: {result.model}", f"serving on {result.endpoint}",
                   f"URL:  {result.url}", f"try:  {result.curl}"]
     else:

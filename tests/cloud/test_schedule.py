@@ -13,9 +13,10 @@ import pytest
 
 from tests.conftest import upload_folder
 from tune2serve.components.errors import UsageError
+from tune2serve.components.scheduling import discover
 from tune2serve.pipelines import schedule
 from tune2serve.pipelines.cli import main
-from tune2serve.pipelines.promotion_record import find_promotion, read_promotion_record, write_promotion_record
+from tune2serve.components.scheduling.promotion_record import find_promotion, read_promotion_record, write_promotion_record
 
 UTC = dt.timezone.utc
 
@@ -66,9 +67,9 @@ def test_newest_completed_output_skips_runs_still_training(tmp_path: Path) -> No
     _write_run(tmp_path / "run-a", FINAL_HF, 1000)
     _write_run(tmp_path / "run-b", FINAL_VERTEX, 2000)
     _write_run(tmp_path / "run-c", IN_PROGRESS, 3000)
-    assert schedule.newest_tuning_output(str(tmp_path)) == f"{tmp_path}/run-b"
+    assert discover.newest_tuning_output(str(tmp_path)) == f"{tmp_path}/run-b"
     _write_run(tmp_path / "training" / "run-d", IN_PROGRESS, 4000)
-    assert schedule.newest_tuning_output(str(tmp_path / "training")) is None
+    assert discover.newest_tuning_output(str(tmp_path / "training")) is None
 
 
 def test_newest_completed_output_on_gcs(gcs_bucket: str, tmp_path: Path) -> None:
@@ -76,24 +77,24 @@ def test_newest_completed_output_on_gcs(gcs_bucket: str, tmp_path: Path) -> None
     _write_run(tmp_path / "new", FINAL_VERTEX, 1000)
     upload_folder(tmp_path / "old", gcs_bucket, "tuning/run-1")
     upload_folder(tmp_path / "new", gcs_bucket, "tuning/run-2")
-    assert schedule.newest_tuning_output(f"gs://{gcs_bucket}/tuning/") == f"gs://{gcs_bucket}/tuning/run-2"
+    assert discover.newest_tuning_output(f"gs://{gcs_bucket}/tuning/") == f"gs://{gcs_bucket}/tuning/run-2"
 
 
 def test_resolve_source_is_a_no_op_once_promoted(gcs_bucket: str, tmp_path: Path) -> None:
     _write_run(tmp_path / "run", FINAL_HF, 1000)
     newest = upload_folder(tmp_path / "run", gcs_bucket, "tuning/run-1")
     exports = f"gs://{gcs_bucket}/exports"
-    assert schedule.resolve_source("gs://elsewhere/x", exports) == schedule.SourceResolution(
+    assert discover.resolve_source("gs://elsewhere/x", exports) == discover.SourceResolution(
         "gs://elsewhere/x", exports, True, "promoting gs://elsewhere/x")
-    assert schedule.resolve_source(f"newest:gs://{gcs_bucket}/none", exports) == schedule.SourceResolution(
+    assert discover.resolve_source(f"newest:gs://{gcs_bucket}/none", exports) == discover.SourceResolution(
         None, exports, False, f"nothing to do: no completed tuning output under gs://{gcs_bucket}/none")
-    due = schedule.resolve_source(f"newest:gs://{gcs_bucket}/tuning", exports)
+    due = discover.resolve_source(f"newest:gs://{gcs_bucket}/tuning", exports)
     assert (due.proceed, due.source, due.export_dest) == (True, newest, f"{exports}/run-1")
     record = write_promotion_record(due.export_dest, endpoint="projects/p/locations/r/endpoints/1",
                                     model="projects/p/locations/r/models/2", source=newest, now=0)
     assert read_promotion_record(due.export_dest) == record
     assert find_promotion(newest + "/", exports) == record
-    resolved = schedule.resolve_source(f"newest:gs://{gcs_bucket}/tuning", exports)
+    resolved = discover.resolve_source(f"newest:gs://{gcs_bucket}/tuning", exports)
     assert (resolved.proceed, resolved.source) == (False, newest)
     assert resolved.reason.startswith(f"nothing to do: {newest} was already promoted (export {exports}/run-1")
 

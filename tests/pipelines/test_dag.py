@@ -1,5 +1,6 @@
-"""The compiled DAG, read back with kfp: five steps in order, the validation gate, the
-exit handler with finalize, one image, documented parameters, side effects uncached."""
+"""The compiled DAG, read back with kfp: discover and its no-op gate, the five steps in
+order, the validation gate, the promotion record, the exit handler with finalize, one
+image, documented parameters, side effects uncached."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ from tune2serve.pipelines.compile import load_spec_dict
 
 COMPILED = Path(__file__).resolve().parents[2] / "compiled" / "promote_checkpoint.yaml"
 STEPS = ["export", "validate", "deploy", "smoke-test", "verify-traffic"]
+EXECUTORS = {"discover", *STEPS, "record-promotion", "skip", "finalize", "reject"}
 ALL_DONE = pipeline_spec_pb2.PipelineTaskSpec.TriggerPolicy.TriggerStrategy.ALL_UPSTREAM_TASKS_COMPLETED
 
 
@@ -35,6 +37,27 @@ def test_kfp_loads_it_as_a_pipeline() -> None:
         pipeline.component_spec.inputs)
 
 
+def branches_of(spec: pipeline_spec_pb2.PipelineSpec, gate: Any) -> dict[str, Any]:
+    """condition → branch task of a gate sub-pipeline (dsl.If + dsl.Else compile to one
+    branches DAG inside it)."""
+    (wrapper,) = dag_of(spec, gate).tasks.values()
+    return {t.trigger_policy.condition: t for t in dag_of(spec, wrapper).tasks.values()}
+
+
+def body_of(spec: pipeline_spec_pb2.PipelineSpec) -> Any:
+    return dag_of(spec, spec.root.dag.tasks["exit-handler-1"]).tasks
+
+
+def due_branch(spec: pipeline_spec_pb2.PipelineSpec) -> Any:
+    return dag_of(spec, branches_of(spec, body_of(spec)["promote-if-due"])[
+        "inputs.parameter_values['pipelinechannel--proceed'] == true"]).tasks
+
+
+def valid_branch(spec: pipeline_spec_pb2.PipelineSpec) -> Any:
+    return dag_of(spec, branches_of(spec, due_branch(spec)["deploy-if-valid"])[
+        "inputs.parameter_values['pipelinechannel--passed'] == true"]).tasks
+
+
 def test_exit_handler_runs_finalize_with_the_final_status(spec: pipeline_spec_pb2.PipelineSpec) -> None:
     root = spec.root.dag.tasks
     assert set(root) == {"exit-handler-1", "finalize"}
@@ -44,46 +67,75 @@ def test_exit_handler_runs_finalize_with_the_final_status(spec: pipeline_spec_pb
     assert fin.inputs.parameters["status"].task_final_status.producer_task == "exit-handler-1"
     assert fin.task_info.name.startswith("Finalize")
     assert fin.retry_policy.max_retry_count == 2
-    body = dag_of(spec, root["exit-handler-1"]).tasks
-    assert set(body) == {"export", "validate", "deploy-if-valid"}
-    assert list(body["validate"].dependent_tasks) == ["export"]
+    body = body_of(spec)
+    assert set(body) == {"discover", "promote-if-due"}
+    assert list(body["promote-if-due"].dependent_tasks) == ["discover"]
+
+
+def test_everything_is_gated_on_discover_proceed(spec: pipeline_spec_pb2.PipelineSpec) -> None:
+    gate = body_of(spec)["promote-if-due"]
+    for name in ("proceed", "reason", "source", "export_dest"):  # export reads what discover resolved
+        channel = gate.inputs.parameters[name].task_output_parameter
+        assert (channel.producer_task, channel.output_parameter_key) == ("discover", name)
+    discover = body_of(spec)["discover"]
+    assert discover.inputs.parameters["source"].component_input_parameter == "pipelinechannel--source"
+    assert discover.inputs.parameters["export_dest"].component_input_parameter == "pipelinechannel--export_dest"
+    branches = branches_of(spec, gate)
+    assert set(branches) == {"inputs.parameter_values['pipelinechannel--proceed'] == true",
+                             "!(inputs.parameter_values['pipelinechannel--proceed'] == true)"}
+    due = due_branch(spec)
+    assert set(due) == {"export", "validate", "deploy-if-valid"}
+    assert list(due["validate"].dependent_tasks) == ["export"]
+    assert due["export"].inputs.parameters["source"].component_input_parameter == "pipelinechannel--source"
+    assert due["export"].inputs.parameters["dest"].component_input_parameter == "pipelinechannel--export_dest"
+    (no_op,) = dag_of(spec, branches["!(inputs.parameter_values['pipelinechannel--proceed'] == true)"]).tasks.values()
+    assert no_op.component_ref.name == "comp-skip"
+    assert no_op.inputs.parameters["reason"].component_input_parameter == "pipelinechannel--reason"
 
 
 def test_deploy_is_gated_on_validate_passed(spec: pipeline_spec_pb2.PipelineSpec) -> None:
-    body = dag_of(spec, spec.root.dag.tasks["exit-handler-1"]).tasks
-    gate = body["deploy-if-valid"]
+    gate = due_branch(spec)["deploy-if-valid"]
     passed = gate.inputs.parameters["passed"].task_output_parameter
     assert (passed.producer_task, passed.output_parameter_key) == ("validate", "passed")
-    (wrapper,) = dag_of(spec, gate).tasks.values()  # dsl.If + dsl.Else compile to one branches DAG
-    branches = dag_of(spec, wrapper).tasks
-    conditions = {t.trigger_policy.condition: name for name, t in branches.items()}
-    assert conditions == {
-        "inputs.parameter_values['pipelinechannel--passed'] == true": "condition-2",
-        "!(inputs.parameter_values['pipelinechannel--passed'] == true)": "condition-3",
-    }
-    gated = dag_of(spec, branches["condition-2"]).tasks
-    assert set(gated) == {"deploy", "smoke-test", "verify-traffic"}
+    branches = branches_of(spec, gate)
+    assert set(branches) == {"inputs.parameter_values['pipelinechannel--passed'] == true",
+                             "!(inputs.parameter_values['pipelinechannel--passed'] == true)"}
+    gated = valid_branch(spec)
+    assert set(gated) == {"deploy", "smoke-test", "verify-traffic", "record-promotion"}
     assert list(gated["smoke-test"].dependent_tasks) == ["deploy"]
     assert set(gated["verify-traffic"].dependent_tasks) == {"deploy", "smoke-test"}
-    assert set(dag_of(spec, branches["condition-3"]).tasks) == {"reject"}
+    assert set(gated["record-promotion"].dependent_tasks) == {"deploy", "verify-traffic"}
+    rejected = dag_of(spec, branches["!(inputs.parameter_values['pipelinechannel--passed'] == true)"]).tasks
+    assert set(rejected) == {"reject"}
     endpoint = gated["smoke-test"].inputs.parameters["endpoint"].task_output_parameter
     assert (endpoint.producer_task, endpoint.output_parameter_key) == ("deploy", "endpoint")
     model = gated["verify-traffic"].inputs.parameters["model"].task_output_parameter
     assert (model.producer_task, model.output_parameter_key) == ("deploy", "model")
 
 
+def test_the_promotion_is_recorded_after_verify_traffic(spec: pipeline_spec_pb2.PipelineSpec) -> None:
+    record = valid_branch(spec)["record-promotion"].inputs.parameters
+    outcome = record["outcome"].task_output_parameter
+    assert (outcome.producer_task, outcome.output_parameter_key) == ("verify-traffic", "outcome")
+    model = record["model"].task_output_parameter
+    assert (model.producer_task, model.output_parameter_key) == ("deploy", "model")
+    assert record["export_uri"].component_input_parameter == "pipelinechannel--export_uri"
+    assert record["production_endpoint"].component_input_parameter == "pipelinechannel--production_endpoint"
+
+
 def test_step_settings(spec: pipeline_spec_pb2.PipelineSpec) -> None:
-    body = dag_of(spec, spec.root.dag.tasks["exit-handler-1"]).tasks
-    (wrapper,) = dag_of(spec, body["deploy-if-valid"]).tasks.values()
-    gated = dag_of(spec, dag_of(spec, wrapper).tasks["condition-2"]).tasks
-    tasks = {**body, **gated, "finalize": spec.root.dag.tasks["finalize"]}
-    for name in [*STEPS, "finalize"]:
+    no_op = branches_of(spec, body_of(spec)["promote-if-due"])[
+        "!(inputs.parameter_values['pipelinechannel--proceed'] == true)"]
+    tasks = {**body_of(spec), **due_branch(spec), **valid_branch(spec), **dag_of(spec, no_op).tasks,
+             "finalize": spec.root.dag.tasks["finalize"]}
+    for name in [*STEPS, "discover", "record-promotion", "skip", "finalize"]:
         assert not tasks[name].caching_options.enable_cache, f"{name} must not be served from the cache"
         assert tasks[name].task_info.name and tasks[name].task_info.name != name, f"{name} has no display name"
     assert tasks["deploy"].retry_policy.max_retry_count == 1
+    assert tasks["discover"].retry_policy.max_retry_count == 1
     assert tasks["smoke-test"].retry_policy.max_retry_count == 0
     assert tasks["verify-traffic"].retry_policy.max_retry_count == 0
-    for name in ("deploy", "finalize"):  # labels tie resources to the run
+    for name in ("deploy", "verify-traffic", "record-promotion", "finalize"):  # the run id ties them together
         run_id = tasks[name].inputs.parameters["run_id"].runtime_value.constant.string_value
         assert run_id == "{{$.pipeline_job_name}}"
 
@@ -92,7 +144,7 @@ def test_every_executor_uses_the_one_image(spec: pipeline_spec_pb2.PipelineSpec)
     executors = load_spec_dict(COMPILED)["deploymentSpec"]["executors"]
     assert {e["container"]["image"] for e in executors.values()} == {DEFAULT_IMAGE}
     names = {n.removeprefix("exec-") for n in executors}
-    assert names == {*STEPS, "finalize", "reject"}
+    assert names == EXECUTORS
     for e in executors.values():  # lightweight components: kfp.local's SubprocessRunner runs them
         assert "kfp.dsl.executor_main" in " ".join(e["container"]["command"])
 
@@ -114,6 +166,8 @@ def test_artifact_types_reach_the_ui(spec: pipeline_spec_pb2.PipelineSpec) -> No
         return {name: a.artifact_type.schema_title for name, a in arts.items()}
 
     assert outputs("comp-export") == {"model": "system.Model"}
+    assert spec.components["comp-discover"].output_definitions.parameters.keys() == {
+        "proceed", "source", "export_dest", "reason"}
     assert outputs("comp-validate") == {"report_md": "system.Markdown", "report_html": "system.HTML",
                                         "metrics": "system.Metrics"}
     assert outputs("comp-deploy") == {"vertex_model": "google.VertexModel", "vertex_endpoint": "google.VertexEndpoint"}

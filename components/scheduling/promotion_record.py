@@ -8,6 +8,12 @@ must not meet a file it does not list.
 
 A scheduled run reads the records under the exports prefix to decide whether the newest
 tuning output was promoted already (``find_promotion``) and, if so, ends as a no-op.
+
+The pipeline's ``record-promotion`` step (``record_after_verify``) writes the record once
+verify-traffic said ``promoted`` or ``verified``. Failing to write it does not fail the
+run: the promotion already happened, and a failed run would make the exit handler undo
+it. The cost of a missing record is one repeated promotion by the next scheduled run,
+so the step says so loudly (a warning and its output) instead.
 """
 
 from __future__ import annotations
@@ -22,7 +28,10 @@ from tune2serve.components.errors import PromotionError, UsageError
 from tune2serve.components.logs import get_logger, log_event
 
 RECORD_SUFFIX = ".promotion.json"
-_log = get_logger("promotion_record")
+_log = get_logger("scheduling.promotion_record")
+
+# verify-traffic outcomes after which the new model serves: the ones worth recording.
+RECORDED_OUTCOMES = ("promoted", "verified")
 
 
 @dataclass(frozen=True)
@@ -80,6 +89,37 @@ def write_promotion_record(export_uri: str, *, endpoint: str, model: str, source
     log_event(_log, "promotion_recorded", f"recorded promotion of {record.source}", export=record.export,
               endpoint=endpoint, model=model)
     return record
+
+
+def record_uri(export_uri: str) -> str:
+    """Where the record of ``export_uri`` lives: ``<export>.promotion.json`` beside it."""
+    parent, name = _sibling(export_uri)
+    return open_folder(parent).join(name)
+
+
+def record_after_verify(export_uri: str, *, endpoint: str, model: str, outcome: str, run_id: str = "",
+                        production_endpoint: str = "") -> str:
+    """Writes the record when verify-traffic's ``outcome`` means the model now serves.
+
+    ``endpoint`` is the one deploy made; when the model was promoted onto
+    ``production_endpoint`` that one is recorded instead (deploy's staging endpoint is
+    deleted after a promotion). Returns what happened, for the step's output: the
+    record's URI, or ``"not recorded: <why>"``; never raises for a storage error (see the
+    module docstring).
+    """
+    if outcome not in RECORDED_OUTCOMES:
+        message = f"not recorded: outcome {outcome!r} is not a promotion (expected one of {', '.join(RECORDED_OUTCOMES)})"
+        log_event(_log, "promotion_not_recorded", message, logging.WARNING, export=export_uri)
+        return message
+    try:
+        write_promotion_record(export_uri, endpoint=production_endpoint or endpoint, model=model,
+                               run_id=run_id or None)
+        return record_uri(export_uri)
+    except PromotionError as e:
+        message = (f"not recorded: {e}; the promotion stands, but the next scheduled run may promote "
+                   f"this export again unless {export_uri}{RECORD_SUFFIX} is written")
+        log_event(_log, "promotion_not_recorded", message, logging.WARNING, export=export_uri)
+        return message
 
 
 def read_promotion_record(export_uri: str) -> PromotionRecord | None:

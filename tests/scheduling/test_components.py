@@ -1,0 +1,100 @@
+"""The scheduling components' bodies (``python_func``), without the stack: discover's
+pass-through and no-op verdicts, and record_promotion writing (or, saying why, not
+writing) the record beside a real export folder."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+from tune2serve.components.checkpoint.manifest import MANIFEST_NAME, Manifest, ManifestEntry
+from tune2serve.components.scheduling.component import discover, record_promotion
+from tune2serve.components.scheduling.promotion_record import read_promotion_record
+
+FINAL = {"config.json": "{}", "model.safetensors": "x"}
+TRAINING = {"checkpoint-5/adapter_config.json": "{}", "checkpoint-5/adapter_model.safetensors": "x"}
+
+
+def _write(root: Path, files: dict[str, str], mtime: float = 1000.0) -> Path:
+    for name, text in files.items():
+        path = root / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+        os.utime(path, (mtime, mtime))
+    return root
+
+
+def _export(folder: Path, source: str) -> Path:
+    """An export folder as export leaves it: files plus the manifest that lists them."""
+    folder.mkdir(parents=True)
+    (folder / "config.json").write_text("{}")
+    manifest = Manifest(files=[ManifestEntry("config.json", 2, "44136fa355b3678a1146ad16f7e8649e94fb4fc21fe77e8310c060f61caaff8a")],
+                        source=source)
+    (folder / MANIFEST_NAME).write_text(manifest.to_json())
+    return folder
+
+
+def test_a_plain_source_passes_through(tmp_path: Path) -> None:
+    out = discover.python_func(source="gs://bucket/tuning/run-3", export_dest="gs://bucket/exports/x")
+    assert tuple(out) == (True, "gs://bucket/tuning/run-3", "gs://bucket/exports/x", "promoting gs://bucket/tuning/run-3")
+    assert out._fields == ("proceed", "source", "export_dest", "reason")
+
+
+def test_newest_resolves_the_newest_completed_run_and_its_export(tmp_path: Path) -> None:
+    _write(tmp_path / "tuning" / "run-1", FINAL, 1000)
+    _write(tmp_path / "tuning" / "run-2", FINAL, 2000)
+    _write(tmp_path / "tuning" / "run-3", TRAINING, 3000)  # newer, but still training
+    out = discover.python_func(source=f"newest:{tmp_path}/tuning/", export_dest=f"{tmp_path}/exports/")
+    assert out.proceed is True
+    assert (out.source, out.export_dest) == (f"{tmp_path}/tuning/run-2", f"{tmp_path}/exports/run-2")
+    assert out.reason == f"promoting {tmp_path}/tuning/run-2, the newest completed tuning output under {tmp_path}/tuning"
+
+
+def test_nothing_completed_is_a_no_op_that_says_why(tmp_path: Path) -> None:
+    _write(tmp_path / "tuning" / "run-1", TRAINING)
+    out = discover.python_func(source=f"newest:{tmp_path}/tuning", export_dest=f"{tmp_path}/exports")
+    assert tuple(out) == (False, "", f"{tmp_path}/exports", f"nothing to do: no completed tuning output under {tmp_path}/tuning")
+
+
+def test_record_then_discover_says_already_promoted(tmp_path: Path) -> None:
+    run = _write(tmp_path / "tuning" / "run-1", FINAL)
+    exports = tmp_path / "exports"
+    export = _export(exports / "run-1", source=str(run))
+    said = record_promotion.python_func(export_uri=str(export), endpoint="projects/p/locations/r/endpoints/1",
+                                        model="projects/p/locations/r/models/2", run_id="run-abc", outcome="verified")
+    assert said == f"{exports}/run-1.promotion.json"
+    record = read_promotion_record(str(export))
+    assert record is not None
+    assert (record.source, record.export, record.endpoint, record.model, record.run_id) == (
+        str(run), str(export), "projects/p/locations/r/endpoints/1", "projects/p/locations/r/models/2", "run-abc")
+    assert sorted(p.name for p in export.iterdir()) == ["config.json", MANIFEST_NAME]  # beside, not inside
+    out = discover.python_func(source=f"newest:{tmp_path}/tuning", export_dest=str(exports))
+    assert (out.proceed, out.source, out.export_dest) == (False, str(run), f"{exports}/run-1")
+    assert out.reason.startswith(f"nothing to do: {run} was already promoted (export {export}, "
+                                 "endpoint projects/p/locations/r/endpoints/1, at ")
+
+
+def test_a_promotion_onto_production_records_the_production_endpoint(tmp_path: Path) -> None:
+    export = _export(tmp_path / "exports" / "run-1", source="gs://b/tuning/run-1")
+    record_promotion.python_func(export_uri=str(export), endpoint="projects/p/locations/r/endpoints/staging",
+                                 model="m", run_id="", outcome="promoted", production_endpoint="projects/p/locations/r/endpoints/prod")
+    doc = json.loads((tmp_path / "exports" / "run-1.promotion.json").read_text())
+    assert (doc["endpoint"], doc["source"], doc["run_id"]) == ("projects/p/locations/r/endpoints/prod", "gs://b/tuning/run-1", None)
+
+
+def test_no_record_unless_the_model_serves(tmp_path: Path) -> None:
+    export = _export(tmp_path / "exports" / "run-1", source="gs://b/tuning/run-1")
+    said = record_promotion.python_func(export_uri=str(export), endpoint="e", model="m", run_id="r", outcome="rolled_back")
+    assert said == "not recorded: outcome 'rolled_back' is not a promotion (expected one of promoted, verified)"
+    assert read_promotion_record(str(export)) is None
+
+
+def test_a_record_that_cannot_be_written_does_not_fail_the_step(tmp_path: Path) -> None:
+    """The promotion happened; failing here would make finalize undo it. The step warns."""
+    export = tmp_path / "exports" / "run-1"
+    export.mkdir(parents=True)  # no manifest: the record cannot name its source
+    said = record_promotion.python_func(export_uri=str(export), endpoint="e", model="m", run_id="r", outcome="verified")
+    assert said.startswith(f"not recorded: {export}: the export's manifest names no source")
+    assert "the next scheduled run may promote this export again" in said
+    assert not (tmp_path / "exports" / "run-1.promotion.json").exists()
