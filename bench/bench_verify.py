@@ -72,20 +72,25 @@ def on_stack(runs: int) -> None:
             print(f"deciding a {share:.0%} step: {n} requests, median {statistics.median(times):.2f} s "
                   f"({n / statistics.median(times):.0f} req/s, 4 probe workers)")
         policy = Policy(latency_slack_ms=2000.0)
-        plan = PromotionPlan(prod.endpoint, staging.model, (50, 100), "bench", None, step_timeout_s=60,
+        # The rollback is caused by routing that disagrees with the split (the canary never
+        # answers): no client request fails because of the canary itself, so every failed
+        # client request would be the rollback's own doing.
+        plan = PromotionPlan(prod.endpoint, staging.model, (10, 100), "bench", None, step_timeout_s=60,
                              deploy_timeout_s=180, lease_wait_s=0, policy=policy)
-        inject_fault(stack.api_endpoint, "http-503", target=staging.model)
+        inject_fault(stack.api_endpoint, "routing-skew", target=staging.model, percent=0)
         with Load(prod.dns, prod.endpoint) as load:
             started = time.perf_counter()
             outcome = promote(api, plan, probe_for)
         inject_fault(stack.api_endpoint, "clear")
-        print(f"rollback under 8 clients: outcome {outcome.outcome}, {time.perf_counter() - started:.1f} s, "
+        assert outcome.outcome == "rolled_back", outcome.reason
+        print(f"rollback under 8 clients (routing skew 10% -> 0%): outcome {outcome.outcome}, {time.perf_counter() - started:.1f} s, "
               f"client requests ok {load.ok}, failed {len(load.failed)} ({outcome.reason[:100]})")
         plan = PromotionPlan(prod.endpoint, staging.model, (50, 100), "bench", staging.endpoint, step_timeout_s=60,
                              deploy_timeout_s=180, lease_wait_s=0, policy=policy)
         with Load(prod.dns, prod.endpoint) as load:
             started = time.perf_counter()
             outcome = promote(api, plan, probe_for)
+        assert outcome.outcome == "promoted", outcome.reason
         print(f"promotion under 8 clients: outcome {outcome.outcome}, {time.perf_counter() - started:.1f} s, "
               f"client requests ok {load.ok}, failed {len(load.failed)} ({outcome.reason[:100]})")
         client.close()

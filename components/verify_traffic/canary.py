@@ -38,7 +38,7 @@ from tune2serve.components.verify_traffic.record import (
     with_record,
 )
 from tune2serve.components.verify_traffic.rollback import RollbackResult, rollback_endpoint, try_rollback
-from tune2serve.components.verify_traffic.state import EndpointState, copy_dedicated_resources
+from tune2serve.components.vertex.endpoints import EndpointState
 from tune2serve.components.verify_traffic.traffic import NEW_MODEL_KEY, canary_split, full_split, normalize
 
 _log = get_logger("verify_traffic.canary")
@@ -86,7 +86,7 @@ def wait_until_serving(api: EndpointApi, endpoint: str, configured: dict[str, in
     while True:
         state = api.get_endpoint(endpoint)
         ready = normalize(state.traffic_split) == normalize(configured) and all(
-            (dm := state.deployed(i)) is not None and dm.healthy for i in normalize(configured))
+            (dm := state.deployed_model(i)) is not None and dm.healthy for i in normalize(configured))
         if ready or time.monotonic() + poll_s > deadline:
             return state
         sleep(poll_s)
@@ -104,22 +104,21 @@ def staging_resources(api: EndpointApi, plan: PromotionPlan, serving: EndpointSt
         state = api.get_endpoint(staging)
         mine = [d for d in state.deployed_models if d.model.split("@")[0] == plan.model.split("@")[0]]
         if mine:
-            return copy_dedicated_resources(mine[0].dedicated_resources), staging, ""
+            return mine[0].dedicated_resources(), staging, ""
     if serving.deployed_models:
         note = (f"{plan.model} is deployed on no staging endpoint; copied the machine spec and replica counts of "
                 f"the serving deployed model {serving.deployed_models[0].id}")
-        return copy_dedicated_resources(serving.deployed_models[0].dedicated_resources), staging, note
+        return serving.deployed_models[0].dedicated_resources(), staging, note
     raise UsageError(f"cannot tell which machine to deploy {plan.model} on: it is deployed nowhere and "
                      f"{plan.endpoint} serves nothing. Pass --staging-endpoint (the endpoint deploy made).")
 
 
 def cleanup_staging(api: EndpointApi, staging: str) -> str:
     """Undeploys everything from the staging endpoint and deletes it; returns a note."""
+    from tune2serve.components.vertex.endpoints import delete_endpoint
+
     try:
-        state = api.get_endpoint(staging)
-        for dm in state.deployed_models:
-            api.undeploy_model(staging, dm.id, {})
-        api.delete_endpoint(staging)
+        delete_endpoint(api.vertex, staging, force=True)
     except VertexError as e:
         return f"could not remove the staging endpoint {staging}: {e}. Delete it by hand (it bills machine hours)."
     return f"removed the staging endpoint {staging}"
@@ -178,7 +177,7 @@ def promote(api: EndpointApi, plan: PromotionPlan, probe_for: ProbeFactory,
             sleep: Callable[[float], None] = time.sleep) -> PromotionOutcome:
     """Promotes ``plan.model`` onto ``plan.endpoint`` through ``plan.steps``, or rolls back.
     Never raises for a failed check: the outcome says what happened."""
-    with lease_mod.held(api, plan.endpoint, wait_s=plan.lease_wait_s) as lease:
+    with lease_mod.held(api, plan.endpoint, run=plan.run_id, wait_s=plan.lease_wait_s) as lease:
         state = api.get_endpoint(plan.endpoint)
         leftover = read_record(state.labels)
         if leftover is not None and leftover.state == CANARY:

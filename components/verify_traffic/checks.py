@@ -28,7 +28,7 @@ from typing import Any
 
 from tune2serve.components.verify_traffic import stats
 from tune2serve.components.verify_traffic.probe import Answer
-from tune2serve.components.verify_traffic.state import EndpointState
+from tune2serve.components.vertex.endpoints import EndpointState
 from tune2serve.components.verify_traffic.traffic import normalize
 
 UNATTRIBUTED = "(none)"
@@ -120,7 +120,7 @@ def _split_failures(configured: Mapping[str, int], state: EndpointState) -> list
         out.append(f"the endpoint's trafficSplit is {normalize(state.traffic_split)}, "
                    f"but the step configured {normalize(configured)}")
     for deployed_id, share in normalize(configured).items():
-        dm = state.deployed(deployed_id)
+        dm = state.deployed_model(deployed_id)
         if dm is None:
             out.append(f"deployed model {deployed_id} has {share}% of the traffic but is not deployed")
         elif not dm.healthy:

@@ -13,11 +13,12 @@ from collections.abc import Callable, Mapping
 from typing import Any, TypeVar
 
 from tune2serve.components.errors import VertexError, VertexUserError
-from tune2serve.components.vertex.clients import VertexTarget, init_sdk
+from tune2serve.components.vertex import endpoints as vendpoints
+from tune2serve.components.vertex.clients import VertexTarget
+from tune2serve.components.vertex.endpoints import EndpointState, endpoint_state_from_resource
 from tune2serve.components.vertex.errors import translate_api_error
 from tune2serve.components.vertex.operations import wait_for_operation
 from tune2serve.components.vertex.retry import call_with_retry
-from tune2serve.components.verify_traffic.state import EndpointState, parse_endpoint
 
 T = TypeVar("T")
 DEFAULT_DEPLOY_TIMEOUT_S = 1800.0
@@ -35,24 +36,20 @@ def is_etag_conflict(error: VertexError) -> bool:
 
 
 class EndpointApi:
-    """Thin, typed calls on endpoints and models of one project/region."""
+    """Thin, typed calls on endpoints and models of one project/region. Reading an
+    endpoint and listing/deleting endpoints are ``components/vertex/endpoints``'s; this
+    adds the writes a promotion makes (etag-guarded labels, traffic split, deployModel,
+    undeployModel) on the same GAPIC clients."""
 
     def __init__(self, vertex: VertexTarget) -> None:
         self.vertex = vertex
-        self._endpoints: Any = None
-        self._models: Any = None
+        self._clients: dict[str, Any] = {}
 
     # -- clients (made lazily: no network or credentials in the constructor) --------------
     def _client(self, kind: str) -> Any:
-        from google.cloud.aiplatform import initializer, utils
-
-        if self._endpoints is None:
-            init_sdk(self.vertex)
-            self._endpoints = initializer.global_config.create_client(
-                client_class=utils.EndpointClientWithOverride, location_override=self.vertex.region)
-            self._models = initializer.global_config.create_client(
-                client_class=utils.ModelClientWithOverride, location_override=self.vertex.region)
-        return self._endpoints if kind == "endpoints" else self._models
+        if kind not in self._clients:
+            self._clients[kind] = vendpoints.gapic_client(self.vertex, kind)
+        return self._clients[kind]
 
     def _call(self, fn: Callable[[], T], *, what: str, resource: str, retry: bool = True) -> T:
         def once() -> T:
@@ -67,17 +64,7 @@ class EndpointApi:
 
     # -- reads ----------------------------------------------------------------------------
     def get_endpoint(self, name: str) -> EndpointState:
-        from google.cloud.aiplatform_v1.types import Endpoint
-
-        proto = self._call(lambda: self._client("endpoints").get_endpoint(name=name), what="get endpoint", resource=name)
-        return parse_endpoint(Endpoint.to_dict(proto, use_integers_for_enums=False))
-
-    def list_endpoints(self) -> list[EndpointState]:
-        from google.cloud.aiplatform_v1.types import Endpoint
-
-        pages = self._call(lambda: list(self._client("endpoints").list_endpoints(parent=self.vertex.parent)),
-                           what="list endpoints", resource=self.vertex.parent)
-        return [parse_endpoint(Endpoint.to_dict(p, use_integers_for_enums=False)) for p in pages]
+        return vendpoints.get_endpoint(self.vertex, name, client=self._client("endpoints"))
 
     def get_model(self, name: str) -> dict[str, Any]:
         from google.cloud.aiplatform_v1.types import Model
@@ -95,7 +82,7 @@ class EndpointApi:
         body = Endpoint(name=name, labels=dict(labels), etag=etag)
         proto = self._call(lambda: self._client("endpoints").update_endpoint(
             endpoint=body, update_mask=FieldMask(paths=["labels"])), what="update labels", resource=name, retry=False)
-        return parse_endpoint(Endpoint.to_dict(proto, use_integers_for_enums=False))
+        return endpoint_state_from_resource(proto)
 
     def set_traffic_split(self, name: str, split: Mapping[str, int]) -> EndpointState:
         from google.cloud.aiplatform_v1.types import Endpoint
@@ -104,7 +91,7 @@ class EndpointApi:
         body = Endpoint(name=name, traffic_split=dict(split))
         proto = self._call(lambda: self._client("endpoints").update_endpoint(
             endpoint=body, update_mask=FieldMask(paths=["traffic_split"])), what="set traffic split", resource=name)
-        return parse_endpoint(Endpoint.to_dict(proto, use_integers_for_enums=False))
+        return endpoint_state_from_resource(proto)
 
     def deploy_model(self, endpoint: str, deployed_model: Mapping[str, Any], split: Mapping[str, int], *,
                      deadline_s: float = DEFAULT_DEPLOY_TIMEOUT_S) -> str:
@@ -125,11 +112,6 @@ class EndpointApi:
             endpoint=endpoint, deployed_model_id=deployed_model_id, traffic_split=dict(split)),
             what="undeploy model", resource=endpoint)
         wait_for_operation(operation, what=f"undeploy {deployed_model_id} from {endpoint}", deadline_s=deadline_s)
-
-    def delete_endpoint(self, name: str, *, deadline_s: float = DEFAULT_UNDEPLOY_TIMEOUT_S) -> None:
-        operation = self._call(lambda: self._client("endpoints").delete_endpoint(name=name),
-                               what="delete endpoint", resource=name)
-        wait_for_operation(operation, what=f"delete {name}", deadline_s=deadline_s)
 
     def delete_model(self, name: str, *, deadline_s: float = DEFAULT_UNDEPLOY_TIMEOUT_S) -> None:
         operation = self._call(lambda: self._client("models").delete_model(name=name),

@@ -2,15 +2,19 @@
 what happened. Idempotent: running it twice changes nothing the second time.
 
 On failure: roll back the production endpoint's promotion of this run (``rollback.py``,
-matched by the recorded run id), then undeploy and delete every endpoint this run's
-deploy step made (found by the ``tune2serve-run`` label deploy writes) and delete the
-Models it registered, so no machine hours are billed for a failed run.
+matched by the run id recorded on the endpoint, or an unnamed pipeline run's), taking
+over the promotion lease if this run's dead verify-traffic task still holds it; then
+undeploy and delete every endpoint this run's deploy step made (found by the
+``tune2serve-run`` label deploy writes) and delete the Models it registered, so no
+machine hours are billed for a failed run.
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 from tune2serve.components.errors import PromotionError, VertexError
 from tune2serve.components.logs import get_logger, log_event
@@ -38,6 +42,13 @@ class FinalizeResult:
         return "\n".join(lines) + "\n"
 
 
+def pipeline_state_of(status: Any) -> str:
+    """KFP's final state from what the exit handler is given: a
+    ``dsl.PipelineTaskFinalStatus`` (``.state``) or the dict behind it (``{"state": ...}``)."""
+    state = status.get("state") if isinstance(status, Mapping) else getattr(status, "state", status)
+    return str(state or "").upper()
+
+
 def finalize(*, project: str, region: str, production_endpoint: str, run_id: str, pipeline_state: str,
              api: EndpointApi | None = None) -> FinalizeResult:
     """``pipeline_state`` is KFP's final state ("SUCCEEDED", "FAILED", "CANCELLED", ...)."""
@@ -49,11 +60,11 @@ def finalize(*, project: str, region: str, production_endpoint: str, run_id: str
         from tune2serve.components.vertex.resources import endpoint_name
 
         name = str(endpoint_name(production_endpoint, project, region))
-        # any promotion still in its canary state is this run's: the lease lets only one
-        # run promote at a time, and the exit handler runs after every task has ended
-        rolled, error = try_rollback(api, name)
+        rolled, error = try_rollback(api, name, run_id=run_id or None, take_over_run=bool(run_id),
+                                     reason=f"pipeline run {run_id or '(unnamed)'} ended {pipeline_state}")
         if rolled is not None:
             result.actions.append(f"{name}: {rolled.action.replace('_', ' ')}; serving {rolled.restored_split}")
+            result.actions += list(rolled.notes)
         else:
             result.problems.append(f"{name}: rollback did not finish: {error}")
     if run_id:
@@ -65,12 +76,14 @@ def finalize(*, project: str, region: str, production_endpoint: str, run_id: str
 
 
 def _remove_run_resources(api: EndpointApi, run: str, result: FinalizeResult) -> None:
+    from tune2serve.components.vertex.endpoints import list_endpoints
+
     try:
-        endpoints = [e for e in api.list_endpoints() if e.labels.get(RUN_LABEL) == run]
-    except (VertexError, PromotionError) as e:
+        endpoints = list_endpoints(api.vertex, {RUN_LABEL: run})
+    except PromotionError as e:
         result.problems.append(f"could not list endpoints to clean up run {run}: {e}")
         return
-    models = {d.model for e in endpoints for d in e.deployed_models}
+    models = {d.model.split("@")[0] for e in endpoints for d in e.deployed_models}
     for e in endpoints:
         note = cleanup_staging(api, e.name)
         (result.actions if note.startswith("removed") else result.problems).append(note)

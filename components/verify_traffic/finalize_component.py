@@ -13,10 +13,10 @@ def finalize(project: str, region: str, production_endpoint: str, run_id: str,
     """When the pipeline failed: rolls back the production endpoint and removes the staging
     endpoint and model this run made (found by the tune2serve-run label). When it
     succeeded: nothing to undo. Records what it did; idempotent."""
-    from tune2serve.components.verify_traffic.finalize import finalize as run
+    from tune2serve.components.verify_traffic.finalize import finalize as run, pipeline_state_of
 
     result = run(project=project, region=region, production_endpoint=production_endpoint, run_id=run_id,
-                 pipeline_state=status.state)
+                 pipeline_state=pipeline_state_of(status))
     with open(report.path, "w", encoding="utf-8") as f:
         f.write(result.markdown())
     return "clean" if not result.problems else "needs attention: " + "; ".join(result.problems)

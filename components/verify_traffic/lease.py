@@ -9,6 +9,11 @@ the etag would let two racing writers both "win", so after its write a taker wai
 ``settle_s`` (longer than a racing taker's read-then-write round trip) and reads again;
 it holds the lease only if it is still the holder then. Every label write made under the lease
 goes through ``update_labels`` here, which re-checks the holder and renews the expiry.
+
+A third label names the run the holder works for. The pipeline's exit handler runs
+after every task of its run has ended, so a lease still held by its own run is a dead
+holder's: ``take_over_run`` lets that clean-up take it at once instead of waiting for
+the expiry (an hour) — never a lease held for another run.
 """
 
 from __future__ import annotations
@@ -26,10 +31,11 @@ from tune2serve.components.errors import EndpointBusyError, VertexError
 from tune2serve.components.logs import get_logger, log_event
 from tune2serve.components.verify_traffic.endpoint_api import EndpointApi, is_etag_conflict
 from tune2serve.components.verify_traffic.record import sanitize_label_value
-from tune2serve.components.verify_traffic.state import EndpointState
+from tune2serve.components.vertex.endpoints import EndpointState
 
 HOLDER = "tune2serve-lease-holder"
 EXPIRES = "tune2serve-lease-expires"
+RUN = "tune2serve-lease-run"
 DEFAULT_TTL_S = 3600.0
 DEFAULT_WAIT_S = 60.0
 DEFAULT_SETTLE_S = 0.5
@@ -80,7 +86,7 @@ class Lease:
 
     def release(self) -> None:
         def drop(labels: Labels) -> Labels:
-            return {k: v for k, v in labels.items() if k not in (HOLDER, EXPIRES)}
+            return {k: v for k, v in labels.items() if k not in (HOLDER, EXPIRES, RUN)}
 
         for _ in range(MAX_CAS_ATTEMPTS):
             state = self.api.get_endpoint(self.endpoint)
@@ -95,20 +101,33 @@ class Lease:
                     raise
 
 
-def try_acquire(api: EndpointApi, endpoint: str, holder: str, *, ttl_s: float = DEFAULT_TTL_S,
-                settle_s: float = DEFAULT_SETTLE_S, clock: Callable[[], float] = time.time,
+def held_by_run(labels: Labels, run: str) -> bool:
+    """Whether the lease in ``labels`` was taken for run ``run`` (a non-empty run id)."""
+    return bool(run) and labels.get(RUN, "") == sanitize_label_value(run)
+
+
+def try_acquire(api: EndpointApi, endpoint: str, holder: str, *, run: str = "", take_over_run: bool = False,
+                ttl_s: float = DEFAULT_TTL_S, settle_s: float = DEFAULT_SETTLE_S, clock: Callable[[], float] = time.time,
                 sleep: Callable[[float], None] = time.sleep) -> tuple[Lease | None, str, float]:
     """One compare-and-swap attempt. Returns (lease, "", 0) or (None, other holder, its expiry)."""
     state = api.get_endpoint(endpoint)
     other = lease_holder(state.labels, clock())
     if other and other != holder:
-        return None, other, float(state.labels.get(EXPIRES, "0"))
+        if not (take_over_run and held_by_run(state.labels, run)):
+            return None, other, float(state.labels.get(EXPIRES, "0"))
+        log_event(_log, "lease.take_over", f"{endpoint}: taking over the lease of {other}, a dead holder of the "
+                  f"same run {run}", logging.WARNING, endpoint=endpoint, holder=other, run=run)
     labels = {**state.labels, HOLDER: holder, EXPIRES: str(int(clock() + ttl_s))}
+    if run:
+        labels[RUN] = sanitize_label_value(run)
+    else:
+        labels.pop(RUN, None)
     try:
         api.update_labels(endpoint, labels, state.etag)
     except VertexError as e:
-        if is_etag_conflict(e):
-            return None, "", 0.0
+        if is_etag_conflict(e):  # someone wrote first: say who, if it was a taker
+            now = api.get_endpoint(endpoint).labels
+            return None, lease_holder(now, clock()) or "", float(now.get(EXPIRES, "0") or 0)
         raise
     sleep(settle_s)
     after = api.get_endpoint(endpoint).labels
@@ -117,8 +136,9 @@ def try_acquire(api: EndpointApi, endpoint: str, holder: str, *, ttl_s: float = 
     return Lease(api, endpoint, holder, ttl_s, clock), "", 0.0
 
 
-def acquire(api: EndpointApi, endpoint: str, holder: str, *, ttl_s: float = DEFAULT_TTL_S,
-            wait_s: float = DEFAULT_WAIT_S, poll_s: float = 2.0, settle_s: float = DEFAULT_SETTLE_S, clock: Callable[[], float] = time.time,
+def acquire(api: EndpointApi, endpoint: str, holder: str, *, run: str = "", take_over_run: bool = False,
+            ttl_s: float = DEFAULT_TTL_S, wait_s: float = DEFAULT_WAIT_S, poll_s: float = 2.0,
+            settle_s: float = DEFAULT_SETTLE_S, clock: Callable[[], float] = time.time,
             sleep: Callable[[float], None] = time.sleep) -> Lease:
     """Takes the lease, waiting up to ``wait_s`` for another holder to finish.
 
@@ -128,8 +148,8 @@ def acquire(api: EndpointApi, endpoint: str, holder: str, *, ttl_s: float = DEFA
     deadline = clock() + wait_s
     other, expires = "", 0.0
     while True:
-        lease, seen, seen_expires = try_acquire(api, endpoint, holder, ttl_s=ttl_s, settle_s=settle_s, clock=clock,
-                                               sleep=sleep)
+        lease, seen, seen_expires = try_acquire(api, endpoint, holder, run=run, take_over_run=take_over_run,
+                                               ttl_s=ttl_s, settle_s=settle_s, clock=clock, sleep=sleep)
         if lease is not None:
             log_event(_log, "lease.acquired", f"holding the promotion lease on {endpoint}", endpoint=endpoint,
                       holder=holder)
@@ -147,8 +167,10 @@ def acquire(api: EndpointApi, endpoint: str, holder: str, *, ttl_s: float = DEFA
 
 
 @contextmanager
-def held(api: EndpointApi, endpoint: str, holder: str | None = None, **kwargs: float) -> Iterator[Lease]:
-    lease = acquire(api, endpoint, holder or new_holder_id(), **kwargs)  # type: ignore[arg-type]
+def held(api: EndpointApi, endpoint: str, holder: str | None = None, *, run: str = "", take_over_run: bool = False,
+         **kwargs: float) -> Iterator[Lease]:
+    lease = acquire(api, endpoint, holder or new_holder_id(), run=run, take_over_run=take_over_run,
+                    **kwargs)  # type: ignore[arg-type]
     try:
         yield lease
     finally:

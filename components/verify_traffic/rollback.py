@@ -17,7 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from tune2serve.components.errors import PromotionError, VertexError
+from tune2serve.components.errors import PromotionError
 from tune2serve.components.logs import get_logger, log_event
 from tune2serve.components.verify_traffic import lease as lease_mod
 from tune2serve.components.verify_traffic.endpoint_api import EndpointApi
@@ -29,10 +29,11 @@ from tune2serve.components.verify_traffic.record import (
     sanitize_label_value,
     with_record,
 )
-from tune2serve.components.verify_traffic.state import EndpointState
+from tune2serve.components.vertex.endpoints import EndpointState
 from tune2serve.components.verify_traffic.traffic import normalize, rescale
 
 DRAIN_S = 1.0
+UNNAMED_PIPELINE_RUN = "pipeline"  # what the component records when it is given no run id
 _log = get_logger("verify_traffic.rollback")
 
 
@@ -58,10 +59,12 @@ def new_deployments(state: EndpointState, previous: dict[str, int], new_id: str,
 
 
 def rollback_endpoint(api: EndpointApi, endpoint: str, *, lease: lease_mod.Lease | None = None,
-                      run_id: str | None = None, reason: str = "", drain_s: float = DRAIN_S,
-                      sleep: Callable[[float], None] = time.sleep) -> RollbackResult:
-    """Rolls back the in-progress promotion recorded on ``endpoint`` (of run ``run_id``
-    when given). Takes the endpoint's lease unless the caller holds it.
+                      run_id: str | None = None, take_over_run: bool = False, reason: str = "",
+                      drain_s: float = DRAIN_S, sleep: Callable[[float], None] = time.sleep) -> RollbackResult:
+    """Rolls back the in-progress promotion recorded on ``endpoint`` — of run ``run_id``
+    (or of an unnamed pipeline run) when given. Takes the endpoint's lease unless the
+    caller holds it; with ``take_over_run``, also when a dead holder of ``run_id`` still
+    holds it (the pipeline's exit handler cleaning up after its own run).
 
     Raises:
         PromotionError: a previous deployed model is gone, so there is nothing to restore.
@@ -69,16 +72,18 @@ def rollback_endpoint(api: EndpointApi, endpoint: str, *, lease: lease_mod.Lease
             rollback again resumes where this one stopped.
     """
     if lease is None:
-        with lease_mod.held(api, endpoint) as own:
+        with lease_mod.held(api, endpoint, run=run_id or "", take_over_run=take_over_run) as own:
             return rollback_endpoint(api, endpoint, lease=own, run_id=run_id, reason=reason, drain_s=drain_s,
                                      sleep=sleep)
     state = api.get_endpoint(endpoint)
     record = read_record(state.labels)
-    if record is None or record.state != CANARY or (run_id and record.run != sanitize_label_value(run_id)):
+    ours = not run_id or record is None or record.run in (sanitize_label_value(run_id), UNNAMED_PIPELINE_RUN)
+    if record is None or record.state != CANARY or not ours:
         log_event(_log, "rollback.nothing_to_do", f"{endpoint}: no promotion in progress; nothing to roll back",
                   endpoint=endpoint, record_state=record.state if record else None)
-        return RollbackResult(endpoint, "nothing_to_do", state.serving_split())
-    previous = {k: v for k, v in record.previous_split.items() if state.deployed(k) and v > 0}
+        notes = () if ours else (f"a promotion by another run ({record.run}) is in progress; left alone",)
+        return RollbackResult(endpoint, "nothing_to_do", state.serving_split(), notes=notes)
+    previous = {k: v for k, v in record.previous_split.items() if state.deployed_model(k) and v > 0}
     if record.previous_split and not previous:
         raise PromotionError(f"{endpoint}: none of the deployed models that served before the promotion "
                              f"({', '.join(record.previous_split)}) is deployed any more; nothing to restore. "
@@ -110,5 +115,5 @@ def try_rollback(api: EndpointApi, endpoint: str, **kwargs: Any) -> tuple[Rollba
     report rather than raise)."""
     try:
         return rollback_endpoint(api, endpoint, **kwargs), ""
-    except (VertexError, PromotionError) as e:
+    except PromotionError as e:  # VertexError, EndpointBusyError included
         return None, str(e)

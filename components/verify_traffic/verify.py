@@ -23,7 +23,7 @@ from tune2serve.components.verify_traffic.canary import PromotionOutcome, Promot
 from tune2serve.components.verify_traffic.checks import Policy, StepResult, judge_step
 from tune2serve.components.verify_traffic.endpoint_api import EndpointApi
 from tune2serve.components.verify_traffic.probe import http_probe
-from tune2serve.components.verify_traffic.state import EndpointState
+from tune2serve.components.vertex.endpoints import EndpointState
 from tune2serve.components.verify_traffic.traffic import parse_steps
 
 OUTCOMES = ("promoted", "verified", "rolled_back", "failed")

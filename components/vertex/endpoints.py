@@ -31,6 +31,25 @@ class DeployedModelState:
     max_replica_count: int = 0
     available_replica_count: int = 0
 
+    @property
+    def model_id(self) -> str:
+        """The Model's id (last segment of its resource name, version dropped)."""
+        return self.model.rsplit("/", 1)[-1].split("@", 1)[0]
+
+    @property
+    def healthy(self) -> bool:
+        """At least minReplicaCount (and at least one) replicas are available."""
+        return self.available_replica_count >= max(1, self.min_replica_count)
+
+    def dedicated_resources(self) -> dict[str, Any]:
+        """This deployment's machine spec and replica counts as a deployModel request's
+        ``dedicated_resources`` (accelerator type and count set together or not at all)."""
+        spec: dict[str, Any] = {"machine_type": self.machine_type} if self.machine_type else {}
+        if self.accelerator_type and self.accelerator_count:
+            spec.update(accelerator_type=self.accelerator_type, accelerator_count=self.accelerator_count)
+        low = max(1, self.min_replica_count)
+        return {"machine_spec": spec, "min_replica_count": low, "max_replica_count": max(low, self.max_replica_count)}
+
 
 @dataclass(frozen=True)
 class EndpointState:
@@ -41,6 +60,7 @@ class EndpointState:
     traffic_split: dict[str, int] = field(default_factory=dict)
     dedicated_endpoint_dns: str = ""
     private_service_connect: bool = False
+    etag: str = ""
 
     @property
     def id(self) -> str:
@@ -48,6 +68,22 @@ class EndpointState:
 
     def deployed_model(self, deployed_model_id: str) -> DeployedModelState | None:
         return next((d for d in self.deployed_models if d.id == deployed_model_id), None)
+
+    def deployed_ids(self) -> list[str]:
+        return [d.id for d in self.deployed_models]
+
+    def serving_split(self) -> dict[str, int]:
+        """The traffic split without zero shares, keys sorted."""
+        return {k: v for k, v in sorted(self.traffic_split.items()) if v}
+
+    def summary(self) -> dict[str, Any]:
+        """What reports and --json print as "the endpoint's state"."""
+        return {
+            "endpoint": self.name,
+            "traffic_split": self.serving_split(),
+            "deployed_models": [{"id": d.id, "model": d.model, "available_replicas": d.available_replica_count,
+                                 "min_replicas": d.min_replica_count} for d in self.deployed_models],
+        }
 
 
 def _enum_name(value: Any) -> str:
@@ -83,6 +119,7 @@ def endpoint_state_from_resource(resource: Any) -> EndpointState:
         traffic_split={str(k): int(v) for k, v in dict(resource.traffic_split).items()},
         dedicated_endpoint_dns=str(getattr(resource, "dedicated_endpoint_dns", "") or ""),
         private_service_connect=bool(psc and psc.enable_private_service_connect),
+        etag=str(getattr(resource, "etag", "") or ""),
     )
 
 
@@ -109,18 +146,44 @@ def quiet_sdk() -> Iterator[None]:
 
 
 def sdk_endpoint(vertex: VertexTarget, name: str) -> Any:
-    """The SDK's ``aiplatform.Endpoint`` for ``name`` (fetched now)."""
+    """The SDK's ``aiplatform.Endpoint`` for ``name`` (fetched now: the SDK reads lazily)."""
     from google.cloud import aiplatform
 
     init_sdk(vertex)
     try:
-        return aiplatform.Endpoint(endpoint_name=name, project=vertex.project, location=vertex.region)
+        endpoint = aiplatform.Endpoint(endpoint_name=name, project=vertex.project, location=vertex.region)
+        endpoint.gca_resource  # noqa: B018 — the read happens here, inside the translation
     except Exception as e:
         raise translate_api_error(e, resource_name=name) from e
+    return endpoint
 
 
-def get_endpoint(vertex: VertexTarget, name: str) -> EndpointState:
-    return endpoint_state_from_resource(sdk_endpoint(vertex, name).gca_resource)
+def gapic_client(vertex: VertexTarget, kind: str = "endpoints") -> Any:
+    """The SDK's own GAPIC client (``"endpoints"`` or ``"models"``) for the target: what
+    ``aiplatform.Endpoint`` uses underneath, without its stdout progress lines."""
+    from google.cloud.aiplatform import initializer, utils
+
+    init_sdk(vertex)
+    client_class = utils.EndpointClientWithOverride if kind == "endpoints" else utils.ModelClientWithOverride
+    return initializer.global_config.create_client(client_class=client_class, location_override=vertex.region)
+
+
+def get_endpoint(vertex: VertexTarget, name: str, client: Any = None) -> EndpointState:
+    """The endpoint's state, read now (retried on 429/5xx with the one retry policy)."""
+    from tune2serve.components.errors import VertexError
+    from tune2serve.components.vertex.retry import call_with_retry
+
+    client = client or gapic_client(vertex)
+
+    def once() -> EndpointState:
+        try:
+            return endpoint_state_from_resource(client.get_endpoint(name=name))
+        except VertexError:
+            raise
+        except Exception as e:
+            raise translate_api_error(e, resource_name=name) from e
+
+    return call_with_retry(once, what=f"read {name}")
 
 
 def list_endpoints(vertex: VertexTarget, labels: dict[str, str]) -> list[EndpointState]:

@@ -8,8 +8,11 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import textwrap
 
-FAULT_KINDS = ("deploy-fails", "kill-replica", "http-503", "http-429", "latency", "clear")
+from tune2serve.pipelines.local.faults import KIND_HELP  # stdlib-only module
+
+FAULT_KINDS = tuple(KIND_HELP)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -22,13 +25,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         _home(p)
         if name in ("up", "status"):
             p.add_argument("--json", action="store_true", help="one JSON object on stdout")
+    kinds = "\n".join(textwrap.fill(text, 96, initial_indent=f"  {kind:<15} ", subsequent_indent=" " * 18)
+                      for kind, text in KIND_HELP.items())
     p = sub.add_parser("fault", help="inject a fault into the running stack",
-                       description="inject a fault into the running stack (off by default)")
+                       description="inject a fault into the running stack (off by default)",
+                       epilog=f"kinds:\n{kinds}", formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("kind", choices=FAULT_KINDS, metavar="KIND", help=" | ".join(FAULT_KINDS))
     _home(p)
-    p.add_argument("--target", help="a deployed model id or a Model resource name (default: every deployed model)")
+    p.add_argument("--target", help="a deployed model id or a Model resource name (default: every deployed model); "
+                   "control-429: a part of the API call's 'METHOD PATH', e.g. :deploy")
     p.add_argument("--count", type=int, help="how many requests or operations the fault applies to")
     p.add_argument("--ms", type=int, help="latency: milliseconds added to each answer")
+    p.add_argument("--percent", type=int, help="routing-skew: the share of requests sent to the target (0-100)")
 
 
 def _home(p: argparse.ArgumentParser) -> None:
@@ -62,11 +70,14 @@ def run(args: argparse.Namespace) -> int:
             status = stack.status()
             print(json.dumps(status, indent=2) if args.json else _status_text(status))
             return 0
-        from tune2serve.pipelines.local.faults import inject_fault
+        from tune2serve.pipelines.local.faults import Fault, inject_fault
 
+        problem = Fault(args.kind, args.target, args.count, args.ms, args.percent).problem()
+        if problem:
+            raise UsageError(f"tune2serve local fault {args.kind}: {problem}")
         if not stack.status()["running"]["vertex"]:
             raise UsageError(f"no running local stack in {stack.home}: run `tune2serve local up` first")
-        answer = inject_fault(stack.api_endpoint, args.kind, args.target, args.count, args.ms)
+        answer = inject_fault(stack.api_endpoint, args.kind, args.target, args.count, args.ms, args.percent)
         print(json.dumps(answer))
         return 0
     except (StackError, RuntimeError) as e:

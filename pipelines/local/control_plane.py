@@ -27,6 +27,12 @@ from tune2serve.pipelines.local.state import (Deployment, StackConfig, StateStor
 
 _log = get_logger("local.control")
 MAX_LOCAL_REPLICAS = 4
+INJECTED_FAILURES = {
+    "deploy-fails": "Deployment failed (injected fault deploy-fails): the model server did not start. "
+                    "Retry the deployment or check the model files.",
+    "undeploy-fails": "Undeploying the model failed (injected fault undeploy-fails): the deployed model is "
+                      "still deployed. Retry the undeploy.",
+}
 
 
 class ControlPlane(EndpointOps):
@@ -42,7 +48,8 @@ class ControlPlane(EndpointOps):
 
     # ----------------------------------------------------------------- operations
     def _start_operation(self, version: str, parent: str, metadata_type: str, metadata: dict[str, Any],
-                         work: Callable[[], Outcome], fault_ids: set[str] | None = None) -> dict[str, Any]:
+                         work: Callable[[], Outcome], fault_ids: set[str] | None = None,
+                         fault_kind: str = "deploy-fails") -> dict[str, Any]:
         op_id = new_id()
         created = now_rfc3339()
         op = {
@@ -54,9 +61,8 @@ class ControlPlane(EndpointOps):
 
         def run() -> None:
             try:
-                if fault_ids is not None and self.faults.take_deploy_failure(fault_ids):
-                    raise ApiError("INTERNAL", "Deployment failed (injected fault deploy-fails): the model "
-                                   "server did not start. Retry the deployment or check the model files.")
+                if fault_ids is not None and self.faults.take_operation_failure(fault_kind, fault_ids):
+                    raise ApiError("INTERNAL", INJECTED_FAILURES[fault_kind])
                 outcome = work()
                 done = {"response": {"type": outcome.type_name, "payload": outcome.payload}}
             except ApiError as e:
@@ -120,6 +126,7 @@ class ControlPlane(EndpointOps):
             created = now_rfc3339()
             model = {"name": m_name, "displayName": model_display, "artifactUri": gcs_uri, "versionId": "1",
                      "versionAliases": ["default"], "labels": labels, "createTime": created, "updateTime": created,
+                     "etag": new_id(),
                      "deployedModels": [{"endpoint": e_name, "deployedModelId": dm_id}]}
             endpoint = {"name": e_name, "displayName": endpoint_display, "labels": labels,
                         "deployedModels": [res.deployed_model(dm_id, m_name, model_display, resources, created)],
@@ -150,8 +157,8 @@ class ControlPlane(EndpointOps):
 
     def _checked_resources(self, requested: dict[str, Any]) -> dict[str, Any]:
         out = res.dedicated_resources(requested)
-        spec = out["machineSpec"]
-        if bool(spec.get("acceleratorType")) != bool(spec.get("acceleratorCount")):
+        spec = out["machineSpec"] = res.machine_spec_without_defaults(out["machineSpec"])
+        if ("acceleratorType" in spec) != ("acceleratorCount" in spec):
             raise invalid("machine_spec.accelerator_type and accelerator_count must be set together.")
         if out["minReplicaCount"] > MAX_LOCAL_REPLICAS:
             raise invalid(f"min_replica_count {out['minReplicaCount']} is above the local stack's limit of "

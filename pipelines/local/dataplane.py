@@ -18,7 +18,9 @@ one model and refuses another ``model`` name, and it refuses fields it does not 
 ``model`` and vLLM-only fields (``ignore_eos``, ``top_k``, ``raw_response``...) are dropped
 before forwarding. Like Vertex's vLLM containers, ``:predict`` answers
 ``"Prompt:\\n{prompt}\\nOutput:\\n{text}"`` unless the instance sets ``"raw_response": true``.
-Routing is weighted random; ``TUNE2SERVE_LOCAL_ROUTING_SEED`` makes it repeatable.
+Routing is weighted random; ``TUNE2SERVE_LOCAL_ROUTING_SEED`` makes it repeatable; the
+``routing-skew`` fault overrides the split for one deployed model (to test that a promotion
+notices routing that disagrees with its configuration).
 """
 
 from __future__ import annotations
@@ -82,7 +84,17 @@ class DataPlane:
             )
         return self._client
 
-    def choose(self, split: dict[str, int]) -> str:
+    def choose(self, endpoint: dict[str, Any]) -> str:
+        """The deployed model a request goes to: weighted by the trafficSplit, unless a
+        routing-skew fault sends its target a fixed share whatever the split says."""
+        split = {k: v for k, v in endpoint.get("trafficSplit", {}).items() if v > 0}
+        skew = self.faults.routing_skew({d["id"]: d["model"] for d in endpoint.get("deployedModels", [])})
+        if skew is not None:
+            target, percent = skew
+            if self.rng.random() * 100 < percent:
+                return target
+            split = {k: v for k, v in split.items() if k != target} or {
+                d["id"]: 1 for d in endpoint.get("deployedModels", []) if d["id"] != target} or {target: 1}
         ids = sorted(split)
         if not ids:
             raise ApiError("FAILED_PRECONDITION", "The endpoint has no deployed model receiving traffic.")
@@ -96,7 +108,7 @@ class DataPlane:
         if endpoint is None or endpoint["name"] != m["endpoint"]:
             return error_response(not_found(f"Endpoint {m['endpoint']}"))
         try:
-            dm_id = m["pinned"] or self.choose(endpoint.get("trafficSplit", {}))
+            dm_id = m["pinned"] or self.choose(endpoint)
         except ApiError as e:
             return error_response(e)
         dm = next((d for d in endpoint.get("deployedModels", []) if d["id"] == dm_id), None)

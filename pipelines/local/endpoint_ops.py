@@ -25,6 +25,15 @@ if TYPE_CHECKING:
     from tune2serve.pipelines.local.state import StackConfig, StateStore
 
 
+def check_etag(body: dict[str, Any], current: dict[str, Any], name: str) -> None:
+    """A write that carries an etag is a compare-and-swap: refused (409 ABORTED, nothing
+    changed) unless the resource still has that etag. No etag: a blind overwrite."""
+    wanted = body.get("etag") or ""
+    if wanted and wanted != current.get("etag", ""):
+        raise ApiError("ABORTED", f"The etag {wanted!r} of the request does not match the current etag of {name}: "
+                       "it changed since it was read. Read it again and retry.")
+
+
 @dataclass
 class Outcome:
     """What an operation's worker returns: the response type and payload."""
@@ -114,8 +123,11 @@ class EndpointOps:
         if bad:
             raise invalid(f"update_mask names fields that cannot be updated here: {', '.join(bad)}; "
                           "allowed: display_name, description, labels, traffic_split.")
+        if "labels" in body and any(allowed[m] == "labels" for m in mask):
+            res.check_labels(body["labels"])
         with self.store.lock:
             e = self._endpoint(endpoint_id, name)
+            check_etag(body, e, name)
             for m in mask:
                 key = allowed[m]
                 if key == "trafficSplit":
@@ -227,7 +239,9 @@ class EndpointOps:
             self.supervisor.stop(dm_id)
             return Outcome("UndeployModelResponse", {})
 
-        return self._start_operation(version, name, "UndeployModelOperationMetadata", {}, work)
+        model = next(dm["model"] for dm in e["deployedModels"] if dm["id"] == dm_id)
+        return self._start_operation(version, name, "UndeployModelOperationMetadata", {}, work,
+                                     fault_ids={model, dm_id}, fault_kind="undeploy-fails")
 
     def mutate_deployed_model(self, version: str, endpoint_id: str, name: str, req: dict[str, Any],
                               mask: list[str]) -> dict[str, Any]:
@@ -266,6 +280,35 @@ class EndpointOps:
         return self._start_operation(version, name, "MutateDeployedModelOperationMetadata", {}, work)
 
     # ------------------------------------------------------------------ models
+    def patch_model(self, model_id: str, name: str, body: dict[str, Any], mask: list[str]) -> dict[str, Any]:
+        """UpdateModel: display_name, description and labels, by update_mask, honouring
+        the etag when the request carries one."""
+        allowed = {"display_name": "displayName", "displayName": "displayName", "description": "description",
+                   "labels": "labels"}
+        if not mask:
+            raise invalid("update_mask is required; for example update_mask=labels.")
+        bad = [m for m in mask if m not in allowed]
+        if bad:
+            raise invalid(f"update_mask names fields that cannot be updated here: {', '.join(bad)}; "
+                          "allowed: display_name, description, labels.")
+        keys = {allowed[m] for m in mask}
+        if "displayName" in keys and not body.get("displayName"):
+            raise invalid("model.display_name must not be empty.")
+        if "labels" in keys:
+            res.check_labels(body.get("labels") or {})
+        with self.store.lock:
+            m = self.get_model(model_id, name)
+            check_etag(body, m, m["name"])
+            for key in keys:
+                if body.get(key):
+                    m[key] = body[key]
+                else:
+                    m.pop(key, None)
+            m["updateTime"], m["etag"] = now_rfc3339(), new_id()
+            self.store.state.models[res.model_id_of(model_id)] = m
+            self.store.save()
+        return m
+
     def delete_model(self, version: str, model_id: str, name: str) -> dict[str, Any]:
         m = self.get_model(model_id, name)
         if m.get("deployedModels"):

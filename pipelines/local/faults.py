@@ -1,16 +1,10 @@
 """Fault injection for the local stack, off by default.
 
-Kinds (``tune2serve local fault KIND``, ``POST /_local/faults``, or ``inject_fault``):
-- ``deploy-fails``: the next ``count`` (default 1) :deploy / deployModel operations
-  fail with a Vertex-like error;
-- ``kill-replica``: SIGKILL one replica of the target now (no automatic restart);
-- ``http-503`` / ``http-429``: the next ``count`` (default 1) data-plane requests
-  routed to the target are answered 503 UNAVAILABLE / 429 RESOURCE_EXHAUSTED;
-- ``latency``: add ``ms`` milliseconds to the target's answers (``count`` requests,
-  or every request when no count is given);
-- ``clear``: remove every fault.
+Kinds (``tune2serve local fault KIND``, ``POST /_local/faults``, or ``inject_fault``);
+``KIND_HELP`` below is the one description of each, printed by ``local fault --help``.
 ``target`` is a deployed model id or a Model resource name (whatever serves that model);
-none means every deployed model.
+none means every deployed model. Faults live in the Vertex server's memory: a restarted
+stack comes back clean.
 """
 
 from __future__ import annotations
@@ -22,7 +16,21 @@ import urllib.request
 from dataclasses import asdict, dataclass
 from typing import Any
 
-KINDS = ("deploy-fails", "kill-replica", "http-503", "http-429", "latency", "clear")
+KIND_HELP: dict[str, str] = {
+    "deploy-fails": "the next --count (default 1) :deploy / deployModel operations for the target fail",
+    "undeploy-fails": "the next --count (default 1) undeployModel operations for the target fail "
+                      "(the model stays deployed)",
+    "kill-replica": "SIGKILL one replica of the target now (not restarted until `local up`)",
+    "http-503": "the next --count (default 1) data-plane requests routed to the target answer 503 UNAVAILABLE",
+    "http-429": "the next --count (default 1) data-plane requests routed to the target answer 429",
+    "latency": "add --ms milliseconds to the target's answers (--count requests, or all until cleared)",
+    "routing-skew": "route --percent N% of the endpoint's requests to the target deployed model, whatever "
+                    "the trafficSplit says, until cleared (needs --target and --percent)",
+    "control-429": "the next --count (default 1) control-plane API calls (whose path contains --target, when "
+                   "given, e.g. :deploy) answer 429 RESOURCE_EXHAUSTED, quota exceeded",
+    "clear": "remove every fault",
+}
+KINDS = tuple(KIND_HELP)
 
 
 @dataclass
@@ -31,9 +39,20 @@ class Fault:
     target: str | None = None
     count: int | None = None
     ms: int | None = None
+    percent: int | None = None
 
     def applies_to(self, ids: set[str]) -> bool:
         return self.target is None or self.target in ids
+
+    def problem(self) -> str:
+        """Why this fault cannot be injected ("" when it can)."""
+        if self.kind not in KINDS:
+            return f"unknown fault kind {self.kind!r}; expected one of {', '.join(KINDS)}"
+        if self.kind == "routing-skew" and (not self.target or self.percent is None or not 0 <= self.percent <= 100):
+            return "routing-skew needs --target (a deployed model id or Model name) and --percent between 0 and 100"
+        if self.count is not None and self.count < 1:
+            return f"--count must be at least 1; got {self.count}"
+        return ""
 
 
 class FaultBook:
@@ -69,8 +88,34 @@ class FaultBook:
                     return f
         return None
 
+    def take_operation_failure(self, kind: str, ids: set[str]) -> bool:
+        """For ``deploy-fails`` / ``undeploy-fails``: whether this operation must fail."""
+        return self._take((kind,), ids, 1) is not None
+
     def take_deploy_failure(self, ids: set[str]) -> bool:
-        return self._take(("deploy-fails",), ids, 1) is not None
+        return self.take_operation_failure("deploy-fails", ids)
+
+    def take_control_429(self, path: str) -> bool:
+        """Whether this control-plane call must answer 429 (``target``: a path substring)."""
+        with self._lock:
+            for f in self._faults:
+                if f.kind == "control-429" and (f.target is None or f.target in path):
+                    f.count = (f.count or 1) - 1
+                    if f.count <= 0:
+                        self._faults.remove(f)
+                    return True
+        return False
+
+    def routing_skew(self, deployed: dict[str, str]) -> tuple[str, int] | None:
+        """(deployed model id, percent) of a routing-skew fault on one of ``deployed``
+        (deployed model id → Model name), or None. Not consumed: it lasts until cleared."""
+        with self._lock:
+            skews = [f for f in self._faults if f.kind == "routing-skew"]
+        for f in skews:
+            for dm_id, model in deployed.items():
+                if f.target in (dm_id, model):
+                    return dm_id, int(f.percent or 0)
+        return None
 
     def take_http_error(self, ids: set[str]) -> int | None:
         f = self._take(("http-503", "http-429"), ids, 1)
@@ -82,13 +127,14 @@ class FaultBook:
 
 
 def inject_fault(api_endpoint: str, kind: str, target: str | None = None, count: int | None = None,
-                 ms: int | None = None, timeout: float = 30.0) -> dict[str, Any]:
+                 ms: int | None = None, percent: int | None = None, timeout: float = 30.0) -> dict[str, Any]:
     """Asks a running local Vertex server (``http://127.0.0.1:PORT``) to inject a fault;
     returns the server's answer (for kill-replica: the pid killed)."""
-    if kind not in KINDS:
-        raise ValueError(f"unknown fault kind {kind!r}; expected one of {', '.join(KINDS)}")
-    body = json.dumps({k: v for k, v in {"kind": kind, "target": target, "count": count, "ms": ms}.items()
-                       if v is not None}).encode()
+    problem = Fault(kind, target, count, ms, percent).problem()
+    if problem:
+        raise ValueError(problem)
+    fields = {"kind": kind, "target": target, "count": count, "ms": ms, "percent": percent}
+    body = json.dumps({k: v for k, v in fields.items() if v is not None}).encode()
     req = urllib.request.Request(f"{api_endpoint.rstrip('/')}/_local/faults", data=body, method="POST",
                                  headers={"Content-Type": "application/json"})
     try:

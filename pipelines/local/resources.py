@@ -134,6 +134,37 @@ def dedicated_resources(requested: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+MAX_LABELS = 64
+_LABEL_KEY = re.compile(r"^[a-z][a-z0-9_-]{0,62}$")
+_LABEL_VALUE = re.compile(r"^[a-z0-9_-]{0,63}$")
+
+
+def check_labels(labels: dict[str, str]) -> None:
+    """Vertex's label rules: at most 64; keys start with a lowercase letter; keys and
+    values at most 63 lowercase letters, digits, ``_`` or ``-``."""
+    if len(labels) > MAX_LABELS:
+        raise invalid(f"At most {MAX_LABELS} labels are allowed; got {len(labels)}.")
+    for key, value in labels.items():
+        if not _LABEL_KEY.match(key):
+            raise invalid(f"Label key {key!r} is invalid: use 1-63 lowercase letters, digits, '_' or '-', "
+                          "starting with a letter.")
+        if not _LABEL_VALUE.match(str(value)):
+            raise invalid(f"Label value {value!r} of {key!r} is invalid: use at most 63 lowercase letters, "
+                          "digits, '_' or '-'.")
+
+
+UNSET_VALUES = (None, "", 0, "0", "ACCELERATOR_TYPE_UNSPECIFIED")
+
+
+def machine_spec_without_defaults(spec: dict[str, Any]) -> dict[str, Any]:
+    """A machine spec with the fields the request left at their proto defaults removed.
+
+    Requests reach the server as proto JSON with defaults written out, so a CPU-only
+    spec arrives as ``acceleratorType: "ACCELERATOR_TYPE_UNSPECIFIED"`` (or ``0`` with
+    ``enum-encoding=int``) and ``acceleratorCount: 0``: both mean "not set"."""
+    return {k: v for k, v in spec.items() if v not in UNSET_VALUES}
+
+
 def recommend_specs(total_bytes: int) -> list[dict[str, Any]]:
     """Machine specs that fit a model of ``total_bytes`` weights, smallest first (weights
     plus ~20% for KV cache and activations per GPU set), as RecommendSpec answers."""

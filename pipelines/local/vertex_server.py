@@ -42,7 +42,7 @@ from tune2serve.pipelines.local import protos
 from tune2serve.pipelines.local.api_errors import ApiError, invalid, not_found
 from tune2serve.pipelines.local.control_plane import ControlPlane
 from tune2serve.pipelines.local.dataplane import DataPlane, error_response
-from tune2serve.pipelines.local.faults import KINDS, Fault, FaultBook
+from tune2serve.pipelines.local.faults import Fault, FaultBook
 
 V = r"(?P<version>v1|v1beta1)"
 LOC = r"(?P<parent>projects/(?P<project>[^/]+)/locations/(?P<location>[^/:]+))"
@@ -94,6 +94,7 @@ class ControlPlaneApp:
             ("POST", rf"/{V}/{EP}:mutateDeployedModel", self.mutate),
             ("GET", rf"/{V}/{LOC}/models", self.list_models),
             ("GET", rf"/{V}/{MODEL}", self.get_model),
+            ("PATCH", rf"/{V}/{MODEL}", self.patch_model),
             ("DELETE", rf"/{V}/{MODEL}", self.delete_model),
             ("GET", r"/_local/health", lambda c: {"ok": True}),
             ("GET", r"/_local/status", self.status),
@@ -127,6 +128,8 @@ class ControlPlaneApp:
             if method != request.method:
                 allowed_elsewhere = True
                 continue
+            if not path.startswith("/_local/") and self.cp.faults.take_control_429(f"{request.method} {path}"):
+                return error_response(quota_exceeded(path))
             raw = await request.body()
             call = Call(m, request, raw)
             call.groups["_path"] = path
@@ -210,6 +213,11 @@ class ControlPlaneApp:
         m = self.cp.get_model(call.groups["id"], call.name)
         return protos.render(call.version, "Model", m, call.int_enums)
 
+    def patch_model(self, call: Call) -> dict[str, Any]:
+        body = call.parse("Model")
+        m = self.cp.patch_model(call.groups["id"], call.name, body, call.mask())
+        return protos.render(call.version, "Model", m, call.int_enums)
+
     def delete_model(self, call: Call) -> dict[str, Any]:
         return self._op(call, self.cp.delete_model(call.version, call.groups["id"], call.name))
 
@@ -233,14 +241,22 @@ class ControlPlaneApp:
             body = json.loads(call.raw or b"{}")
             fault = Fault(**body)
         except (ValueError, TypeError) as e:
-            raise invalid(f"Invalid fault: {e}; expected {{kind, target?, count?, ms?}}.") from e
-        if fault.kind not in KINDS:
-            raise invalid(f"Unknown fault kind {fault.kind!r}; expected one of {', '.join(KINDS)}.")
+            raise invalid(f"Invalid fault: {e}; expected {{kind, target?, count?, ms?, percent?}}.") from e
+        if fault.problem():
+            raise invalid(f"Invalid fault: {fault.problem()}.")
         return self.cp.inject(fault)
 
     def repair(self, call: Call) -> dict[str, Any]:
         self.cp.restore_replicas()
         return self.status(call)
+
+
+def quota_exceeded(path: str) -> ApiError:
+    """The 429 a project out of serving quota gets (the control-429 fault)."""
+    region = m.group(1) if (m := re.search(r"/locations/([^/:]+)", path)) else "this region"
+    return ApiError("RESOURCE_EXHAUSTED", "Quota exceeded for aiplatform.googleapis.com/custom_model_serving_cpus "
+                    f"with base model: custom weights, in {region} (injected fault control-429). Request a "
+                    "'Custom Model Serving' quota increase or retry later.")
 
 
 class _Server:
@@ -300,13 +316,24 @@ def main(argv: list[str] | None = None) -> int:
     data = _Server.make(dp_app(dp), config.dataplane_port, ssl_certfile=str(tls.server_cert),
                         ssl_keyfile=str(tls.server_key))
     try:
-        asyncio.run(serve_forever([control, data]))
+        with asyncio.Runner(loop_factory=_loop_factory()) as runner:
+            runner.run(serve_forever([control, data]))
     finally:
         stop_health.set()
         if pipelines is not None:
             pipelines.close()
         supervisor.stop_all()
     return 0
+
+
+def _loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
+    """uvloop when installed (uvicorn[standard] brings it): the data plane relays every
+    request, and uvloop's event loop and transports cut its per-request overhead."""
+    try:
+        import uvloop
+    except ImportError:
+        return None
+    return uvloop.new_event_loop  # type: ignore[no-any-return]
 
 
 def _pipeline_jobs(home: Path) -> Any:

@@ -79,3 +79,40 @@ def test_fault_book_counts_down_and_targets() -> None:
     assert book.take_latency_ms({"z"}) == 50 and book.take_latency_ms({"z"}) == 50
     book.add(Fault("clear"))
     assert book.list() == []
+
+
+def test_machine_spec_defaults_mean_unset() -> None:
+    cpu = {"machineType": "n1-standard-4", "acceleratorType": "ACCELERATOR_TYPE_UNSPECIFIED", "acceleratorCount": 0}
+    assert res.machine_spec_without_defaults(cpu) == {"machineType": "n1-standard-4"}
+    assert res.machine_spec_without_defaults({"machineType": "g2", "acceleratorType": 0, "acceleratorCount": 0}) == {
+        "machineType": "g2"}
+    gpu = {"machineType": "g2-standard-12", "acceleratorType": "NVIDIA_L4", "acceleratorCount": 1}
+    assert res.machine_spec_without_defaults(gpu) == gpu
+
+
+def test_label_rules() -> None:
+    res.check_labels({"tune2serve-run": "run_1", "empty": ""})
+    with pytest.raises(ApiError, match="Label key 'Run' is invalid"):
+        res.check_labels({"Run": "x"})
+    with pytest.raises(ApiError, match="Label value 'A B' of 'k' is invalid"):
+        res.check_labels({"k": "A B"})
+    with pytest.raises(ApiError, match="At most 64 labels"):
+        res.check_labels({f"k{i}": "v" for i in range(65)})
+
+
+def test_new_fault_kinds_in_the_book() -> None:
+    book = FaultBook()
+    assert Fault("routing-skew", target="a").problem().startswith("routing-skew needs --target")
+    assert Fault("routing-skew", target="a", percent=101).problem() != ""
+    assert Fault("nope").problem().startswith("unknown fault kind 'nope'")
+    book.add(Fault("routing-skew", target="m/b", percent=30))
+    assert book.routing_skew({"x": "m/a"}) is None
+    assert book.routing_skew({"x": "m/a", "y": "m/b"}) == ("y", 30)
+    assert book.routing_skew({"y": "m/b"}) == ("y", 30)  # lasts until cleared
+    book.add(Fault("undeploy-fails", target="y"))
+    assert [book.take_operation_failure("deploy-fails", {"y"}), book.take_operation_failure("undeploy-fails", {"y"}),
+            book.take_operation_failure("undeploy-fails", {"y"})] == [False, True, False]
+    book.add(Fault("control-429", target=":deploy", count=2))
+    assert [book.take_control_429("GET /v1/x"), book.take_control_429("POST /v1beta1/p:deploy"),
+            book.take_control_429("POST /v1beta1/p:deploy"), book.take_control_429("POST /v1beta1/p:deploy")] == [
+        False, True, True, False]

@@ -3,11 +3,17 @@ every failed request: what users of the endpoint would see during a promotion.""
 
 from __future__ import annotations
 
+import ssl
 import threading
 from collections import Counter
 from dataclasses import dataclass, field
 
 from tune2serve.components.verify_traffic.probe import chat_url, probe_request_body, send_one
+
+
+def ssl_context(verify: str | bool) -> ssl.SSLContext | bool:
+    """httpx wants an SSLContext for a CA file (a path string is deprecated)."""
+    return ssl.create_default_context(cafile=verify) if isinstance(verify, str) else verify
 
 
 @dataclass
@@ -28,7 +34,7 @@ class Load:
         from tune2serve.components.vertex.clients import tls_verify
 
         url, body = chat_url(self.dns, self.endpoint), probe_request_body()
-        with httpx.Client(verify=tls_verify(), timeout=30.0) as client:
+        with httpx.Client(verify=ssl_context(tls_verify()), timeout=30.0) as client:
             while not self.stop.is_set():
                 a = send_one(client, url, body)
                 with self._lock:

@@ -6,23 +6,21 @@ from __future__ import annotations
 import numpy as np
 
 from tune2serve.components.verify_traffic.probe import Answer
-from tune2serve.components.verify_traffic.state import EndpointState, parse_endpoint
+from tune2serve.components.vertex.endpoints import DeployedModelState, EndpointState
 
 OLD, NEW = "111", "222"
 
 
 def endpoint_state(split: dict[str, int], available: int = 1) -> EndpointState:
-    return parse_endpoint({
-        "name": "projects/p/locations/l/endpoints/9",
-        "traffic_split": split,
-        "dedicated_endpoint_dns": "127.0.0.1:1",
-        "deployed_models": [
-            {"id": i, "model": f"projects/p/locations/l/models/m{i}",
-             "dedicated_resources": {"min_replica_count": 1, "max_replica_count": 1},
-             "status": {"available_replica_count": available}}
-            for i in split
-        ],
-    })
+    return EndpointState(
+        name="projects/p/locations/l/endpoints/9",
+        traffic_split=dict(split),
+        dedicated_endpoint_dns="127.0.0.1:1",
+        deployed_models=tuple(
+            DeployedModelState(id=i, model=f"projects/p/locations/l/models/m{i}", min_replica_count=1,
+                               max_replica_count=1, available_replica_count=available)
+            for i in split),
+    )
 
 
 def routed(n: int, true_share: float, seed: int, *, new_error_rate: float = 0.0,

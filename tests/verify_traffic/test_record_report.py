@@ -18,7 +18,6 @@ from tune2serve.components.verify_traffic.record import (
     with_record,
 )
 from tune2serve.components.verify_traffic.report import html, markdown
-from tune2serve.components.verify_traffic.state import copy_dedicated_resources
 from tune2serve.components.verify_traffic.verify import VerifyResult
 
 from tests.verify_traffic.simulate import NEW, OLD, endpoint_state, routed
@@ -38,14 +37,23 @@ def test_record_round_trips_through_labels() -> None:
 
 
 def test_copied_resources_keep_machine_spec_and_replicas() -> None:
-    assert copy_dedicated_resources({"machine_spec": {"machine_type": "g2-standard-12", "accelerator_type":
-                                     "NVIDIA_L4", "accelerator_count": 1}, "min_replica_count": 2,
-                                     "max_replica_count": 0, "spot": False}) == {
+    from google.cloud.aiplatform_v1.types import Endpoint
+
+    from tune2serve.components.vertex.endpoints import endpoint_state_from_resource
+
+    resource = Endpoint(name="projects/p/locations/l/endpoints/9", deployed_models=[
+        {"id": "1", "model": "projects/p/locations/l/models/m@2", "dedicated_resources": {
+            "machine_spec": {"machine_type": "g2-standard-12", "accelerator_type": "NVIDIA_L4", "accelerator_count": 1},
+            "min_replica_count": 2, "max_replica_count": 0, "spot": False}},
+        {"id": "2", "model": "projects/p/locations/l/models/n", "dedicated_resources": {
+            "machine_spec": {"machine_type": "n1-standard-4"}}}])
+    gpu, cpu = endpoint_state_from_resource(resource).deployed_models
+    assert gpu.dedicated_resources() == {
         "machine_spec": {"machine_type": "g2-standard-12", "accelerator_type": "NVIDIA_L4", "accelerator_count": 1},
         "min_replica_count": 2, "max_replica_count": 2}
-    assert copy_dedicated_resources({"machine_spec": {"machine_type": "n1-standard-4", "accelerator_type":
-                                     "ACCELERATOR_TYPE_UNSPECIFIED", "accelerator_count": 0}})["machine_spec"] == {
-        "machine_type": "n1-standard-4"}
+    assert cpu.dedicated_resources() == {"machine_spec": {"machine_type": "n1-standard-4"}, "min_replica_count": 1,
+                                         "max_replica_count": 1}
+    assert (gpu.model_id, cpu.healthy) == ("m", False)
 
 
 def _result(outcome: str = "rolled_back") -> VerifyResult:
@@ -99,3 +107,16 @@ def test_cli_usage_errors_exit_2(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["verify-traffic", "projects/p/locations/r/endpoints/1", "--project", "p", "--region", "r",
                  "--model", "projects/p/locations/r/models/2", "--steps", "50,10"]) == 2
     assert "canary steps must increase" in capsys.readouterr().err
+
+
+def test_the_exit_handler_reads_the_state_kfp_gives_it() -> None:
+    from kfp import dsl
+
+    from tune2serve.components.verify_traffic.finalize import pipeline_state_of
+
+    status = dsl.PipelineTaskFinalStatus(state="FAILED", pipeline_job_resource_name="projects/p/pipelineJobs/r",
+                                         pipeline_task_name="exit-handler-1", error_code=9, error_message="x")
+    assert pipeline_state_of(status) == "FAILED"
+    assert pipeline_state_of({"state": "SUCCEEDED", "pipelineJobResourceName": "projects/p/pipelineJobs/r",
+                              "pipelineTaskName": "exit-handler-1", "error": {}}) == "SUCCEEDED"
+    assert pipeline_state_of({"state": "cancelled"}) == "CANCELLED"
