@@ -191,12 +191,7 @@ def run_smoke_test(endpoint: str, project: str, region: str, golden: str = "", *
     if own_client:
         import httpx
 
-        verify = clients.tls_verify()
-        if isinstance(verify, str):  # a CA bundle path (the local CA): httpx wants an SSL context
-            import ssl
-
-            verify = ssl.create_default_context(cafile=verify)
-        client = httpx.Client(verify=verify, timeout=httpx.Timeout(settings.timeout_s, connect=10.0),
+        client = httpx.Client(verify=clients.tls_verify(), timeout=httpx.Timeout(settings.timeout_s, connect=10.0),
                               headers={"User-Agent": "tune2serve-smoke-test"})
     try:
         smoke = SmokeTest(DataPlane(client, provider, timeout_s=settings.timeout_s), name,

@@ -90,10 +90,16 @@ def access_token(vertex: VertexTarget) -> str | None:
     return str(creds.token)
 
 
-def tls_verify() -> str | bool:
-    """What to verify TLS against: the CA bundle the environment names (the local CA on
-    the local stack), else the system store. Verification is never turned off."""
-    return os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("SSL_CERT_FILE") or True
+def tls_verify() -> Any:
+    """What httpx verifies TLS against: an SSL context on the CA bundle the environment
+    names (the local CA on the local stack), else True (the system store). Verification
+    is never turned off."""
+    bundle = os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("SSL_CERT_FILE")
+    if not bundle:
+        return True
+    import ssl
+
+    return ssl.create_default_context(cafile=bundle)
 
 
 def http_client(vertex: VertexTarget, timeout_s: float = DEFAULT_TIMEOUT_S) -> Any:

@@ -77,7 +77,7 @@ class Call:
 class ControlPlaneApp:
     """Routes Vertex REST paths to ``ControlPlane`` and renders answers with the types."""
 
-    def __init__(self, cp: ControlPlane, dp: DataPlane, pipelines: Any = None) -> None:
+    def __init__(self, cp: ControlPlane, dp: DataPlane, pipelines: Any) -> None:
         self.cp, self.dp, self.pipelines = cp, dp, pipelines
         r: list[tuple[str, str, Callable[[Call], Any]]] = [
             ("POST", rf"/{V}/{LOC}:deploy", self.deploy),
@@ -114,7 +114,7 @@ class ControlPlaneApp:
         path = request.url.path
         if re.search(r"/endpoints/[^/]+(:predict|:rawPredict|:streamRawPredict|/chat/completions|/invoke/)", path):
             return await self.dp.handle(request)  # the shared (non-dedicated) prediction path
-        if self.pipelines is not None and ("/pipelineJobs" in path or "/schedules" in path):
+        if "/pipelineJobs" in path or "/schedules" in path:
             raw = await request.body()
             answer = await run_in_threadpool(self.pipelines.handle, request.method, path,
                                              dict(request.query_params), raw)
@@ -320,8 +320,7 @@ def main(argv: list[str] | None = None) -> int:
             runner.run(serve_forever([control, data]))
     finally:
         stop_health.set()
-        if pipelines is not None:
-            pipelines.close()
+        pipelines.close()
         supervisor.stop_all()
     return 0
 
@@ -337,15 +336,13 @@ def _loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
 
 
 def _pipeline_jobs(home: Path) -> Any:
-    """The pipelineJobs/schedules surface (pipelines/local/pipeline_jobs.py), when present."""
-    import os
+    """The pipelineJobs/schedules surface (pipelines/local/pipeline_jobs.py). The runs it
+    starts get the stack's own environment (what `tune2serve local env` prints), so their
+    steps reach this same GCS and Vertex server whatever this process inherited."""
+    from tune2serve.pipelines.local.pipeline_jobs import PipelineJobsService
+    from tune2serve.pipelines.local.stack import LocalStack
 
-    try:
-        from tune2serve.pipelines.local.pipeline_jobs import PipelineJobsService
-    except ImportError:
-        return None
-    names = ("STORAGE_EMULATOR_HOST", "TUNE2SERVE_VERTEX_API_ENDPOINT", "REQUESTS_CA_BUNDLE", "SSL_CERT_FILE")
-    return PipelineJobsService(home / "pipelines", {n: os.environ[n] for n in names if n in os.environ})
+    return PipelineJobsService(home / "pipelines", LocalStack(home).env())
 
 
 def dp_app(dp: DataPlane) -> Any:
