@@ -1,4 +1,4 @@
-"""``tune2serve local up | down | status | env | fault``: the offline local stack.
+"""``tune2serve local up | down | status | env | fault | tick``: the offline local stack.
 
 Top-level imports are stdlib only; the stack is imported inside ``run``.
 """
@@ -37,6 +37,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     p.add_argument("--count", type=int, help="how many requests or operations the fault applies to")
     p.add_argument("--ms", type=int, help="latency: milliseconds added to each answer")
     p.add_argument("--percent", type=int, help="routing-skew: the share of requests sent to the target (0-100)")
+    p = sub.add_parser("tick", help="start the stack's due pipeline schedules now",
+                       description="start the local stack's due pipeline schedules now, as Vertex AI's scheduler "
+                       "would at their cron times (nothing fires by itself on the local stack); prints the "
+                       "pipeline jobs started")
+    _home(p)
+    p.add_argument("--force", action="store_true", help="start every ACTIVE schedule, due or not")
+    p.add_argument("--json", action="store_true", help='one JSON object on stdout: {"started": [names]}')
 
 
 def _home(p: argparse.ArgumentParser) -> None:
@@ -69,6 +76,15 @@ def run(args: argparse.Namespace) -> int:
         if args.action == "status":
             status = stack.status()
             print(json.dumps(status, indent=2) if args.json else _status_text(status))
+            return 0
+        if args.action == "tick":
+            if not stack.status()["running"]["vertex"]:
+                raise UsageError(f"no running local stack in {stack.home}: run `tune2serve local up` first")
+            from tune2serve.pipelines.local.admin import tick_schedules
+
+            started = tick_schedules(stack.api_endpoint, force=args.force)
+            print(json.dumps({"started": started}) if args.json else
+                  "\n".join(started) or "no schedule was due (--force starts every ACTIVE one)")
             return 0
         from tune2serve.pipelines.local.faults import Fault, inject_fault
 

@@ -11,8 +11,8 @@ RUNNING → SUCCEEDED/FAILED/CANCELLED) and runs each in a child process with
 ``kfp.local``'s SubprocessRunner (``python -m tune2serve.pipelines.local.pipeline_jobs
 RUN_DIR``), its environment carrying the stack's settings so the components reach the
 same local stack. kfp.local writes outputs under a local folder (the job's run folder),
-not under the gs:// pipeline root. Schedules are stored with their ``nextRunTime``;
-nothing fires by itself: ``tick()`` starts the due ones (tests, ``local`` tooling).
+not under the gs:// pipeline root. Schedules (``nextRunTime``, ``tick()``) are the
+``SchedulesMixin`` part of the service, in pipelines/local/schedules.py.
 """
 
 from __future__ import annotations
@@ -33,6 +33,7 @@ from typing import Any
 
 from tune2serve.pipelines.local import protos
 from tune2serve.pipelines.local.api_errors import ApiError, invalid, not_found, precondition
+from tune2serve.pipelines.local.schedules import SchedulesMixin, query_value
 from tune2serve.pipelines.local.state import new_id, now_rfc3339, write_json_atomic
 
 _ROUTE = re.compile(r"^/(v1|v1beta1)/projects/([^/]+)/locations/([^/]+)/(pipelineJobs|schedules)"
@@ -40,21 +41,6 @@ _ROUTE = re.compile(r"^/(v1|v1beta1)/projects/([^/]+)/locations/([^/]+)/(pipelin
 _JOB_ID = re.compile(r"^[a-z][-a-z0-9]{0,127}$")
 TERMINAL = {"PIPELINE_STATE_SUCCEEDED", "PIPELINE_STATE_FAILED", "PIPELINE_STATE_CANCELLED"}
 _INT_TYPES = {"NUMBER_INTEGER", "INT"}
-
-
-def _rfc3339(moment: dt.datetime) -> str:
-    return moment.astimezone(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-
-
-def _parse_time(text: str) -> dt.datetime:
-    return dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
-
-
-def _first(query: dict[str, Any], name: str) -> str | None:
-    value = query.get(name)
-    if isinstance(value, list):
-        value = value[0] if value else None
-    return None if value is None else str(value)
 
 
 def _matches(resource: dict[str, Any], text: str | None) -> bool:
@@ -97,7 +83,7 @@ def check_pipeline_job(job: dict[str, Any]) -> None:
         raise invalid(f"The pipeline parameter(s) {missing} are required but have no value.")
 
 
-class PipelineJobsService:
+class PipelineJobsService(SchedulesMixin):
     """``pipelineJobs`` and ``schedules`` of the local Vertex server. State lives in
     ``state_dir`` (``pipeline_jobs.json``, ``schedules.json``, ``pipeline_runs/ID/``)."""
 
@@ -136,7 +122,7 @@ class PipelineJobsService:
             return None
         version, project, location, collection, rid, verb = match.groups()
         parent = f"projects/{project}/locations/{location}"
-        int_enums = "enum-encoding=int" in (_first(query, "$alt") or "")
+        int_enums = "enum-encoding=int" in (query_value(query, "$alt") or "")
         method = method.upper()
         try:
             if collection == "pipelineJobs":
@@ -159,7 +145,7 @@ class PipelineJobsService:
     def _listed(self, store: dict[str, dict[str, Any]], parent: str, query: dict[str, Any]) -> list[dict[str, Any]]:
         with self.lock:
             return [copy.deepcopy(r) for n, r in sorted(store.items())
-                    if n.startswith(parent + "/") and _matches(r, _first(query, "filter"))]
+                    if n.startswith(parent + "/") and _matches(r, query_value(query, "filter"))]
 
     def _deleted(self, store: dict[str, dict[str, Any]], name: str, parent: str) -> tuple[str, Any]:
         with self.lock:
@@ -175,7 +161,7 @@ class PipelineJobsService:
         match (method, rid is None, verb):
             case ("POST", True, None):
                 job = protos.to_dict(protos.parse(version, "PipelineJob", body))
-                return "PipelineJob", self.create_job(parent, job, _first(query, "pipelineJobId"))
+                return "PipelineJob", self.create_job(parent, job, query_value(query, "pipelineJobId"))
             case ("GET", True, None):
                 return "ListPipelineJobsResponse", self._listed(self.jobs, parent, query)
             case ("GET", False, None):
@@ -189,33 +175,19 @@ class PipelineJobsService:
                 return "Empty", {}
         return None
 
-    def _schedules_route(self, method: str, version: str, parent: str, rid: str | None, verb: str | None,
-                         query: dict[str, Any], body: bytes) -> tuple[str, Any] | None:
-        name = f"{parent}/schedules/{rid}"
-        match (method, rid is None, verb):
-            case ("POST", True, None):
-                schedule = protos.to_dict(protos.parse(version, "Schedule", body))
-                return "Schedule", self.create_schedule(parent, schedule)
-            case ("GET", True, None):
-                return "ListSchedulesResponse", self._listed(self.schedules, parent, query)
-            case ("GET", False, None):
-                return "Schedule", self.get_schedule(name)
-            case ("DELETE", False, None):
-                return self._deleted(self.schedules, name, parent)
-            case ("PATCH", False, None):
-                patch = protos.to_dict(protos.parse(version, "Schedule", body))
-                return "Schedule", self.update_schedule(name, patch, _first(query, "updateMask") or "")
-            case ("POST", False, "pause" | "resume"):
-                self.set_schedule_paused(name, verb == "pause")
-                return "Empty", {}
-        return None
-
     def _done_operation(self, parent: str) -> dict[str, Any]:
         """Deletes finish at once; a done operation means the SDK never polls."""
         return {"name": f"{parent}/operations/{new_id()}", "done": True,
                 "response": {"@type": "type.googleapis.com/google.protobuf.Empty"}}
 
     # ----------------------------------------------------------------- pipeline jobs
+
+    check_job = staticmethod(check_pipeline_job)
+
+    def active_runs(self, schedule: str) -> int:
+        """How many runs of ``schedule`` have not ended (its max_concurrent_run_count)."""
+        with self.lock:
+            return sum(1 for j in self.jobs.values() if j.get("scheduleName") == schedule and j["state"] not in TERMINAL)
 
     def create_job(self, parent: str, job: dict[str, Any], job_id: str | None, schedule: str | None = None) -> dict[str, Any]:
         check_pipeline_job(job)
@@ -335,116 +307,6 @@ class PipelineJobsService:
         self._queue.put(None)
         if self._worker is not None:
             self._worker.join(timeout=10)
-
-    # --------------------------------------------------------------------- schedules
-
-    def create_schedule(self, parent: str, schedule: dict[str, Any]) -> dict[str, Any]:
-        from tune2serve.components.errors import UsageError
-        from tune2serve.pipelines.schedule import parse_cron
-
-        try:
-            cron = parse_cron(schedule.get("cron", ""))
-        except UsageError as e:
-            raise invalid(f"Invalid cron: {e}") from e
-        request = schedule.get("createPipelineJobRequest") or {}
-        if "pipelineJob" not in request:
-            raise invalid("Schedule.create_pipeline_job_request.pipeline_job is required.")
-        if request.get("parent", parent) != parent:
-            raise invalid(f"create_pipeline_job_request.parent {request['parent']!r} must be {parent!r}.")
-        check_pipeline_job(request["pipelineJob"])
-        if int(schedule.get("maxConcurrentRunCount", 0)) <= 0:
-            raise invalid("Schedule.max_concurrent_run_count must be greater than 0.")
-        name = f"{parent}/schedules/{new_id()}"
-        start = _parse_time(schedule["startTime"]) if schedule.get("startTime") else dt.datetime.now(dt.timezone.utc)
-        now = now_rfc3339()
-        schedule.update(name=name, state="ACTIVE", createTime=now, updateTime=now, startedRunCount="0",
-                        nextRunTime=_rfc3339(cron.next_after(start - dt.timedelta(minutes=1))))
-        with self.lock:
-            self.schedules[name] = schedule
-            self._save()
-            return copy.deepcopy(schedule)
-
-    def get_schedule(self, name: str) -> dict[str, Any]:
-        with self.lock:
-            if name not in self.schedules:
-                raise not_found(name)
-            return copy.deepcopy(self.schedules[name])
-
-    def set_schedule_paused(self, name: str, paused: bool) -> None:
-        from tune2serve.pipelines.schedule import parse_cron
-
-        with self.lock:
-            schedule = self.schedules.get(name) or {}
-            want_from = "ACTIVE" if paused else "PAUSED"
-            if schedule.get("state") != want_from:
-                self.get_schedule(name)  # 404 first
-                raise precondition(f"{name} is {schedule.get('state')}; only a {want_from} schedule can be "
-                                   f"{'paused' if paused else 'resumed'}.")
-            now = now_rfc3339()
-            schedule.update(state="PAUSED" if paused else "ACTIVE", updateTime=now)
-            schedule["lastPauseTime" if paused else "lastResumeTime"] = now
-            if not paused:
-                schedule["nextRunTime"] = _rfc3339(parse_cron(schedule["cron"]).next_after(dt.datetime.now(dt.timezone.utc)))
-            self._save()
-
-    def update_schedule(self, name: str, patch: dict[str, Any], update_mask: str) -> dict[str, Any]:
-        from tune2serve.components.errors import UsageError
-        from tune2serve.pipelines.schedule import parse_cron
-
-        allowed = {"displayName", "cron", "maxRunCount", "maxConcurrentRunCount", "allowQueueing", "startTime", "endTime"}
-        fields = [re.sub(r"_([a-z])", lambda m: m.group(1).upper(), f) for f in update_mask.split(",") if f]
-        if not fields or set(fields) - allowed:
-            raise invalid(f"update_mask {update_mask!r} must name some of {sorted(allowed)}.")
-        with self.lock:
-            schedule = self.schedules.get(name)
-            if schedule is None:
-                raise not_found(name)
-            if "cron" in fields:
-                try:
-                    cron = parse_cron(patch.get("cron", ""))
-                except UsageError as e:
-                    raise invalid(f"Invalid cron: {e}") from e
-                schedule["nextRunTime"] = _rfc3339(cron.next_after(dt.datetime.now(dt.timezone.utc)))
-            for field in fields:
-                if field in patch:
-                    schedule[field] = patch[field]
-            schedule["updateTime"] = now_rfc3339()
-            self._save()
-            return copy.deepcopy(schedule)
-
-    def tick(self, now: dt.datetime | None = None, *, force: bool = False) -> list[str]:
-        """Starts every ACTIVE schedule that is due at ``now`` (or every ACTIVE one with
-        ``force``), honouring max_run_count and max_concurrent_run_count as Vertex does.
-        Returns the pipeline job names started."""
-        from tune2serve.pipelines.schedule import parse_cron
-
-        now = now or dt.datetime.now(dt.timezone.utc)
-        started: list[str] = []
-        with self.lock:
-            for name, schedule in self.schedules.items():
-                if schedule["state"] != "ACTIVE" or not (force or _parse_time(schedule["nextRunTime"]) <= now):
-                    continue
-                if schedule.get("endTime") and _parse_time(schedule["endTime"]) <= now:
-                    schedule["state"] = "COMPLETED"
-                    continue
-                active = sum(1 for j in self.jobs.values() if j.get("scheduleName") == name and j["state"] not in TERMINAL)
-                if active >= int(schedule["maxConcurrentRunCount"]) and not schedule.get("allowQueueing"):
-                    continue
-                parent = name.rsplit("/schedules/", 1)[0]
-                stamp = now.strftime("%Y%m%d%H%M%S")
-                base = re.sub("[^-0-9a-z]+", "-", schedule.get("displayName", "schedule").lower()).strip("-") or "schedule"
-                job_id = f"{base[:100]}-{stamp}-{new_id()[:6]}"
-                request = copy.deepcopy(schedule["createPipelineJobRequest"]["pipelineJob"])
-                job = self.create_job(parent, request, job_id, schedule=name)
-                started.append(job["name"])
-                count = int(schedule.get("startedRunCount", 0)) + 1
-                schedule.update(startedRunCount=str(count), updateTime=now_rfc3339(),
-                                nextRunTime=_rfc3339(parse_cron(schedule["cron"]).next_after(now)),
-                                lastScheduledRunResponse={"scheduledRunTime": _rfc3339(now), "runResponse": job["name"]})
-                if int(schedule.get("maxRunCount") or 0) > 0 and count >= int(schedule["maxRunCount"]):
-                    schedule["state"] = "COMPLETED"
-            self._save()
-        return started
 
 
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")

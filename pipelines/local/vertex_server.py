@@ -17,7 +17,8 @@ answered as numbers. Operations are polled at ``/ui/projects/P/locations/L/opera
 (the REST transports' first binding) or ``/vN/...``; both work here.
 
 Admin routes (not Vertex): GET /_local/health, GET /_local/status, POST /_local/faults,
-POST /_local/repair.
+POST /_local/repair, POST /_local/schedules:tick (fire the due schedules now; with
+``{"force": true}`` every ACTIVE one; answers ``{"started": [pipeline job names]}``).
 """
 
 from __future__ import annotations
@@ -100,6 +101,7 @@ class ControlPlaneApp:
             ("GET", r"/_local/status", self.status),
             ("POST", r"/_local/faults", self.fault),
             ("POST", r"/_local/repair", self.repair),
+            ("POST", r"/_local/schedules:tick", self.tick_schedules),
         ]
         self.routes = [(method, re.compile(pattern + "$"), fn) for method, pattern, fn in r]
 
@@ -249,6 +251,16 @@ class ControlPlaneApp:
     def repair(self, call: Call) -> dict[str, Any]:
         self.cp.restore_replicas()
         return self.status(call)
+
+    def tick_schedules(self, call: Call) -> dict[str, Any]:
+        """Fires schedules without waiting for their cron (pipelines/local/admin.py)."""
+        try:
+            body = json.loads(call.raw or b"{}")
+        except ValueError as e:
+            raise invalid(f"Invalid tick request: {e}; expected {{\"force\": bool}}.") from e
+        if not isinstance(body, dict) or set(body) - {"force"} or not isinstance(body.get("force", False), bool):
+            raise invalid(f"Invalid tick request {body!r}; expected {{\"force\": bool}}.")
+        return {"started": self.pipelines.tick(force=body.get("force", False))}
 
 
 def quota_exceeded(path: str) -> ApiError:
