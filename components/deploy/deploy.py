@@ -2,15 +2,28 @@
 
 The plan, in order, with why:
 1. Preflight the export (exists, complete, valid): refuse before any Vertex call.
-2. Look for what an earlier run made for the same export (by labels): reuse a healthy
-   deployment instead of making a second endpoint; delete an endpoint left with no
-   deployed model (a run that failed half-way), so nothing is duplicated or orphaned.
+2. Look for what an earlier run made for the same export (``existing.find``): by the
+   deterministic ids first, then by labels. Reuse a healthy deployment (completing its
+   labels) instead of making a second endpoint; delete an endpoint left with no deployed
+   model (a run that failed half-way), so nothing is duplicated or orphaned.
 3. Pick the machine spec: the one given, else Vertex's recommendation (recommendSpec),
-   checked against validate's memory estimate when that library offers one.
+   the first that holds validate's memory estimate; none does: refuse, naming the
+   smallest spec that fits.
 4. Send ``:deploy`` through the SDK's Model Garden client, write the operation name
-   down, wait with a deadline; on failure delete the endpoint it left behind.
+   down, wait with a deadline; on failure delete the endpoint it left behind. A 429
+   (quota) is retried a few times, then reported as the quota problem it is.
 5. Label the Model and the Endpoint (``:deploy`` cannot), read the deployed model id and
    the dedicated DNS, return them.
+
+Resource ids (why a rerun cannot make a second endpoint): ``:deploy`` is asked for
+``endpoint_config.endpoint_user_id`` and ``model_config.model_user_id`` both equal to
+``t2s-<first 16 hex of the manifest digest>-<first 16 hex of sha256(export URI)>``
+(``request.deployment_ids``: 37 characters of ``[a-z0-9-]``, starting with a letter and
+ending with a hex digit, within Vertex AI's rules for both fields). So the endpoint is
+found by name even when the run that made it died before labelling it, and a
+concurrent duplicate ``:deploy`` fails with ALREADY_EXISTS (409), which is taken as
+"made by another attempt": that endpoint is awaited and reused. Deployments made
+before the ids existed are still found by their labels.
 """
 
 from __future__ import annotations
@@ -21,18 +34,24 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
 from typing import Any
 
-from tune2serve.components.deploy import preflight
+from tune2serve.components.deploy import existing, preflight
 from tune2serve.components.deploy.request import (
     DeploySpec,
     MachineSpec,
     build_deploy_request,
     build_recommend_spec_request,
     default_display_name,
+    deployment_ids,
     deployment_labels,
     identity_labels,
     machine_specs_from_recommendation,
 )
-from tune2serve.components.errors import OperationFailedError, UsageError, VertexError
+from tune2serve.components.errors import (
+    OperationFailedError,
+    VertexError,
+    VertexUnavailableError,
+    VertexUserError,
+)
 from tune2serve.components.logs import get_logger, log_event
 from tune2serve.components.vertex import endpoints as vendpoints
 from tune2serve.components.vertex.clients import VertexTarget, http_client, init_sdk, target
@@ -82,15 +101,10 @@ def recommend_machine(vertex: VertexTarget, export_uri: str, serving_bytes: int 
         url = f"{vertex.rest_base_url}/v1beta1/{vertex.parent}:recommendSpec"
         response = call_with_retry(lambda: _post(client, url, build_recommend_spec_request(export_uri)),
                                    what="recommendSpec", policy=SUBMIT_RETRY)
-    specs = machine_specs_from_recommendation(response)
-    for spec in specs:
-        if preflight.fits(serving_bytes, spec):
-            log_event(_log, "deploy.machine_recommended", f"Vertex AI recommends {spec.machine_type} "
-                      f"with {spec.accelerator_count} x {spec.accelerator_type}", **spec.to_dict())
-            return spec
-    raise UsageError(f"{export_uri}: Vertex AI recommended no machine spec that fits this model "
-                     f"(candidates: {[s.to_dict() for s in specs]}); give --machine-type, "
-                     "--accelerator-type and --accelerator-count")
+    spec = preflight.pick_recommended(machine_specs_from_recommendation(response), serving_bytes, export_uri)
+    log_event(_log, "deploy.machine_recommended", f"Vertex AI recommends {spec.machine_type} "
+              f"with {spec.accelerator_count} x {spec.accelerator_type}", **spec.to_dict())
+    return spec
 
 
 def _post(client: Any, url: str, body: dict[str, Any]) -> dict[str, Any]:
@@ -102,32 +116,13 @@ def _post(client: Any, url: str, body: dict[str, Any]) -> dict[str, Any]:
     return dict(response.json())
 
 
-def find_existing(vertex: VertexTarget, labels: dict[str, str]) -> tuple[vendpoints.EndpointState | None,
-                                                                         list[vendpoints.EndpointState]]:
-    """(a healthy endpoint an earlier run made for this export, endpoints left empty)."""
-    found = vendpoints.list_endpoints(vertex, identity_labels(labels))
-    healthy = [e for e in found if e.deployed_models]
-    empty = [e for e in found if not e.deployed_models]
-    return (healthy[0] if healthy else None), empty
-
-
-def _reuse(endpoint: vendpoints.EndpointState) -> DeployResult:
+def _reuse(vertex: VertexTarget, endpoint: vendpoints.EndpointState, labels: dict[str, str]) -> DeployResult:
     # The deployed model serving most of the traffic is the one deploy made.
     dm = max(endpoint.deployed_models, key=lambda d: endpoint.traffic_split.get(d.id, 0))
+    existing.complete_labels(vertex, endpoint, dm.model, labels)
     log_event(_log, "deploy.reused", f"{endpoint.name} already serves this export "
               f"(deployed model {dm.id}); nothing new is made", endpoint=endpoint.name, model=dm.model)
     return DeployResult(endpoint.name, dm.model, dm.id, endpoint.dedicated_endpoint_dns, reused=True)
-
-
-def _label_model(vertex: VertexTarget, model: str, labels: dict[str, str]) -> None:
-    from google.cloud import aiplatform
-
-    try:
-        with vendpoints.quiet_sdk():
-            m = aiplatform.Model(model_name=model, project=vertex.project, location=vertex.region)
-            m.update(labels={**dict(m.gca_resource.labels), **labels})
-    except Exception as e:
-        raise translate_api_error(e, resource_name=model) from e
 
 
 def _clean_up_failed(vertex: VertexTarget, display_name: str, labels: dict[str, str]) -> list[str]:
@@ -160,27 +155,28 @@ def deploy_export(spec: DeploySpec, *, poll: PollPolicy = DEFAULT_POLL,
     labels = deployment_labels(spec.export_uri, digest, spec.run_id)
     spec = replace(spec, endpoint_display_name=spec.endpoint_display_name or default_display_name(digest),
                    model_display_name=spec.model_display_name or default_display_name(digest))
+    ids = deployment_ids(spec.export_uri, digest)
     init_sdk(vertex)
-    healthy, empty = find_existing(vertex, labels)
-    if healthy is not None:
-        return _reuse(healthy)
-    for leftover in empty:
-        log_event(_log, "deploy.cleanup", f"deleting {leftover.name}: an earlier run left it with no deployed model",
-                  logging.WARNING, endpoint=leftover.name)
-        vendpoints.delete_endpoint(vertex, leftover.name)
+    found = existing.find(vertex, ids, labels)
+    if found.healthy is not None:
+        return _reuse(vertex, found.healthy, labels)
+    ids = existing.clear_leftovers(vertex, found, ids)
     machine = spec.machine or recommend_machine(vertex, spec.export_uri, checked.serving_bytes)
-    request = build_deploy_request(spec, machine)
+    request = build_deploy_request(spec, machine, ids)
     log_event(_log, "deploy.request", f"deploying {spec.export_uri} to {vertex.parent}",
               export=spec.export_uri, request=json.dumps(request, sort_keys=True))
-    response = _deploy_and_wait(vertex, spec, request, labels, poll, on_operation)
+    try:
+        operation = _submit(vertex, spec, request, machine)
+    except VertexUserError as e:
+        if e.status_code != 409:
+            raise
+        return _reuse(vertex, existing.adopt(vertex, ids, labels, deadline_s=spec.deploy_timeout_s, poll=poll),
+                      labels)
+    response = _wait(vertex, spec, operation, labels, poll, on_operation)
     endpoint_name, model_name = str(response.endpoint), str(response.model)
     vendpoints.update_endpoint_labels(vertex, endpoint_name, labels)
     if model_name:
-        try:
-            _label_model(vertex, model_name, labels)
-        except VertexError as e:  # the endpoint's labels are the idempotence key; this is for clean-up
-            log_event(_log, "deploy.label_model_failed", f"could not label {model_name}: {e}", logging.WARNING,
-                      model=model_name)
+        existing.label_model(vertex, model_name, labels)
     state = vendpoints.get_endpoint(vertex, endpoint_name)
     dm = next((d for d in state.deployed_models if not model_name or d.model.split("@")[0] == model_name.split("@")[0]),
               state.deployed_models[0] if state.deployed_models else None)
@@ -194,8 +190,14 @@ def deploy_export(spec: DeploySpec, *, poll: PollPolicy = DEFAULT_POLL,
     return result
 
 
-def _deploy_and_wait(vertex: VertexTarget, spec: DeploySpec, request: dict[str, Any], labels: dict[str, str],
-                     poll: PollPolicy, on_operation: Callable[[str], None] | None) -> Any:
+def _submit(vertex: VertexTarget, spec: DeploySpec, request: dict[str, Any], machine: MachineSpec | None) -> Any:
+    """Sends ``:deploy`` (retried briefly on 429/5xx); returns the operation future.
+
+    Raises:
+        VertexUnavailableError: still refused after the retries; for a 429, the message
+            says it is the Custom Model Serving quota and what to do.
+        VertexUserError: 400/403/404/409 (409: the ids are taken; the caller adopts).
+    """
     from google.cloud.aiplatform_v1beta1 import types
 
     client = _model_garden_client(vertex)
@@ -207,7 +209,25 @@ def _deploy_and_wait(vertex: VertexTarget, spec: DeploySpec, request: dict[str, 
         except Exception as e:
             raise translate_api_error(e, resource_name=vertex.parent) from e
 
-    operation = call_with_retry(submit, what="deploy request", policy=SUBMIT_RETRY)
+    try:
+        return call_with_retry(submit, what="deploy request", policy=SUBMIT_RETRY)
+    except VertexUnavailableError as e:
+        if e.status_code != 429:
+            raise
+        wanted = (f"{machine.accelerator_count} x {machine.accelerator_type} on {machine.machine_type}"
+                  if machine else "the recommended machine")
+        raise VertexUnavailableError(
+            f"{vertex.parent}: Vertex AI refused to deploy {spec.export_uri} for lack of quota (429, still after "
+            f"{SUBMIT_RETRY.max_attempts} attempts): {e.message}. Deploying custom weights needs 'Custom Model "
+            f"Serving' quota for {wanted} in {vertex.region}: request an increase (IAM & Admin > Quotas, "
+            "aiplatform.googleapis.com custom model serving) or choose another machine spec or region, then rerun. "
+            "Nothing was deployed.",
+            status_code=429, resource_name=vertex.parent,
+        ) from e
+
+
+def _wait(vertex: VertexTarget, spec: DeploySpec, operation: Any, labels: dict[str, str], poll: PollPolicy,
+          on_operation: Callable[[str], None] | None) -> Any:
     try:
         return wait_for_operation(operation, what=f"deploy of {spec.export_uri}", deadline_s=spec.deploy_timeout_s,
                                   policy=poll, on_started=on_operation)

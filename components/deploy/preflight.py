@@ -99,3 +99,30 @@ def fits(serving_bytes: int | None, machine: MachineSpec) -> bool:
         return True
     spec = memory.MachineSpec(machine.machine_type, machine.accelerator_type, machine.accelerator_count)
     return memory.fits(spec, serving_bytes)
+
+
+def pick_recommended(specs: list[MachineSpec], serving_bytes: int | None, export_uri: str) -> MachineSpec:
+    """The first of Vertex AI's recommended specs (in its order) that holds validate's
+    serving-memory estimate. When none does, refuses (a deploy on too small a machine
+    fails after the GPUs are provisioned) and names the smallest spec that fits.
+
+    Raises:
+        UsageError: no recommended spec holds the estimate (or there was none).
+    """
+    from tune2serve.components.validate import memory
+
+    for spec in specs:
+        if fits(serving_bytes, spec):
+            return spec
+    offered = ", ".join(f"{s.machine_type} with {s.accelerator_count} x {s.accelerator_type}" for s in specs) or "none"
+    need = f"validate estimates {memory.human_bytes(serving_bytes)} of GPU memory" if serving_bytes else "the model"
+    smallest = memory.recommend_machine_spec(serving_bytes) if serving_bytes else None
+    if smallest is None:
+        advice = ("no single-host machine spec holds it; deploy a smaller model" if serving_bytes else
+                  "give --machine-type, --accelerator-type and --accelerator-count")
+    else:
+        advice = (f"the smallest spec that fits is {smallest.machine_type} with {smallest.accelerator_count} x "
+                  f"{smallest.accelerator_type}: give --machine-type {smallest.machine_type} --accelerator-type "
+                  f"{smallest.accelerator_type} --accelerator-count {smallest.accelerator_count}")
+    raise UsageError(f"{export_uri}: Vertex AI recommended no machine spec that holds this model ({need}; "
+                     f"recommended: {offered}); {advice}")

@@ -135,14 +135,46 @@ def identity_labels(labels: dict[str, str]) -> dict[str, str]:
     return {k: labels[k] for k in (LABEL_EXPORT, LABEL_MANIFEST)}
 
 
+@dataclass(frozen=True)
+class DeploymentIds:
+    """The resource ids ``:deploy`` is asked to use (``model_config.model_user_id``,
+    ``endpoint_config.endpoint_user_id``), so what a deploy makes can be found by name
+    even before it is labelled. ``model_id`` None: let Vertex AI pick one."""
+
+    endpoint_id: str
+    model_id: str | None
+
+    def endpoint_name(self, parent: str) -> str:
+        return f"{parent}/endpoints/{self.endpoint_id}"
+
+    def model_name(self, parent: str) -> str | None:
+        return f"{parent}/models/{self.model_id}" if self.model_id else None
+
+
+def deployment_ids(export_uri: str, manifest_digest: str) -> DeploymentIds:
+    """``t2s-<16 hex of the manifest digest>-<16 hex of sha256(export URI)>`` for both.
+
+    The same two values as the identity labels, so id and labels name the same thing.
+    Within Vertex AI's rules for both fields: starts with a letter, 37 characters of
+    ``[a-z0-9-]``, ends with a hex digit (endpoint_user_id: ≤ 63 of ``[a-z0-9-]``, last
+    a letter or digit; model_user_id: ≤ 63 of ``[a-z0-9_-]``, first not a digit or '-').
+    """
+    export_hash = hashlib.sha256(normalize_export_uri(export_uri).encode()).hexdigest()
+    user_id = f"t2s-{manifest_digest[:16].lower()}-{export_hash[:16]}"
+    return DeploymentIds(endpoint_id=user_id, model_id=user_id)
+
+
 def default_display_name(manifest_digest: str) -> str:
     return f"tune2serve-{manifest_digest[:12]}"
 
 
-def build_deploy_request(spec: DeploySpec, machine: MachineSpec | None) -> dict[str, Any]:
+def build_deploy_request(spec: DeploySpec, machine: MachineSpec | None,
+                         ids: DeploymentIds | None = None) -> dict[str, Any]:
     """The ``v1beta1 projects/P/locations/R:deploy`` body for a custom-weights deploy."""
     parent = f"projects/{spec.project}/locations/{spec.region}"
     endpoint_config: dict[str, Any] = {}
+    if ids is not None:
+        endpoint_config["endpoint_user_id"] = ids.endpoint_id
     if spec.endpoint_display_name:
         endpoint_config["endpoint_display_name"] = spec.endpoint_display_name
     if spec.enable_private_service_connect:
@@ -168,8 +200,13 @@ def build_deploy_request(spec: DeploySpec, machine: MachineSpec | None) -> dict[
     }
     if endpoint_config:  # empty: a public dedicated endpoint, Vertex's default
         request["endpoint_config"] = endpoint_config
+    model_config: dict[str, Any] = {}
     if spec.model_display_name:
-        request["model_config"] = {"model_display_name": spec.model_display_name}
+        model_config["model_display_name"] = spec.model_display_name
+    if ids is not None and ids.model_id:
+        model_config["model_user_id"] = ids.model_id
+    if model_config:
+        request["model_config"] = model_config
     return request
 
 

@@ -100,3 +100,19 @@ def test_no_token_reaches_the_report_the_json_or_the_logs(stack_env, deployments
     outputs = [render_markdown(result), json.dumps(result.to_json()), stream.getvalue(), str(info.value)]
     assert all(secret not in text and "a0FakeSecret" not in text for text in outputs)
     assert "smoke.check" in stream.getvalue()  # the log was written, and it is clean
+
+
+def test_kfp_component_writes_metrics_and_report(stack_env, deployments, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    from kfp import dsl
+
+    from tune2serve.components.smoke_test.component import smoke_test
+
+    metrics = dsl.Metrics(name="metrics", uri=str(tmp_path / "metrics"), metadata={})
+    report = dsl.Markdown(name="report", uri=str(tmp_path / "report.md"), metadata={})
+    outputs = smoke_test.python_func(endpoint=deployments["tuned"].endpoint, project=stack_env.project,
+                                     region=stack_env.region, golden=golden_jsonl(), metrics=metrics, report=report)
+    assert tuple(outputs) == (True,) and outputs._fields == ("passed",)
+    assert metrics.metadata["errors"] == 0
+    assert {"latency_p50_s", "latency_p95_s", "time_to_first_token_p50_s", "tokens_per_s"} <= set(metrics.metadata)
+    text = Path(report.path).read_text()
+    assert text.startswith("# Smoke test: PASSED") and deployments["tuned"].endpoint in text
