@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -68,7 +69,9 @@ def make_tuned_adapter(base_dir: str | Path, out_dir: str | Path, *, cases: list
     model = AutoModelForCausalLM.from_pretrained(base, dtype=torch.float32)
     lora = LoraConfig(r=rank, lora_alpha=2 * rank, lora_dropout=0.0, target_modules=LORA_TARGETS,
                       task_type="CAUSAL_LM")
-    model = get_peft_model(model, lora)
+    with warnings.catch_warnings():  # PEFT calls a transformers API deprecated for v6
+        warnings.simplefilter("ignore", FutureWarning)
+        model = get_peft_model(model, lora)
     examples = _examples(tokenizer, cases)
     width = max(len(p) + len(a) for p, a in examples)
     pad = tokenizer.pad_token_id or 0
