@@ -1,11 +1,14 @@
 """Lazy, per-tensor reads of the weights of a local checkpoint folder.
 
-Why not ``safe_open`` and keep it open: a memory map that stays open keeps every page it
-has touched resident, so reading a 4 GB base through one would grow the process to
-4 GB. Here each tensor is read with one positioned ``readinto`` straight into a tensor of
-its own size (offsets come from the header parser every step shares), so only the tensor
-being worked on is in memory. ``.bin`` files go through ``bin_loader`` (pickle scan,
-then ``torch.load(weights_only=True, mmap=True)``).
+Why not ``safe_open`` and keep it open: a memory map whose pages stay mapped keeps every
+page it has touched resident, so reading a 4 GB base through one would grow the process
+to 4 GB. Two ways here instead, both holding only what is being worked on:
+``read(tensor)`` is one positioned ``readinto`` straight into a tensor of its own size;
+``mapped(tensor, start, n)`` / ``unmap`` (the export's streaming path) give a range of
+the file without any copy and drop its pages from the process afterwards (they stay in
+the page cache), reading ahead so a cold cache does not stall on each page fault.
+Offsets come from the header parser every step shares. ``.bin`` files go through
+``bin_loader`` (pickle scan, then ``torch.load(weights_only=True, mmap=True)``).
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ _DTYPE_NAMES = {
     "F8_E4M3": "float8_e4m3fn", "F8_E5M2": "float8_e5m2",
 }
 FLOAT_NAMES = {"F64", "F32", "F16", "BF16"}
+_READ_AHEAD = 64 << 20  # bytes of a mapped file asked for ahead of use
 
 
 def torch_dtype(st_dtype: str) -> Any:
@@ -80,6 +84,9 @@ class SafetensorsFile:
             t.name: TensorMeta(t.name, t.dtype, t.shape, name, t.begin) for t in header.tensors.values()
         }
         self._fh: Any = None
+        self._map: Any = None
+        self._bytes: Any = None
+        self._ahead = 0  # the file is being read ahead up to here
 
     def read(self, tensor: str) -> Any:
         import torch
@@ -97,10 +104,67 @@ class SafetensorsFile:
             raise CheckpointError(f"{self.name}: tensor {tensor!r} is truncated ({got} of {info.nbytes} bytes)", file=self.name)
         return out
 
+    def mapped(self, tensor: str, start: int, nbytes: int) -> tuple[memoryview, Any]:
+        """Bytes ``start``…``start+nbytes`` of ``tensor`` straight from the page cache
+        (a read-only memory map of the file: no copy) and, for torch, the same bytes as a
+        uint8 tensor. Call ``unmap(tensor, start, nbytes)`` when done with them: that
+        drops the pages from this process (they stay cached), so resident memory holds
+        only the ranges in flight, never the file — the reason ``safe_open`` is not used."""
+        import mmap
+
+        info = self.infos[tensor]
+        if start < 0 or nbytes < 0 or start + nbytes > info.nbytes:
+            raise CheckpointError(f"{self.name}: bytes {start}..{start + nbytes} of {tensor!r} are outside the tensor")
+        if self._map is None:
+            import warnings
+
+            import torch
+
+            with open(self.path, "rb") as fh:
+                self._map = mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ)
+            if len(self._map) < self.data_start + max((i.end for i in self.infos.values()), default=0):
+                raise CheckpointError(f"{self.name}: the file is truncated; re-save or re-upload this shard", file=self.name)
+            self._map.madvise(mmap.MADV_SEQUENTIAL)
+            with warnings.catch_warnings():  # read-only on purpose: nothing writes to the base
+                warnings.simplefilter("ignore", UserWarning)
+                self._bytes = torch.frombuffer(self._map, dtype=torch.uint8)
+        pos = self.data_start + info.begin + start
+        self._read_ahead(pos, pos + nbytes + _READ_AHEAD)
+        return memoryview(self._map)[pos:pos + nbytes], self._bytes[pos:pos + nbytes]
+
+    def _read_ahead(self, start: int, end: int) -> None:
+        """Asks the kernel to read [start, end) into the cache now (asynchronously), past
+        what was already asked: with a cold cache, the disk then works ahead of the merge
+        instead of each page fault waiting for a small read of its own."""
+        import mmap
+
+        start, end = max(start, self._ahead), min(end, len(self._map))
+        if end - start < _READ_AHEAD // 4 and end < len(self._map) and start > 0:
+            return  # ask in large steps
+        page = start - start % mmap.PAGESIZE
+        if end > page:
+            self._map.madvise(mmap.MADV_WILLNEED, page, end - page)
+            self._ahead = end
+
+    def unmap(self, tensor: str, start: int, nbytes: int) -> None:
+        import mmap
+
+        pos = self.data_start + self.infos[tensor].begin + start
+        page = pos - pos % mmap.PAGESIZE
+        if self._map is not None and nbytes:
+            self._map.madvise(mmap.MADV_DONTNEED, page, pos + nbytes - page)
+
     def close(self) -> None:
         if self._fh is not None:
             self._fh.close()
             self._fh = None
+        self._bytes = None
+        if self._map is not None:
+            try:
+                self._map.close()
+            except BufferError:  # a view is still alive somewhere; the map goes with it
+                pass
+            self._map = None
 
 
 class BinFile:
@@ -167,6 +231,16 @@ class CheckpointTensors:
 
     def read(self, tensor: str) -> Any:
         return self.files[self.owner[tensor]].read(tensor)
+
+    def file_offset(self, tensor: str) -> int:
+        """Where ``tensor``'s bytes start in its safetensors file (-1 for ``.bin``)."""
+        f = self.safetensors_file(tensor)
+        return f.data_start + f.infos[tensor].begin if f is not None else -1
+
+    def safetensors_file(self, tensor: str) -> SafetensorsFile | None:
+        """The safetensors file holding ``tensor`` (for raw byte reads), None for ``.bin``."""
+        f = self.files[self.owner[tensor]]
+        return f if isinstance(f, SafetensorsFile) else None
 
     def close(self) -> None:
         for f in self.files.values():

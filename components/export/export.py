@@ -13,7 +13,9 @@ import hashlib
 import json
 import logging
 import tempfile
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -27,13 +29,13 @@ from tune2serve.components.export.config_clean import (
     TOKENIZER_FILES, clean_config, generation_config_from, transformers_version,
 )
 from tune2serve.components.export.layout import CheckpointChoice, Selection, discover
-from tune2serve.components.export.merge import ADAPTER_CONFIG, AdapterPlan, LoraOptions, cast, merged, plan_adapter, read_adapter
+from tune2serve.components.export.merge import ADAPTER_CONFIG, AdapterPlan, LoraOptions, plan_adapter, read_adapter
 from tune2serve.components.export.plan import DTYPES, OutputPlan, output_dtype, plan_output
 from tune2serve.components.export.sources import describe_source, fingerprints, local_dir, open_source
+from tune2serve.components.export.stream import TensorStream
+from tune2serve.components.export.timing import Spans
 from tune2serve.components.export.upload import Publisher
-from tune2serve.components.export.writer import (
-    INDEX_NAME, OutTensor, index_json, parse_size, plan_shards, write_shard, write_small,
-)
+from tune2serve.components.export.writer import INDEX_NAME, index_json, parse_size, plan_shards, write_shard, write_small
 from tune2serve.components.image import package_version
 from tune2serve.components.logs import get_logger, log_event
 
@@ -159,9 +161,12 @@ def _digest(parts: dict[str, Any]) -> str:
 
 def export_checkpoint(source: str, dest: str, *, base_model: str | None = None, checkpoint: str = "final",
                       dtype: str = "auto", max_shard_size: str | int = "5GB", progress: Progress | None = None,
-                      upload_workers: int = 8) -> ExportResult:
+                      upload_workers: int = 8, spans: Spans | None = None) -> ExportResult:
     """Exports SOURCE (a tuning output, a checkpoint, an adapter or a tuning job name) to
     DEST (local or gs://) as safetensors shards + index + config + tokenizer + manifest.
+
+    ``spans``, when given, receives the seconds spent per stage (the benchmark's
+    ``--profile``).
 
     Raises:
         UsageError: a flag does not parse.
@@ -206,7 +211,7 @@ def export_checkpoint(source: str, dest: str, *, base_model: str | None = None, 
     try:
         with tempfile.TemporaryDirectory(prefix="tune2serve-export-") as scratch:
             manifest = _execute(tuned, root, base, weights, weight_names, options, dest_folder, publisher, Path(scratch),
-                                dtype, max_bytes, progress, str(choice), describe_source(src_folder, job))
+                                dtype, max_bytes, progress, str(choice), describe_source(src_folder, job), spans or Spans())
     except PromotionError:
         publisher.abort()
         raise
@@ -218,9 +223,27 @@ def export_checkpoint(source: str, dest: str, *, base_model: str | None = None, 
     return _result(manifest, dest_folder, sel, noop=False)
 
 
+@contextmanager
+def _torch_threads(count: int) -> Iterator[None]:
+    """Runs the merge on ``count`` torch threads, restoring the caller's setting. The
+    merge's GEMMs are rank-r and block-sized: one thread does them at full speed, while
+    more only spin against the hash and write threads for the same cores (measured: 2
+    OpenMP threads on a busy 2-core machine made the merge 3-12x slower)."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(count)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
 def _execute(tuned: _Checkpoint, root: _Checkpoint | None, base: _Checkpoint | None, weights: _Checkpoint,
              weight_names: list[str], options: LoraOptions | None, dest: Folder, publisher: Publisher, scratch: Path,
-             dtype: str, max_bytes: int, progress: Progress | None, checkpoint: str, source_text: str) -> Manifest:
+             dtype: str, max_bytes: int, progress: Progress | None, checkpoint: str, source_text: str,
+             spans: Spans) -> Manifest:
+    started = time.perf_counter()
     local = local_dir(weights.folder, weight_names, scratch / "weights")
     tensors = CheckpointTensors.open(local, label=weights.folder.uri)
     try:
@@ -241,29 +264,27 @@ def _execute(tuned: _Checkpoint, root: _Checkpoint | None, base: _Checkpoint | N
         for note in plan.notes + notes:
             log_event(logger, "export.note", note)
 
-        def produce(t: OutTensor) -> Any:
-            if adapter is not None:
-                value = merged(adapter, t.name, tensors.read(t.name) if t.name in tensors.metas else None)
-            else:
-                value = tensors.read(t.name)
-            return cast(value, DTYPES[plan.dtype])
-
-        for shard in shards:
-            if publisher.reuse(shard.name) is None:
-                path = publisher.scratch_path(shard.name, scratch / "out")
-                written = write_shard(path, shard, produce, crc=publisher.is_gcs)
-                publisher.stage(shard.name, path, written)
-                log_event(logger, "export.shard", f"wrote {shard.name}", file=shard.name, bytes=written.size)
-            else:
-                log_event(logger, "export.shard_reused", f"reused {shard.name} from the interrupted run", file=shard.name)
-            if progress:
-                progress(shard.data_bytes)
+        spans.add("plan (headers, adapter, config, tokenizer)", time.perf_counter() - started)
+        stream = TensorStream(tensors, adapter, DTYPES[plan.dtype], spans)
+        with _torch_threads(1):
+            for shard in shards:
+                if publisher.reuse(shard.name) is None:
+                    path = publisher.scratch_path(shard.name, scratch / "out")
+                    written = write_shard(path, shard, stream, crc=publisher.is_gcs, spans=spans, fsync=not publisher.is_gcs)
+                    publisher.stage(shard.name, path, written)
+                    log_event(logger, "export.shard", f"wrote {shard.name}", file=shard.name, bytes=written.size)
+                else:
+                    log_event(logger, "export.shard_reused", f"reused {shard.name} from the interrupted run", file=shard.name)
+                if progress:
+                    progress(shard.data_bytes)
+        log_event(logger, "export.paths", "bytes per write path", **stream.kinds)
         for name, data in small.items():
             if publisher.reuse(name) is None:
                 path = publisher.scratch_path(name, scratch / "out")
                 publisher.stage(name, path, write_small(path, data, crc=publisher.is_gcs))
     finally:
         tensors.close()
+    started = time.perf_counter()
     publisher.wait()
     manifest = Manifest(
         files=sorted(publisher.entries.values(), key=lambda e: e.name), source=source_text,
@@ -274,6 +295,7 @@ def _execute(tuned: _Checkpoint, root: _Checkpoint | None, base: _Checkpoint | N
                "notes": plan.notes + notes, "created_by": f"tune2serve {package_version()}"},
     )
     publisher.commit(manifest)
+    spans.add("small files wait + commit", time.perf_counter() - started)
     return manifest
 
 

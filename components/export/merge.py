@@ -245,6 +245,61 @@ def merged(plan: AdapterPlan, name: str, base_tensor: Any) -> Any:
     return w
 
 
+def row_blockable(plan: AdapterPlan, name: str) -> bool:
+    """True when ``name``'s update can be applied a block of rows at a time (the fast,
+    streaming path): row i of ΔW needs only row i of B (or of Aᵀ for embeddings and
+    Conv1D), so every LoRA update qualifies; DoRA only when its norm is taken per row
+    (Linear weights), not per column (embeddings, Conv1D), and never over a replaced
+    (``modules_to_save``) tensor, which is already in memory."""
+    d = plan.deltas.get(name)
+    if d is None or name in plan.replacements:
+        return False
+    return d.magnitude is None or not (d.embedding or plan.options.fan_in_fan_out)
+
+
+class RowMerger:
+    """Applies one module's update to consecutive blocks of rows of its base tensor,
+    through a float32 scratch block reused for every block: the same maths as
+    ``merged`` (W += s·left@right in float32, DoRA's per-row rescale, one rounding to the
+    output dtype), without ever holding a float32 copy of the whole matrix. Blocks of
+    ~1M elements stay in cache between the convert, the rank-r GEMM and the cast."""
+
+    def __init__(self, plan: AdapterPlan, name: str) -> None:
+        d = plan.deltas[name]
+        a, b = d.A.float(), d.B.float()
+        if d.embedding or plan.options.fan_in_fan_out:
+            self.left, self.right = a.T.contiguous(), b.T.contiguous()  # ΔW = (B@A)ᵀ = Aᵀ@Bᵀ
+        else:
+            self.left, self.right = b.contiguous(), a.contiguous()
+        self.scaling = d.scaling
+        self.magnitude = d.magnitude.float().reshape(-1) if d.magnitude is not None else None
+
+    def apply(self, source: Any, out: Any, row0: int, scratch: Any, spans: Any) -> None:
+        """Writes the merged rows ``row0``… into ``out`` from the base's rows ``source``
+        (2-D, same shape and float dtype; ``source`` may be read-only memory);
+        ``scratch`` is a float32 tensor of at least ``source.numel()`` elements."""
+        import time
+
+        rows, cols = source.shape
+        t0 = time.perf_counter()
+        if out.dtype == torch_dtype("F32"):
+            work = out
+        else:
+            work = scratch[: rows * cols].view(rows, cols)
+        work.copy_(source)
+        t1 = time.perf_counter()
+        work.addmm_(self.left[row0:row0 + rows], self.right, alpha=self.scaling)
+        if self.magnitude is not None:
+            work.mul_((self.magnitude[row0:row0 + rows] / work.norm(p=2, dim=1)).view(-1, 1))
+        t2 = time.perf_counter()
+        if work is not out:
+            out.copy_(work)  # round to nearest even, as .to() does
+        t3 = time.perf_counter()
+        spans.add("merge: convert to f32", t1 - t0)
+        spans.add("merge: GEMM (+DoRA)", t2 - t1)
+        spans.add("merge: cast to output", t3 - t2)
+
+
 def cast(tensor: Any, out_dtype: str) -> Any:
     """Casts floating tensors to the output dtype; integer buffers keep theirs."""
     if tensor.is_floating_point():

@@ -182,8 +182,23 @@ class Publisher:
                 dst.parent.mkdir(parents=True, exist_ok=True)
                 os.replace(src, dst)
         self.dest.write_bytes(MANIFEST_NAME, manifest.to_json().encode())
+        self._sync_local()
         self._delete_staging()
         self.close()
+
+    def _sync_local(self) -> None:
+        """Local DEST: makes manifest.json and the renames durable (the shards were
+        fsynced as they were written), so a crash cannot leave a manifest naming data
+        that never reached the disk."""
+        path = self.dest.local_path(MANIFEST_NAME)
+        if path is None:
+            return
+        for target, flags in ((path, os.O_RDONLY), (path.parent, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))):
+            fd = os.open(target, flags)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
 
     def abort(self) -> None:
         """Removes everything this export staged; a local DEST this run created goes too."""

@@ -2,9 +2,9 @@
 
 The shard plan is made before anything is written (every output tensor's name, dtype
 and shape is known from the headers), so each shard's header is written first and the
-tensors are then streamed into it as they are produced: memory holds the tensor being
-written, never a shard, and no byte is copied twice (the tensor's own buffer goes to the
-file). sha256 and crc32c are computed on the way, so the manifest needs no second read.
+tensors are then streamed into it as chunks as they are produced: memory holds a few
+chunks, never a shard. sha256 and crc32c are computed on the way (``shard_file``), so
+the manifest needs no second read.
 
 Layout is the Hugging Face one: ``model-0000i-of-0000N.safetensors`` plus
 ``model.safetensors.index.json``, written even for a single shard so every export looks
@@ -16,18 +16,22 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from tune2serve.components.checkpoint.index import SAFETENSORS_INDEX
 from tune2serve.components.errors import CheckpointError, UsageError
+
+if TYPE_CHECKING:
+    from tune2serve.components.export.timing import Spans
 
 _SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([KMGT]?I?B?)?\s*$", re.I)
 _UNITS = {"": 1, "B": 1, "KB": 10**3, "MB": 10**6, "GB": 10**9, "TB": 10**12,
           "KIB": 2**10, "MIB": 2**20, "GIB": 2**30, "TIB": 2**40, "K": 10**3, "M": 10**6, "G": 10**9, "T": 10**12}
 _CRC_CHUNK = 8 << 20
+_DEPTH = 3  # chunks queued for the writer: with the producer's own, bounds memory in flight
 _ELEMENT_BYTES = {"F64": 8, "I64": 8, "U64": 8, "F32": 4, "I32": 4, "U32": 4, "F16": 2, "BF16": 2, "I16": 2, "U16": 2}
 
 
@@ -112,85 +116,124 @@ class Written:
 
 
 class _Hashing:
-    """A binary file that computes sha256 (and crc32c, for GCS) of what passes through.
-    google-crc32c only takes read-only bytes, so it is fed 8 MB copies at a time."""
+    """sha256 (and crc32c, for GCS) of what passes through. google-crc32c only takes
+    immutable bytes, so it is fed 8 MB copies at a time (GCS destinations only)."""
 
-    def __init__(self, path: Path, crc: bool) -> None:
+    def __init__(self, crc: bool) -> None:
         import google_crc32c
 
-        self.fh = open(path, "wb")
         self.sha = hashlib.sha256()
         self.crc = google_crc32c.Checksum() if crc else None
-        self.size = 0
 
-    def write(self, data: Any) -> None:
-        view = memoryview(data)
+    def update(self, view: memoryview) -> None:
         self.sha.update(view)
         if self.crc is not None:
             for i in range(0, view.nbytes, _CRC_CHUNK):
                 self.crc.update(bytes(view[i:i + _CRC_CHUNK]))
-        self.fh.write(view)
-        self.size += view.nbytes
 
-    def close(self) -> Written:
+    def result(self, size: int) -> Written:
         import base64
 
-        self.fh.close()
         crc = base64.b64encode(self.crc.digest()).decode() if self.crc is not None else ""
-        return Written(self.size, self.sha.hexdigest(), crc)
+        return Written(size, self.sha.hexdigest(), crc)
 
 
-def write_shard(path: Path, plan: ShardPlan, produce: Callable[[OutTensor], Any], crc: bool = False) -> Written:
-    """Writes ``plan`` to ``path``; ``produce`` returns each tensor, already in the
-    planned dtype and shape (checked: a mismatch is a bug upstream, refused loudly).
+class Chunk:
+    """A piece of a tensor's bytes on its way to the file; ``release`` runs once the
+    writer is done with it (returning a pooled buffer, unmapping base pages)."""
 
-    Hashing and writing run in a second thread (hashlib and file writes release the
-    GIL), so the next tensor is merged while the last one goes to disk; the queue holds
-    at most two tensors, which bounds memory."""
+    __slots__ = ("data", "release")
+
+    def __init__(self, data: memoryview, release: Callable[[], None] | None = None) -> None:
+        self.data = data
+        self.release = release
+
+
+Produce = Callable[[OutTensor], Iterable[Chunk]]
+
+
+def write_shard(path: Path, plan: ShardPlan, produce: Produce, crc: bool = False, *,
+                spans: Spans | None = None, fsync: bool = True, direct: bool = True) -> Written:
+    """Writes ``plan`` to ``path``; ``produce(t)`` yields each tensor's bytes, in the
+    planned dtype and shape, as chunks (their total is checked against the plan: a
+    mismatch is a bug upstream, refused loudly).
+
+    Three threads overlap: the calling one produces (maps, merges), one copies each
+    chunk into aligned blocks and hashes it there (``ShardFile``), one hands full blocks
+    to the disk (hashlib, numpy copies, torch ops and file writes all release the GIL).
+    A few chunks are queued at most, and the producer's buffer pool bounds the rest, so
+    memory stays flat whatever the shard size. With ``fsync`` the file is on disk when
+    this returns, so the manifest written after it never names data that a crash could
+    lose (and the benchmark's ``cp && sync`` comparison is like for like)."""
     import queue
     import threading
+    import time
 
-    import torch
+    from tune2serve.components.export.shard_file import ShardFile
+    from tune2serve.components.export.timing import Spans as _Spans
 
-    out = _Hashing(path, crc)
-    pending: queue.Queue[Any] = queue.Queue(maxsize=2)
+    spans = spans or _Spans()
+    hasher = _Hashing(crc)
+    pending: queue.Queue[Chunk | None] = queue.Queue(maxsize=_DEPTH)
     failure: list[BaseException] = []
+    out = ShardFile(path, hasher.update, spans, direct=direct)
 
-    def drain() -> None:
-        while (item := pending.get()) is not None:
+    def consume() -> None:
+        while True:
+            t0 = time.perf_counter()
+            item = pending.get()
+            spans.add("write waits for chunks", time.perf_counter() - t0)
+            if item is None:
+                return
             try:
                 if not failure:
-                    out.write(memoryview(item.reshape(-1).view(torch.uint8).numpy()))
+                    out.write(item.data)
             except BaseException as e:  # reported to the producing thread below
                 failure.append(e)
+            finally:
+                if item.release is not None:
+                    item.release()
 
-    writer = threading.Thread(target=drain, name="shard-writer", daemon=True)
+    writer = threading.Thread(target=consume, name="shard-write", daemon=True)
     writer.start()
+    size = 0
+
+    def put(chunk: Chunk) -> None:
+        nonlocal size
+        size += chunk.data.nbytes
+        t0 = time.perf_counter()
+        pending.put(chunk)
+        spans.add("produce waits for the writer", time.perf_counter() - t0)
+
     try:
-        out.write(shard_header(plan.tensors))
+        put(Chunk(memoryview(shard_header(plan.tensors))))
         for t in plan.tensors:
             if failure:
                 break
-            tensor = produce(t)
-            if tuple(tensor.shape) != t.shape or tensor.element_size() * tensor.numel() != t.nbytes:
-                raise CheckpointError(f"{plan.name}: tensor {t.name} came out as {list(tensor.shape)} {tensor.dtype}, "
-                                      f"planned {list(t.shape)} {t.dtype}")
-            if t.nbytes:
-                pending.put(tensor.contiguous())
-            del tensor
+            got = 0
+            for chunk in produce(t):
+                got += chunk.data.nbytes
+                put(chunk)
+            if got != t.nbytes:
+                raise CheckpointError(f"{plan.name}: tensor {t.name} came out as {got} bytes, planned {t.nbytes} "
+                                      f"({list(t.shape)} {t.dtype})")
     finally:
         pending.put(None)
         writer.join()
-        written = out.close()
+        try:
+            out.close(fsync=fsync and not failure)
+        except BaseException as e:
+            failure.append(e)
     if failure:
         raise failure[0]
-    return written
+    return hasher.result(size)
 
 
 def write_small(path: Path, data: bytes, crc: bool = False) -> Written:
-    out = _Hashing(path, crc)
-    out.write(data)
-    return out.close()
+    hasher = _Hashing(crc)
+    hasher.update(memoryview(data))
+    path.write_bytes(data)
+    return hasher.result(len(data))
 
 
 def hash_file(path: Path, chunk: int = 16 << 20) -> Written:

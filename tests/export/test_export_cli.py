@@ -164,11 +164,11 @@ def test_interrupted_export_resumes_with_the_shards_already_written(tiny_llama: 
     real = export_module.write_shard
     calls: list[str] = []
 
-    def interrupted(path: Path, shard: Any, produce: Any, crc: bool = False) -> Any:
+    def interrupted(path: Path, shard: Any, produce: Any, crc: bool = False, **options: Any) -> Any:
         calls.append(shard.name)
         if len(calls) == 3:
             raise KeyboardInterrupt
-        return real(path, shard, produce, crc)
+        return real(path, shard, produce, crc, **options)
 
     dest = tmp_path / "export"
     monkeypatch.setattr(export_module, "write_shard", interrupted)
