@@ -59,6 +59,7 @@ from tune2serve.components.smoke_test.component import smoke_test
 from tune2serve.components.validate.component import validate
 from tune2serve.components.verify_traffic.component import verify_traffic
 from tune2serve.components.verify_traffic.finalize_component import finalize
+from tune2serve.pipelines.parameters import documented
 
 PIPELINE_NAME = "promote-checkpoint"
 
@@ -112,6 +113,7 @@ def skip(reason: str) -> str:
 
 
 @dsl.pipeline(name="deploy-if-valid")
+@documented("Deploys, smoke-tests, promotes and records an export only when validation passed.")
 def deploy_if_valid(
     passed: bool,
     summary: str,
@@ -135,31 +137,6 @@ def deploy_if_valid(
     significance: float,
     keep_previous_s: int,
 ) -> None:
-    """Deploys, smoke-tests, promotes and records an export only when validation passed.
-
-    Args:
-        passed: validate's verdict; False stops here and fails the run.
-        summary: validate's summary, the failure message when it did not pass.
-        export_uri: the export folder to deploy.
-        project: Google Cloud project of the endpoint.
-        region: Vertex AI region of the endpoint.
-        machine_type: serving machine type; empty lets Vertex AI recommend one.
-        accelerator_type: accelerator type; set with machine_type, or empty.
-        accelerator_count: accelerators per replica; set with machine_type, or 0.
-        min_replica_count: minimum replicas of the deployed model.
-        max_replica_count: maximum replicas of the deployed model.
-        endpoint_display_name: display name of the new endpoint; empty for a default.
-        model_display_name: display name of the registered model; empty for a default.
-        enable_private_service_connect: make a PSC (private) endpoint.
-        psc_project_allowlist: projects allowed to reach the PSC endpoint.
-        deploy_timeout_s: how long to wait for the deploy operation, in seconds.
-        golden: golden prompts as JSON Lines text; empty for sanity prompts only.
-        production_endpoint: endpoint to promote onto; empty to verify the new one alone.
-        canary_percent: share of traffic for the canary step (0: 10%).
-        steps: canary schedule such as "10,50,100" (instead of canary_percent).
-        significance: false-alarm rate of the traffic-share test.
-        keep_previous_s: seconds to keep the previous model deployed at 0% after promotion.
-    """
     with dsl.If(passed == True, name="validation-passed"):  # noqa: E712 (KFP needs ==)
         deployed = (
             deploy(
@@ -226,6 +203,12 @@ def deploy_if_valid(
 
 
 @dsl.pipeline(name="promote-if-due")
+@documented(
+    "Exports, validates and (if valid) deploys and promotes what discover found; a successful "
+    "no-op that says why when it found nothing to promote.",
+    source="the tuning output to export, as discover resolved it.",
+    export_dest="where the export is written, as discover resolved it.",
+)
 def promote_if_due(
     proceed: bool,
     reason: str,
@@ -256,39 +239,6 @@ def promote_if_due(
     significance: float,
     keep_previous_s: int,
 ) -> None:
-    """Exports, validates and (if valid) deploys and promotes what discover found; a
-    successful no-op that says why when it found nothing to promote.
-
-    Args:
-        proceed: discover's verdict; False ends the run here, successfully.
-        reason: discover's reason, logged by the no-op step.
-        source: the tuning output to export, as discover resolved it.
-        export_dest: where the export is written, as discover resolved it.
-        project: Google Cloud project of the endpoint.
-        region: Vertex AI region of the endpoint.
-        base_model: base model folder for a LoRA adapter; empty for a full checkpoint.
-        checkpoint: which checkpoint to export: final, best, latest or a step number.
-        dtype: dtype of the exported weights.
-        max_shard_size: largest safetensors shard of the export.
-        strict: treat validation warnings as errors.
-        verify_checksums: hash every exported file against the manifest in validate.
-        machine_type: serving machine type; empty lets Vertex AI recommend one.
-        accelerator_type: accelerator type; set with machine_type, or empty.
-        accelerator_count: accelerators per replica; set with machine_type, or 0.
-        min_replica_count: minimum replicas of the deployed model.
-        max_replica_count: maximum replicas of the deployed model.
-        endpoint_display_name: display name of the new endpoint; empty for a default.
-        model_display_name: display name of the registered model; empty for a default.
-        enable_private_service_connect: make a PSC (private) endpoint.
-        psc_project_allowlist: projects allowed to reach the PSC endpoint.
-        deploy_timeout_s: how long to wait for the deploy operation, in seconds.
-        golden: golden prompts as JSON Lines text; empty for sanity prompts only.
-        production_endpoint: endpoint to promote onto; empty to verify the new one alone.
-        canary_percent: share of traffic for the canary step (0: 10%).
-        steps: canary schedule such as "10,50,100" (instead of canary_percent).
-        significance: false-alarm rate of the traffic-share test.
-        keep_previous_s: seconds to keep the previous model deployed at 0% after promotion.
-    """
     with dsl.If(proceed == True, name="something-to-promote"):  # noqa: E712 (KFP needs ==)
         exported = (
             export(
@@ -344,6 +294,10 @@ def promote_if_due(
 
 
 @dsl.pipeline(name=PIPELINE_NAME)
+@documented(
+    "Promotes a fine-tuned checkpoint to a Vertex AI endpoint: export, validate, deploy, "
+    "smoke-test, verify traffic."
+)
 def promote_checkpoint(
     source: str,
     export_dest: str,
@@ -372,36 +326,6 @@ def promote_checkpoint(
     significance: float = 0.01,
     keep_previous_s: int = 0,
 ) -> None:
-    """Promotes a fine-tuned checkpoint to a Vertex AI endpoint: export, validate, deploy, smoke-test, verify traffic.
-
-    Args:
-        source: the tuning job's output: a local path, a gs:// prefix (HF Trainer output, Vertex tuning output tree, full checkpoint or LoRA adapter) or a tuning job resource name projects/P/locations/L/tuningJobs/ID. For scheduled runs, newest:gs://BUCKET/PREFIX promotes the newest completed tuning output under PREFIX (one folder per tuning run), and the run ends as a successful no-op that says why when there is none or it was already promoted.
-        export_dest: gs:// prefix (or local path) where the deployable export is written; it must not hold another export. With source newest:PREFIX it is a prefix shared by the schedule's runs: each export goes to export_dest/<tuning run folder>, with its promotion record <export>.promotion.json beside it.
-        project: Google Cloud project that owns the endpoint and the model.
-        region: Vertex AI region of the endpoint, for example us-central1.
-        base_model: base model folder (local or gs://) when source is a LoRA adapter; it is also compared with the export by validate. Empty when source is a full checkpoint.
-        checkpoint: which checkpoint of a training run to export: final, best, latest or a step number.
-        dtype: dtype of the exported weights: auto (as trained), bfloat16, float16 or float32.
-        max_shard_size: largest safetensors shard of the export, for example 5GB.
-        strict: treat validation warnings as errors.
-        verify_checksums: also hash every exported file against the export's manifest during validation (reads all the data; off by default, validate reads headers only).
-        machine_type: serving machine type, for example g2-standard-12; empty lets Vertex AI recommend one. Machine type, accelerator type and count are set together or not at all.
-        accelerator_type: accelerator type, for example NVIDIA_L4; empty with machine_type empty.
-        accelerator_count: accelerators per replica (1, 2, 4 or 8); 0 with machine_type empty.
-        min_replica_count: minimum number of serving replicas.
-        max_replica_count: maximum number of serving replicas (autoscaling upper bound).
-        endpoint_display_name: display name of the endpoint the deploy makes; empty for one derived from the export.
-        model_display_name: display name of the registered model; empty for one derived from the export.
-        enable_private_service_connect: deploy to a Private Service Connect endpoint (needed under VPC Service Controls) instead of a public dedicated one.
-        psc_project_allowlist: projects allowed to connect to the PSC endpoint; used with enable_private_service_connect.
-        deploy_timeout_s: how long to wait for the deploy operation, in seconds, before failing the run.
-        golden: golden prompts as JSON Lines text, one case a line, {"prompt": ...} or {"messages": [...]} with "expect" (a regular expression); empty to send the built-in sanity prompts only.
-        production_endpoint: the serving endpoint to promote the new model onto (resource name or id) through canary steps; empty to check that the new endpoint serves 100% on healthy replicas.
-        canary_percent: share of traffic the new model gets in its one canary step before 100% (0 means 10%); give this or steps, not both.
-        steps: canary schedule as comma-separated percents, for example 10,50,100; empty to use canary_percent.
-        significance: false-alarm rate of the statistical test that the observed traffic shares match the configured split.
-        keep_previous_s: seconds the previous model stays deployed at 0% traffic after a promotion, for a fast manual rollback; 0 undeploys it at once.
-    """
     cleanup = (
         finalize(project=project, region=region, production_endpoint=production_endpoint, run_id=RUN_ID)
         .set_display_name(DISPLAY_NAMES["finalize"])

@@ -1,0 +1,116 @@
+"""The promotion pipeline's parameters, documented once.
+
+KFP turns a pipeline function's Google-style "Args:" docstring into the input
+descriptions that the compiled spec carries and the Vertex AI UI shows when a person
+starts a run. The gates of pipelines/promote.py are sub-pipelines that re-declare the
+parameters they pass on, so each description lives here, once, and ``documented``
+writes the docstrings from it.
+"""
+
+import inspect
+from collections.abc import Callable
+from typing import Any
+
+PARAMETER_DOCS: dict[str, str] = {
+    'source': (
+        "the tuning job's output: a local path, a gs:// prefix (HF Trainer output, Vertex "
+        'tuning output tree, full checkpoint or LoRA adapter) or a tuning job resource name '
+        'projects/P/locations/L/tuningJobs/ID. For scheduled runs, newest:gs://BUCKET/PREFIX '
+        'promotes the newest completed tuning output under PREFIX (one folder per tuning '
+        'run), and the run ends as a successful no-op that says why when there is none or it '
+        'was already promoted.'
+    ),
+    'export_dest': (
+        'gs:// prefix (or local path) where the deployable export is written; it must not '
+        'hold another export. With source newest:PREFIX it is a prefix shared by the '
+        "schedule's runs: each export goes to export_dest/<tuning run folder>, with its "
+        'promotion record <export>.promotion.json beside it.'
+    ),
+    'project': 'Google Cloud project that owns the endpoint and the model.',
+    'region': 'Vertex AI region of the endpoint, for example us-central1.',
+    'base_model': (
+        'base model folder (local or gs://) when source is a LoRA adapter; it is also '
+        'compared with the export by validate. Empty when source is a full checkpoint.'
+    ),
+    'checkpoint': 'which checkpoint of a training run to export: final, best, latest or a step number.',
+    'dtype': 'dtype of the exported weights: auto (as trained), bfloat16, float16 or float32.',
+    'max_shard_size': 'largest safetensors shard of the export, for example 5GB.',
+    'strict': 'treat validation warnings as errors.',
+    'verify_checksums': (
+        "also hash every exported file against the export's manifest during validation (reads"
+        ' all the data; off by default, validate reads headers only).'
+    ),
+    'machine_type': (
+        'serving machine type, for example g2-standard-12; empty lets Vertex AI recommend '
+        'one. Machine type, accelerator type and count are set together or not at all.'
+    ),
+    'accelerator_type': 'accelerator type, for example NVIDIA_L4; empty with machine_type empty.',
+    'accelerator_count': 'accelerators per replica (1, 2, 4 or 8); 0 with machine_type empty.',
+    'min_replica_count': 'minimum number of serving replicas.',
+    'max_replica_count': 'maximum number of serving replicas (autoscaling upper bound).',
+    'endpoint_display_name': (
+        'display name of the endpoint the deploy makes; empty for one derived from the '
+        'export.'
+    ),
+    'model_display_name': 'display name of the registered model; empty for one derived from the export.',
+    'enable_private_service_connect': (
+        'deploy to a Private Service Connect endpoint (needed under VPC Service Controls) '
+        'instead of a public dedicated one.'
+    ),
+    'psc_project_allowlist': (
+        'projects allowed to connect to the PSC endpoint; used with '
+        'enable_private_service_connect.'
+    ),
+    'deploy_timeout_s': 'how long to wait for the deploy operation, in seconds, before failing the run.',
+    'golden': (
+        'golden prompts as JSON Lines text, one case a line, {"prompt": ...} or {"messages": '
+        '[...]} with "expect" (a regular expression); empty to send the built-in sanity '
+        'prompts only.'
+    ),
+    'production_endpoint': (
+        'the serving endpoint to promote the new model onto (resource name or id) through '
+        'canary steps; empty to check that the new endpoint serves 100% on healthy replicas.'
+    ),
+    'canary_percent': (
+        'share of traffic the new model gets in its one canary step before 100% (0 means '
+        '10%); give this or steps, not both.'
+    ),
+    'steps': (
+        'canary schedule as comma-separated percents, for example 10,50,100; empty to use '
+        'canary_percent.'
+    ),
+    'significance': (
+        'false-alarm rate of the statistical test that the observed traffic shares match the '
+        'configured split.'
+    ),
+    'keep_previous_s': (
+        'seconds the previous model stays deployed at 0% traffic after a promotion, for a '
+        'fast manual rollback; 0 undeploys it at once.'
+    ),
+}
+
+# What the sub-pipelines take from the step before them.
+GATE_DOCS: dict[str, str] = {
+    "proceed": "discover's verdict: False ends the run as a successful no-op.",
+    "reason": "discover's reason, shown by skip when there is nothing to promote.",
+    "passed": "validate's verdict; False stops here and fails the run.",
+    "summary": "validate's summary, the failure message when it did not pass.",
+    "export_uri": "the export folder to deploy.",
+}
+
+
+def documented(summary: str, **overrides: str) -> Callable[[Any], Any]:
+    """Writes a pipeline function's Google-style docstring from ``PARAMETER_DOCS``.
+
+    KFP turns the "Args:" section into the input descriptions the Vertex AI UI shows.
+    The gates are sub-pipelines that re-declare the parameters they pass on, so the
+    descriptions live in one table instead of being repeated in three docstrings.
+    """
+
+    def apply(fn: Any) -> Any:
+        names = inspect.signature(fn).parameters
+        docs = {**PARAMETER_DOCS, **GATE_DOCS, **overrides}
+        fn.__doc__ = "\n".join([summary, "", "Args:", *(f"    {n}: {docs[n]}" for n in names)])
+        return fn
+
+    return apply
