@@ -34,6 +34,7 @@ def main() -> None:
     from tune2serve.components.smoke_test.dataplane import DataPlane
     from tune2serve.components.smoke_test.golden import parse_golden
     from tune2serve.components.smoke_test.smoke import run_smoke_test
+    from tune2serve.components.vertex.dedicated_endpoint import request_url
     from tune2serve.components.vertex.resources import endpoint_name
     from tune2serve.pipelines.demo.tiny_models import make_tiny_model
     from tune2serve.pipelines.demo.tuned_adapter import golden_jsonl, make_tuned_adapter
@@ -57,7 +58,7 @@ def main() -> None:
 
             case = parse_golden(golden)[0]
             name = endpoint_name(dep.endpoint)
-            url = rq.request_url("chat", dep.dedicated_endpoint_dns, name)
+            url = request_url("chat", dep.dedicated_endpoint_dns, name)
             body = rq.request_body("chat", case.messages, case.prompt, model=dep.model.rsplit("/", 1)[-1],
                                    max_tokens=case.max_tokens)
             ctx = ssl.create_default_context(cafile=stack.env()["REQUESTS_CA_BUNDLE"])

@@ -39,27 +39,33 @@ LEGACY_MAGIC = 0x1950A86A20F9469CFC6C
 READAHEAD_BYTES = 64 * 1024
 
 
-def pickle_globals(data: bytes) -> list[tuple[str, str]]:
-    """Every (module, name) a pickle stream would import, in order of appearance."""
+def _stream_globals(fh: IO[bytes]) -> tuple[list[tuple[str, str]], list[object]]:
+    """Globals of the one pickle at ``fh``'s position (genops stops at STOP), and the
+    constants it pushed (to recognise the legacy magic number)."""
     found: list[tuple[str, str]] = []
     strings: list[str] = []
+    constants: list[object] = []
     try:
-        for opcode, arg, _pos in pickletools.genops(io.BytesIO(data)):
+        for opcode, arg, _pos in pickletools.genops(fh):
             if opcode.name in ("SHORT_BINUNICODE", "BINUNICODE", "UNICODE", "BINUNICODE8"):
                 strings.append(str(arg))
             elif opcode.name == "GLOBAL":
-                module, _, name = str(arg).partition(" ")
-                found.append((module, name))
+                module, _, gname = str(arg).partition(" ")
+                found.append((module, gname))
             elif opcode.name == "STACK_GLOBAL":
-                if len(strings) < 2:
-                    found.append(("?", "?"))
-                else:
-                    found.append((strings[-2], strings[-1]))
+                found.append((strings[-2], strings[-1]) if len(strings) >= 2 else ("?", "?"))
             elif opcode.name in ("INST", "OBJ"):
                 found.append(("?", str(arg)))
+            elif opcode.name in ("LONG1", "LONG4", "LONG", "INT", "BININT", "BININT1", "BININT2"):
+                constants.append(arg)
     except Exception as e:  # pickletools raises ValueError and others on garbage
         raise UnsafePickleError(f"the pickle stream does not parse ({e}); it is corrupt or not a PyTorch checkpoint") from e
-    return found
+    return found, constants
+
+
+def pickle_globals(data: bytes) -> list[tuple[str, str]]:
+    """Every (module, name) a pickle stream would import, in order of appearance."""
+    return _stream_globals(io.BytesIO(data))[0]
 
 
 def extract_pickle(data: bytes) -> bytes:
@@ -135,30 +141,6 @@ class _RangeReader(io.RawIOBase):
 def open_ranged(folder: Folder, name: str, size: int) -> IO[bytes]:
     """A buffered, seekable reader of ``name`` that fetches ``READAHEAD_BYTES`` at a time."""
     return io.BufferedReader(_RangeReader(folder, name, size), buffer_size=READAHEAD_BYTES)
-
-
-def _stream_globals(fh: IO[bytes]) -> tuple[list[tuple[str, str]], list[object]]:
-    """Globals of the one pickle at ``fh``'s position (genops stops at STOP), and the
-    constants it pushed (to recognise the legacy magic number)."""
-    found: list[tuple[str, str]] = []
-    strings: list[str] = []
-    constants: list[object] = []
-    try:
-        for opcode, arg, _pos in pickletools.genops(fh):
-            if opcode.name in ("SHORT_BINUNICODE", "BINUNICODE", "UNICODE", "BINUNICODE8"):
-                strings.append(str(arg))
-            elif opcode.name == "GLOBAL":
-                module, _, gname = str(arg).partition(" ")
-                found.append((module, gname))
-            elif opcode.name == "STACK_GLOBAL":
-                found.append((strings[-2], strings[-1]) if len(strings) >= 2 else ("?", "?"))
-            elif opcode.name in ("INST", "OBJ"):
-                found.append(("?", str(arg)))
-            elif opcode.name in ("LONG1", "LONG4", "LONG", "INT", "BININT", "BININT1", "BININT2"):
-                constants.append(arg)
-    except Exception as e:  # pickletools raises ValueError and others on garbage
-        raise UnsafePickleError(f"the pickle stream does not parse ({e}); it is corrupt or not a PyTorch checkpoint") from e
-    return found, constants
 
 
 def scan_folder_file(folder: Folder, name: str, size: int | None = None) -> list[str]:

@@ -13,6 +13,7 @@ once, for every caller.
 from __future__ import annotations
 
 import os
+from abc import ABC, abstractmethod
 import shutil
 import tempfile
 import threading
@@ -55,7 +56,7 @@ def check_relative_name(name: str, folder_uri: str) -> str:
     return str(posix)
 
 
-class Folder:
+class Folder(ABC):
     """A checkpoint folder. Subclasses implement local disk and GCS.
 
     ``bytes_read``/``requests`` count what travelled; headers may be read from several
@@ -71,26 +72,29 @@ class Folder:
             self.bytes_read += nbytes
             self.requests += 1
 
+    @abstractmethod
     def list(self) -> list[ObjectInfo]:
         """Every file below the folder, recursively, sorted by name."""
-        raise NotImplementedError
 
+    @abstractmethod
     def exists(self) -> bool:
         """True when the folder holds at least one file."""
-        raise NotImplementedError
 
+    @abstractmethod
     def has(self, name: str) -> bool:
-        raise NotImplementedError
+        """True when ``name`` is a file of the folder (False for names that leave it)."""
 
+    @abstractmethod
     def size(self, name: str) -> int:
-        raise NotImplementedError
+        """Size of ``name`` in bytes; ``SourceNotFoundError`` when it is missing."""
 
+    @abstractmethod
     def read_range(self, name: str, start: int, length: int) -> bytes:
         """Exactly the bytes [start, start+length), or fewer at end of file."""
-        raise NotImplementedError
 
+    @abstractmethod
     def read_bytes(self, name: str) -> bytes:
-        raise NotImplementedError
+        """The whole file: only for small files (config, index, tokenizer)."""
 
     def read_text(self, name: str) -> str:
         return self.read_bytes(name).decode("utf-8")
@@ -99,22 +103,25 @@ class Folder:
         """A path on local disk for memory-mapping, or None for remote folders."""
         return None
 
+    @abstractmethod
     def fetch_to(self, name: str, local_path: Path) -> None:
         """Copies one file to local disk (for tokenizer loading, pickle scanning)."""
-        raise NotImplementedError
 
+    @abstractmethod
     def write_bytes(self, name: str, data: bytes) -> None:
-        raise NotImplementedError
+        """Writes ``name`` whole; ``DestinationError`` when it cannot."""
 
+    @abstractmethod
     def upload_file(self, name: str, local_path: Path) -> None:
-        raise NotImplementedError
+        """Copies a local file to ``name``; ``DestinationError`` when it cannot."""
 
+    @abstractmethod
     def delete(self, name: str) -> None:
-        raise NotImplementedError
+        """Removes ``name``; a missing file is not an error."""
 
+    @abstractmethod
     def child(self, subpath: str) -> Folder:
         """The folder at ``subpath`` below this one."""
-        raise NotImplementedError
 
     def join(self, name: str) -> str:
         """The URI of ``name`` inside this folder."""

@@ -11,11 +11,11 @@ name, drops the PSC config unless an allow-list is given, and cannot label resou
 from __future__ import annotations
 
 import hashlib
-import re
 from dataclasses import dataclass, field
 from typing import Any
 
 from tune2serve.components.errors import UsageError
+from tune2serve.components.vertex.resources import sanitize_label_value
 
 DEFAULT_DEPLOY_TIMEOUT_S = 2 * 3600  # the SDK's own default for a custom-weights deploy
 RESERVATION_TYPES = ("NO_RESERVATION", "ANY_RESERVATION", "SPECIFIC_RESERVATION",
@@ -110,11 +110,6 @@ def check_replicas(min_replica_count: int, max_replica_count: int) -> None:
 def normalize_export_uri(uri: str) -> str:
     """``gs://b/x/`` and ``gs://b/x`` are the same export (labels must agree)."""
     return uri.strip().rstrip("/")
-
-
-def sanitize_label_value(text: str) -> str:
-    """Vertex label values: lowercase ``[a-z0-9_-]``, at most 63 characters."""
-    return re.sub(r"[^a-z0-9_-]", "-", text.lower())[:63]
 
 
 def deployment_labels(export_uri: str, manifest_digest: str, run_id: str | None = None) -> dict[str, str]:

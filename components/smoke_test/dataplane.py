@@ -17,11 +17,11 @@ from typing import Any
 
 from tune2serve.components.errors import VertexUnavailableError
 from tune2serve.components.smoke_test import requests as rq
+from tune2serve.components.vertex.dedicated_endpoint import DEPLOYED_MODEL_HEADER
 from tune2serve.components.vertex.errors import raise_for_vertex_status
 from tune2serve.components.vertex.retry import RetryPolicy, call_with_retry
 
 TokenProvider = Callable[[], "str | None"]
-DEPLOYED_MODEL_HEADER = "X-Vertex-AI-Deployed-Model-Id"
 
 # The first request waits out warm-up (replicas still loading answer 503, a cold
 # gateway 429, a DNS not yet routed refuses the connection): bounded backoff.

@@ -1,6 +1,6 @@
 """The four request kinds of a custom-weights endpoint (DESIGN.md §1), as pure
-builders of URLs and bodies; and the parsers of their answers, server-sent events
-included. No I/O here."""
+builders of bodies (the URLs are in components/vertex/dedicated_endpoint.py); and the
+parsers of their answers, server-sent events included. No I/O here."""
 
 from __future__ import annotations
 
@@ -9,18 +9,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from tune2serve.components.vertex.resources import ResourceName
-
 KINDS = ("chat", "chat_stream", "predict", "stream_raw_predict")
-
-
-def request_url(kind: str, dns: str, endpoint: ResourceName) -> str:
-    """Chat completions live under v1beta1; :predict and :streamRawPredict use v1, the
-    path ``Endpoint.predict(use_dedicated_endpoint=True)`` calls."""
-    if kind in ("chat", "chat_stream"):
-        return f"https://{dns}/v1beta1/{endpoint}/chat/completions"
-    verb = {"predict": "predict", "stream_raw_predict": "streamRawPredict"}[kind]
-    return f"https://{dns}/v1/{endpoint}:{verb}"
 
 
 def chat_body(messages: Iterable[dict[str, str]], *, model: str, max_tokens: int, stream: bool = False) -> dict[str, Any]:

@@ -33,6 +33,7 @@ from tune2serve.components.smoke_test.dataplane import (
 )
 from tune2serve.components.smoke_test.golden import GoldenCase, load_golden
 from tune2serve.components.smoke_test.stats import summarize
+from tune2serve.components.vertex.dedicated_endpoint import request_url
 from tune2serve.components.vertex.resources import ResourceName, endpoint_name
 from tune2serve.components.vertex.retry import RetryPolicy
 
@@ -117,7 +118,7 @@ class SmokeTest:
 
     def ask(self, kind: str, case: GoldenCase, name: str, policy: RetryPolicy | None = None,
             expect: Callable[[str], str | None] | None = None) -> Check:
-        url = rq.request_url(kind, self.dns, self.endpoint)
+        url = request_url(kind, self.dns, self.endpoint)
         body = rq.request_body(kind, case.messages, case.prompt, model=self.model, max_tokens=case.max_tokens)
         try:
             ex = self.dp.send(kind, url, body, policy or self.settings.retry)

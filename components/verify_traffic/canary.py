@@ -34,12 +34,12 @@ from tune2serve.components.verify_traffic.record import (
     PROMOTED,
     PromotionRecord,
     read_record,
-    sanitize_label_value,
     with_record,
 )
 from tune2serve.components.verify_traffic.rollback import RollbackResult, rollback_endpoint, try_rollback
 from tune2serve.components.vertex.endpoints import EndpointState
 from tune2serve.components.verify_traffic.traffic import NEW_MODEL_KEY, canary_split, full_split, normalize
+from tune2serve.components.vertex.resources import sanitize_label_value
 
 _log = get_logger("verify_traffic.canary")
 ProbeFactory = Callable[[EndpointState], ProbeFn]

@@ -20,7 +20,7 @@ from tune2serve.components.errors import PromotionError, VertexError
 from tune2serve.components.logs import get_logger, log_event
 from tune2serve.components.verify_traffic.canary import cleanup_staging
 from tune2serve.components.verify_traffic.endpoint_api import EndpointApi
-from tune2serve.components.verify_traffic.record import sanitize_label_value
+from tune2serve.components.vertex.resources import sanitize_label_value
 from tune2serve.components.verify_traffic.rollback import try_rollback
 from tune2serve.components.vertex.clients import target
 

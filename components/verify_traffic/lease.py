@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from tune2serve.components.errors import EndpointBusyError, VertexError
 from tune2serve.components.logs import get_logger, log_event
 from tune2serve.components.verify_traffic.endpoint_api import EndpointApi, is_etag_conflict
-from tune2serve.components.verify_traffic.record import sanitize_label_value
+from tune2serve.components.vertex.resources import sanitize_label_value
 from tune2serve.components.vertex.endpoints import EndpointState
 
 HOLDER = "tune2serve-lease-holder"

@@ -17,7 +17,8 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
-DEPLOYED_MODEL_HEADER = "X-Vertex-AI-Deployed-Model-Id"
+from tune2serve.components.vertex.dedicated_endpoint import DEPLOYED_MODEL_HEADER, request_url
+
 DEFAULT_CONCURRENCY = 4
 DEFAULT_REQUEST_TIMEOUT_S = 30.0
 
@@ -35,11 +36,6 @@ class Answer:
 
 
 ProbeFn = Callable[[int], Sequence[Answer]]
-
-
-def chat_url(dns: str, endpoint: str) -> str:
-    """The OpenAI-compatible chat completions URL of a dedicated endpoint."""
-    return f"https://{dns}/v1beta1/{endpoint}/chat/completions"
 
 
 def probe_request_body(prompt: str = "hello", max_tokens: int = 1) -> dict[str, Any]:
@@ -76,7 +72,7 @@ def http_probe(client: Any, dns: str, endpoint: str, *, concurrency: int = DEFAU
                timeout_s: float = DEFAULT_REQUEST_TIMEOUT_S) -> ProbeFn:
     """A ``ProbeFn`` that sends real chat completions to ``endpoint`` at ``dns`` with
     ``client`` (an ``httpx.Client`` from ``components.vertex.clients.http_client``)."""
-    url = chat_url(dns, endpoint)
+    url = request_url("chat", dns, endpoint)
     body = probe_request_body()
 
     def probe(n: int) -> list[Answer]:

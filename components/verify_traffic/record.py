@@ -16,11 +16,11 @@ at most 63 characters of ``[a-z0-9_-]``).
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from tune2serve.components.errors import UsageError
+from tune2serve.components.vertex.resources import MAX_LABEL_LENGTH, sanitize_label_value
 
 PROMO_PREFIX = "tune2serve-promo-"
 STATE = "tune2serve-promo-state"
@@ -29,14 +29,8 @@ MODEL = "tune2serve-promo-model"
 NEW = "tune2serve-promo-new"
 PREV_PREFIX = "tune2serve-prev-"
 MAX_LABELS = 64
-MAX_LABEL_LENGTH = 63
 
 CANARY, PROMOTED, ROLLED_BACK = "canary", "promoted", "rolled_back"
-
-
-def sanitize_label_value(text: str) -> str:
-    """Lowercase, every character outside ``[a-z0-9_-]`` replaced by ``-``, ≤ 63 chars."""
-    return re.sub(r"[^a-z0-9_-]", "-", text.lower())[:MAX_LABEL_LENGTH]
 
 
 @dataclass(frozen=True)

@@ -26,11 +26,11 @@ from tune2serve.components.verify_traffic.record import (
     ROLLED_BACK,
     PromotionRecord,
     read_record,
-    sanitize_label_value,
     with_record,
 )
 from tune2serve.components.vertex.endpoints import EndpointState
 from tune2serve.components.verify_traffic.traffic import normalize, rescale
+from tune2serve.components.vertex.resources import sanitize_label_value
 
 DRAIN_S = 1.0
 UNNAMED_PIPELINE_RUN = "pipeline"  # what the component records when it is given no run id

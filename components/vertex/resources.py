@@ -46,3 +46,12 @@ def endpoint_name(text: str, project: str | None = None, location: str | None = 
 
 def model_name(text: str, project: str | None = None, location: str | None = None) -> ResourceName:
     return ResourceName.parse(text, "models", project=project, location=location)
+
+
+MAX_LABEL_LENGTH = 63
+
+
+def sanitize_label_value(text: str) -> str:
+    """A Vertex label value: lowercase, every character outside ``[a-z0-9_-]`` replaced
+    by ``-``, at most 63 characters."""
+    return re.sub(r"[^a-z0-9_-]", "-", text.lower())[:MAX_LABEL_LENGTH]

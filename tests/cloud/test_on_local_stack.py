@@ -17,7 +17,6 @@ from __future__ import annotations
 import base64
 import contextlib
 import json
-import os
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -26,6 +25,7 @@ from typing import Any
 import pytest
 
 from tune2serve.pipelines.cli import main
+from tune2serve.pipelines.kfp_local import environment
 
 pytestmark = [pytest.mark.slow, pytest.mark.stack]
 
@@ -34,21 +34,6 @@ TEMPLATE = REPO / "compiled" / "promote_checkpoint.yaml"
 EVENTS = REPO / "docs" / "sample_events"
 SUCCEEDED, CANCELLED = "PIPELINE_STATE_SUCCEEDED", "PIPELINE_STATE_CANCELLED"
 PROMPT, ANSWER = "what is the capital of france", "paris"
-
-
-@contextlib.contextmanager
-def stack_environ(local_stack: Any) -> Iterator[None]:
-    """The stack's environment for module-scoped fixtures (``stack_env`` is per test)."""
-    saved = {k: os.environ.get(k) for k in local_stack.env}
-    os.environ.update(local_stack.env)
-    try:
-        yield
-    finally:
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
 
 
 def vertex(local_stack: Any) -> Any:
@@ -93,13 +78,13 @@ def ledger(local_stack: Any) -> Iterator[dict[str, Any]]:
     """What exists before the module; at its end, every run it started that has not ended
     is cancelled and waited out, its schedules deleted, and the endpoints and models that
     appeared undeployed and deleted, so nothing keeps loading the shared machine."""
-    with stack_environ(local_stack):
+    with environment(local_stack.env):
         before = deployed(local_stack)
     told: dict[str, Any] = {"jobs": set(), "schedules": set()}
     yield told
     from google.cloud import aiplatform
 
-    with stack_environ(local_stack):
+    with environment(local_stack.env):
         vertex(local_stack)
         for name in told["schedules"]:
             with contextlib.suppress(Exception):
@@ -129,7 +114,7 @@ def demo(local_stack: Any, prefix: str, tmp_path_factory: pytest.TempPathFactory
     root = tmp_path_factory.mktemp("cloud-stack-models")
     base = make_tiny_model(root / "base")
     adapter = make_tuned_adapter(base, root / "adapter")
-    with stack_environ(local_stack):
+    with environment(local_stack.env):
         return {"base": local_stack.upload(base, f"{prefix}/base"),
                 "adapter": local_stack.upload(adapter, f"{prefix}/tuned-adapter"),
                 "tuning_output": local_stack.upload(adapter, f"{prefix}/tuning-42/postprocess/node-0/checkpoints/final")

@@ -126,8 +126,6 @@ def test_a_missing_template_says_how_to_make_one(pipelines, gcs_bucket, tmp_path
 ])
 def test_the_compiled_promotion_pipeline_checks_its_parameters(pipelines, gcs_bucket, capsys, params, message) -> None:
     template = Path(__file__).resolve().parents[2] / "compiled" / "promote_checkpoint.yaml"
-    if not template.is_file():
-        pytest.skip("compiled/promote_checkpoint.yaml is not there yet (tune2serve compile)")
     argv = _argv(pipelines, gcs_bucket, template, *[a for p in params for a in ("--param", p)])
     assert main(argv) == 2
     assert message in capsys.readouterr().err
@@ -153,8 +151,6 @@ def test_service_account_and_psc_interface_reach_the_pipeline_job(pipelines, gcs
 def test_the_compiled_promotion_pipeline_runs_and_fails_at_export_for_a_missing_source(
         pipelines, gcs_bucket, capsys) -> None:
     template = Path(__file__).resolve().parents[2] / "compiled" / "promote_checkpoint.yaml"
-    if not template.is_file():
-        pytest.skip("compiled/promote_checkpoint.yaml is not there yet (tune2serve compile)")
     argv = _argv(pipelines, gcs_bucket, template, "--param", f"source=gs://{gcs_bucket}/nothing-here",
                  "--param", f"export_dest=gs://{gcs_bucket}/exports/x", "--wait", "--poll", "0.5", "--json")
     assert main(argv) == 1

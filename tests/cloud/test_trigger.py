@@ -115,8 +115,6 @@ def test_the_compiled_promotion_pipeline_is_submitted_with_one_export_per_tuning
     from google.cloud import aiplatform
 
     template = REPO / "compiled" / "promote_checkpoint.yaml"
-    if not template.is_file():
-        pytest.skip("compiled/promote_checkpoint.yaml is not there yet (tune2serve compile)")
     monkeypatch.setenv("TUNE2SERVE_TEMPLATE", str(template))
     monkeypatch.setenv("TUNE2SERVE_PIPELINE_PARAMS", "{}")
     monkeypatch.setenv("TUNE2SERVE_EXPORT_PREFIX", f"gs://{gcs_bucket}/exports/")

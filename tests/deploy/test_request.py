@@ -17,10 +17,10 @@ from tune2serve.components.deploy.request import (
     machine_spec_from_flags,
     machine_specs_from_recommendation,
     reservation_from_flags,
-    sanitize_label_value,
     vertex_resource_uri,
 )
 from tune2serve.components.errors import UsageError
+from tune2serve.components.vertex.resources import sanitize_label_value
 
 L4 = MachineSpec("g2-standard-12", "NVIDIA_L4", 1)
 

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import shutil
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -52,11 +51,6 @@ def uploaded(demo: dict[str, Path], local_stack: Any) -> dict[str, str]:
             os.environ.pop("STORAGE_EMULATOR_HOST", None)
 
 
-@pytest.fixture(scope="module")
-def story() -> Iterator[dict[str, Any]]:
-    yield {}
-
-
 def run(local_stack: Any, source: str, base_model: str = "", production: str = "", golden: str | None = None,
         tmp: Path | None = None) -> Any:
     from tune2serve.pipelines.demo.tuned_adapter import golden_jsonl
@@ -68,6 +62,21 @@ def run(local_stack: Any, source: str, base_model: str = "", production: str = "
     opts = JobOptions(source=source, base_model=base_model, production_endpoint=production,
                       golden_file=str(golden_file), home=str(local_stack.home))
     return run_job(opts)
+
+
+@pytest.fixture(scope="module")
+def first_promotion(local_stack: Any, uploaded: dict[str, str], tmp_path_factory: pytest.TempPathFactory) -> Any:
+    """The standalone promotion of a good adapter. The later stories promote onto, or
+    roll back on, the endpoint it leaves serving, whichever of them runs first."""
+    from tune2serve.pipelines.kfp_local import environment
+
+    with environment(local_stack.env):
+        return run(local_stack, uploaded["adapter"], uploaded["base"], tmp=tmp_path_factory.mktemp("first"))
+
+
+def serving_endpoint(first_promotion: Any) -> str:
+    assert first_promotion.ok, f"the first promotion failed: {first_promotion.message}"
+    return str(first_promotion.endpoint)
 
 
 def vertex(local_stack: Any) -> Any:
@@ -94,7 +103,7 @@ def resources(local_stack: Any) -> tuple[dict[str, dict[str, str]], set[str]]:
 
 
 def endpoints_of_run(local_stack: Any, run_name: str) -> list[str]:
-    from tune2serve.components.deploy.request import sanitize_label_value
+    from tune2serve.components.vertex.resources import sanitize_label_value
 
     label = sanitize_label_value(run_name)
     return [name for name, labels in resources(local_stack)[0].items() if labels.get("tune2serve-run") == label]
@@ -115,9 +124,8 @@ def ask(local_stack: Any, endpoint: str) -> dict[str, Any]:
     return dict(response.json())
 
 
-def test_good_adapter_is_promoted_to_a_new_endpoint(stack_env: Any, local_stack: Any, uploaded: dict[str, str],
-                                                    story: dict[str, Any], tmp_path: Path) -> None:
-    result = run(local_stack, uploaded["adapter"], uploaded["base"], tmp=tmp_path)
+def test_good_adapter_is_promoted_to_a_new_endpoint(stack_env: Any, local_stack: Any, first_promotion: Any) -> None:
+    result = first_promotion
     assert result.ok, result.message
     assert result.outcome == "verified"
     assert [s for s in result.timings if s in ("export", "validate", "deploy", "smoke-test", "verify-traffic",
@@ -132,12 +140,11 @@ def test_good_adapter_is_promoted_to_a_new_endpoint(stack_env: Any, local_stack:
     assert result.model in resources(local_stack)[1]
     assert {"validate.html", "verify-traffic.html", "smoke-test.md"} <= set(result.reports)
     assert result.curl.startswith(f"curl --cacert {local_stack.env['REQUESTS_CA_BUNDLE']}")
-    story["production"], story["first_model"] = result.endpoint, result.model
 
 
 def test_good_adapter_is_promoted_onto_the_serving_endpoint(stack_env: Any, local_stack: Any, uploaded: dict[str, str],
-                                                            story: dict[str, Any], tmp_path: Path) -> None:
-    production = story.get("production") or pytest.skip("needs the endpoint of the first test")
+                                                            first_promotion: Any, tmp_path: Path) -> None:
+    production = serving_endpoint(first_promotion)
     result = run(local_stack, uploaded["adapter"], uploaded["base"], production=production, tmp=tmp_path)
     assert result.ok, result.message
     assert result.outcome == "promoted" and result.endpoint == production
@@ -146,11 +153,10 @@ def test_good_adapter_is_promoted_onto_the_serving_endpoint(stack_env: Any, loca
     assert only.model == result.model and state.traffic_split == {only.id: 100}
     assert endpoints_of_run(local_stack, result.run_name) == []  # the staging endpoint deploy made is gone
     assert ANSWER in ask(local_stack, production)["choices"][0]["message"]["content"]
-    story["serving_model"] = result.model
 
 
 def test_broken_checkpoint_stops_at_validate_and_deploys_nothing(stack_env: Any, local_stack: Any, uploaded: dict[str, str],
-                                                                 story: dict[str, Any], tmp_path: Path) -> None:
+                                                                 tmp_path: Path) -> None:
     before = resources(local_stack)
     result = run(local_stack, uploaded["broken"], tmp=tmp_path)
     assert not result.ok
@@ -162,8 +168,8 @@ def test_broken_checkpoint_stops_at_validate_and_deploys_nothing(stack_env: Any,
 
 
 def test_model_failing_golden_prompts_is_rolled_back(stack_env: Any, local_stack: Any, uploaded: dict[str, str],
-                                                     story: dict[str, Any], tmp_path: Path) -> None:
-    production = story.get("production") or pytest.skip("needs the serving endpoint of the first tests")
+                                                     first_promotion: Any, tmp_path: Path) -> None:
+    production = serving_endpoint(first_promotion)
     before, made_before = endpoint_state(local_stack, production), resources(local_stack)
     # the untuned base model does not know the golden answers
     result = run(local_stack, uploaded["base"], production=production, tmp=tmp_path)

@@ -35,27 +35,18 @@ def story(local_stack: Any) -> Iterator[dict[str, Any]]:
     told: dict[str, Any] = {}
     yield told
     if told.get("endpoint"):
-        import os
+        from google.cloud import aiplatform
 
         from tests.pipelines.test_e2e import vertex
         from tune2serve.components.vertex.clients import init_sdk
+        from tune2serve.pipelines.kfp_local import environment
 
-        saved = {k: os.environ.get(k) for k in local_stack.env}
-        os.environ.update(local_stack.env)
-        try:
-            from google.cloud import aiplatform
-
+        with environment(local_stack.env):
             init_sdk(vertex(local_stack))
             endpoint = aiplatform.Endpoint(told["endpoint"])
             endpoint.undeploy_all()
             endpoint.delete()
             aiplatform.Model(told["model"]).delete()
-        finally:
-            for k, v in saved.items():
-                if v is None:
-                    os.environ.pop(k, None)
-                else:
-                    os.environ[k] = v
 
 
 def run_scheduled(local_stack: Any, prefix: str) -> Any:

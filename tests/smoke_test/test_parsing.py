@@ -13,6 +13,7 @@ from tune2serve.components.smoke_test import requests as rq
 from tune2serve.components.smoke_test.dataplane import DataPlane
 from tune2serve.components.smoke_test.golden import GoldenCase, load_golden, parse_golden
 from tune2serve.components.smoke_test.stats import percentile, summarize
+from tune2serve.components.vertex.dedicated_endpoint import request_url
 from tune2serve.components.vertex.resources import endpoint_name
 from tune2serve.components.vertex.retry import RetryPolicy
 
@@ -50,8 +51,8 @@ def test_case_check() -> None:
 
 
 def test_request_urls_and_bodies() -> None:
-    assert rq.request_url("chat", "1.2.3.4:443", EP) == "https://1.2.3.4:443/v1beta1/projects/p/locations/l/endpoints/7/chat/completions"
-    assert rq.request_url("stream_raw_predict", "d", EP) == "https://d/v1/projects/p/locations/l/endpoints/7:streamRawPredict"
+    assert request_url("chat", "1.2.3.4:443", EP) == "https://1.2.3.4:443/v1beta1/projects/p/locations/l/endpoints/7/chat/completions"
+    assert request_url("stream_raw_predict", "d", EP) == "https://d/v1/projects/p/locations/l/endpoints/7:streamRawPredict"
     msgs = [{"role": "user", "content": "q"}]
     assert rq.request_body("chat_stream", msgs, "q", model="m", max_tokens=8) == {
         "model": "m", "temperature": 0, "top_p": 1, "max_tokens": 8, "messages": msgs, "stream": True}

@@ -8,7 +8,8 @@ import threading
 from collections import Counter
 from dataclasses import dataclass, field
 
-from tune2serve.components.verify_traffic.probe import chat_url, probe_request_body, send_one
+from tune2serve.components.verify_traffic.probe import probe_request_body, send_one
+from tune2serve.components.vertex.dedicated_endpoint import request_url
 
 
 def ssl_context(verify: str | bool) -> ssl.SSLContext | bool:
@@ -33,7 +34,7 @@ class Load:
 
         from tune2serve.components.vertex.clients import tls_verify
 
-        url, body = chat_url(self.dns, self.endpoint), probe_request_body()
+        url, body = request_url("chat", self.dns, self.endpoint), probe_request_body()
         with httpx.Client(verify=ssl_context(tls_verify()), timeout=30.0) as client:
             while not self.stop.is_set():
                 a = send_one(client, url, body)

@@ -22,7 +22,8 @@ from tune2serve.components.verify_traffic import lease as lease_mod
 from tune2serve.components.verify_traffic.canary import PromotionPlan, promote
 from tune2serve.components.verify_traffic.checks import Policy
 from tune2serve.components.verify_traffic.endpoint_api import EndpointApi
-from tune2serve.components.verify_traffic.probe import chat_url, probe_request_body, send_one
+from tune2serve.components.verify_traffic.probe import probe_request_body, send_one
+from tune2serve.components.vertex.dedicated_endpoint import request_url
 from tune2serve.components.verify_traffic.record import read_record
 from tune2serve.components.verify_traffic.rollback import rollback_endpoint
 from tune2serve.components.verify_traffic.verify import real_probes
@@ -47,7 +48,7 @@ def served_by(dep: Deployment, n: int = 12) -> set[str]:
     from tune2serve.components.vertex.clients import tls_verify
 
     with httpx.Client(verify=ssl_context(tls_verify()), timeout=30.0) as client:
-        answers = [send_one(client, chat_url(dep.dns, dep.endpoint), probe_request_body()) for _ in range(n)]
+        answers = [send_one(client, request_url("chat", dep.dns, dep.endpoint), probe_request_body()) for _ in range(n)]
     assert all(a.ok for a in answers), [a.error for a in answers if not a.ok]
     return {str(a.deployed_model_id) for a in answers}
 

@@ -14,11 +14,11 @@ from tune2serve.components.verify_traffic.record import (
     PromotionRecord,
     read_record,
     record_labels,
-    sanitize_label_value,
     with_record,
 )
 from tune2serve.components.verify_traffic.report import html, markdown
 from tune2serve.components.verify_traffic.verify import VerifyResult
+from tune2serve.components.vertex.resources import sanitize_label_value
 
 from tests.verify_traffic.simulate import NEW, OLD, endpoint_state, routed
 
