@@ -1,20 +1,30 @@
 # The two set-up commands of the README are `make demo` and `make test`; both install
 # everything they need into .venv first (idempotent), so each works on a fresh machine.
+#
+# What is installed is exactly locks/test.txt (a superset of locks/runtime.txt, which the
+# container image installs): every package pinned with its sha256, nothing resolved on
+# the day. `make lock` regenerates both from pyproject.toml (README: "Upgrading a dependency").
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
+# pip itself, pinned too: the installer is part of what must not drift.
+PIP_VERSION := 26.3
+PIP_TOOLS_VERSION := 7.6.2
 
-.PHONY: install browser demo test compile bench clean
+.PHONY: install browser demo test compile bench lock clean
 
 install: $(STAMP)
 
-$(STAMP): pyproject.toml setup.py
+# torch is locked as 2.13.0+cpu: the CPU build that lies on this kind of machine
+# (pip finds it through the machine's find-links); a looser spec pulls GBs of CUDA.
+$(STAMP): locks/test.txt pyproject.toml setup.py
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --upgrade pip
-	# The CPU build of torch that lies on this kind of machine; a looser spec pulls CUDA.
-	$(PY) -m pip install --quiet torch==2.13.0
-	$(PY) -m pip install --quiet -e ".[test]"
+	$(PY) -m pip install --quiet "pip==$(PIP_VERSION)"
+	$(PY) -m pip install --quiet --require-hashes --no-deps -r locks/test.txt
+	# The project itself, with nothing more: its build backend (setuptools) is in the lock.
+	$(PY) -m pip install --quiet --no-deps --no-build-isolation -e .
+	$(PY) -m pip check
 	touch $(STAMP)
 
 # Debian's Chromium renders the HTML reports in the browser tests.
@@ -35,5 +45,13 @@ compile: install
 bench: install
 	for b in bench/bench_*.py; do $(PY) $$b || exit 1; done
 
+# Re-resolve the locks from pyproject.toml (needs the package registries). pip-tools runs
+# in a throwaway venv so it never enters the project's own lock.
+lock:
+	rm -rf $(VENV)-lock && $(PYTHON) -m venv $(VENV)-lock
+	$(VENV)-lock/bin/pip install --quiet "pip==$(PIP_VERSION)" "pip-tools==$(PIP_TOOLS_VERSION)"
+	$(VENV)-lock/bin/python locks/relock.py
+	rm -rf $(VENV)-lock
+
 clean:
-	rm -rf $(VENV) .tune2serve
+	rm -rf $(VENV) $(VENV)-lock .tune2serve

@@ -4,6 +4,12 @@ The output is deterministic: it depends on the source and the package version (t
 image tag), never on the environment, so ``compiled/promote_checkpoint.yaml`` can be
 checked in and a test can hold it in sync with the source.
 
+Nor does it depend on which kfp patch release compiled it: the steps install nothing
+(``components/step_component.py``), so the only trace kfp leaves is the spec's
+``sdkVersion``, and that is written as the kfp the steps run with, the one pinned in
+``locks/runtime.txt`` (the image installs exactly that lock). Where the lock is not at
+hand (an installed package, as in the image itself) the installed kfp is that version.
+
 ``image`` overrides the container image of every step for a build (for example a tag
 pushed by CI). Components take their ``base_image`` when they are decorated, so the
 override is applied to the compiled spec: every executor's ``image`` is replaced, and
@@ -50,6 +56,25 @@ def load_spec_dict(path: Path) -> dict[str, Any]:
         return next(iter(yaml.safe_load_all(f)))
 
 
+_LOCKED_KFP = re.compile(r"^kfp==([^\s\\]+)", re.M)
+_RUNTIME_LOCK = Path(__file__).resolve().parents[1] / "locks" / "runtime.txt"
+
+
+def runtime_kfp_version() -> str:
+    """The kfp version the pipeline's steps run with: the runtime lock's pin."""
+    import kfp
+
+    try:
+        match = _LOCKED_KFP.search(_RUNTIME_LOCK.read_text(encoding="utf-8"))
+    except OSError:
+        match = None
+    return match.group(1) if match else kfp.__version__
+
+
+def _set_sdk_version(text: str, version: str) -> str:
+    return re.sub(r"^sdkVersion: kfp-\S+$", f"sdkVersion: kfp-{version}", text, count=1, flags=re.M)
+
+
 def _replace_images(text: str, old: str, new: str) -> str:
     # The compiler writes each executor's image as one `image: REF` line; replace
     # exactly those lines so the rest of the file keeps the compiler's own formatting.
@@ -85,6 +110,8 @@ def compile_pipeline(output_path: str | Path = DEFAULT_OUTPUT, image: str | None
             tmp_path = Path(tmp.name)
         try:
             compiler.Compiler().compile(promote_checkpoint, str(tmp_path))
+            tmp_path.write_text(_set_sdk_version(tmp_path.read_text(encoding="utf-8"), runtime_kfp_version()),
+                                encoding="utf-8")
             if image is not None and image != DEFAULT_IMAGE:
                 text = _replace_images(tmp_path.read_text(encoding="utf-8"), DEFAULT_IMAGE, image)
                 tmp_path.write_text(text, encoding="utf-8")
@@ -103,4 +130,4 @@ def compile_pipeline(output_path: str | Path = DEFAULT_OUTPUT, image: str | None
     return output
 
 
-__all__ = ["DEFAULT_OUTPUT", "check_image", "compile_pipeline", "executor_images", "load_spec_dict"]
+__all__ = ["DEFAULT_OUTPUT", "check_image", "compile_pipeline", "executor_images", "load_spec_dict", "runtime_kfp_version"]

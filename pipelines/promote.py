@@ -53,7 +53,7 @@ from kfp import dsl
 
 from tune2serve.components.deploy.component import deploy
 from tune2serve.components.export.component import export
-from tune2serve.components.image import DEFAULT_IMAGE
+from tune2serve.components.step_component import step_component
 from tune2serve.components.scheduling.component import discover, record_promotion
 from tune2serve.components.smoke_test.component import smoke_test
 from tune2serve.components.validate.component import validate
@@ -83,7 +83,7 @@ DISPLAY_NAMES = {
 }
 
 
-@dsl.component(base_image=DEFAULT_IMAGE)
+@step_component
 def reject(summary: str) -> None:
     """Fails the run because validation failed; nothing was deployed.
 
@@ -98,7 +98,7 @@ def reject(summary: str) -> None:
     )
 
 
-@dsl.component(base_image=DEFAULT_IMAGE)
+@step_component
 def skip(reason: str) -> str:
     """Ends the run successfully without promoting anything, saying why (a scheduled run
     whose newest tuning output was promoted already, or that found none).

@@ -22,7 +22,6 @@ from dataclasses import dataclass
 from typing import Any
 
 from tune2serve.components.errors import UsageError
-from tune2serve.components.scheduling.discover import NEWEST_PREFIX
 
 # ---------------------------------------------------------------------------- cron
 

@@ -3,13 +3,12 @@
 from typing import NamedTuple
 
 from google_cloud_pipeline_components.types.artifact_types import VertexEndpoint, VertexModel
-from kfp import dsl
 from kfp.dsl import Output
 
-from tune2serve.components.image import DEFAULT_IMAGE
+from tune2serve.components.step_component import step_component
 
 
-@dsl.component(base_image=DEFAULT_IMAGE)
+@step_component
 def deploy(
     export_uri: str, project: str, region: str, machine_type: str, accelerator_type: str, accelerator_count: int,
     min_replica_count: int, max_replica_count: int, endpoint_display_name: str, model_display_name: str,

@@ -19,7 +19,6 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
 
 from tune2serve.components.deploy.request import DeploymentIds, identity_labels
 from tune2serve.components.errors import OperationFailedError, VertexError, VertexUserError

@@ -2,13 +2,12 @@
 
 from typing import NamedTuple
 
-from kfp import dsl
 from kfp.dsl import Model, Output
 
-from tune2serve.components.image import DEFAULT_IMAGE
+from tune2serve.components.step_component import step_component
 
 
-@dsl.component(base_image=DEFAULT_IMAGE)
+@step_component
 def export(
     source: str, dest: str, model: Output[Model], base_model: str = "", checkpoint: str = "final",
     dtype: str = "auto", max_shard_size: str = "5GB",

@@ -4,12 +4,11 @@ anything) and ``record_promotion`` (remember that it was promoted). Thin wrapper
 
 from typing import NamedTuple
 
-from kfp import dsl
 
-from tune2serve.components.image import DEFAULT_IMAGE
+from tune2serve.components.step_component import step_component
 
 
-@dsl.component(base_image=DEFAULT_IMAGE)
+@step_component
 def discover(source: str, export_dest: str) -> NamedTuple(  # type: ignore[valid-type]
         "DiscoverOutputs", proceed=bool, source=str, export_dest=str, reason=str):
     """Resolves what this run promotes. A plain source passes through (proceed=True);
@@ -30,7 +29,7 @@ def discover(source: str, export_dest: str) -> NamedTuple(  # type: ignore[valid
     return outputs(found.proceed, found.source or "", found.export_dest, found.reason)
 
 
-@dsl.component(base_image=DEFAULT_IMAGE)
+@step_component
 def record_promotion(export_uri: str, endpoint: str, model: str, run_id: str, outcome: str,
                      production_endpoint: str = "") -> str:
     """Writes ``<export>.promotion.json`` beside the export when outcome is promoted or

@@ -2,13 +2,12 @@
 
 from typing import NamedTuple
 
-from kfp import dsl
 from kfp.dsl import Markdown, Metrics, Output
 
-from tune2serve.components.image import DEFAULT_IMAGE
+from tune2serve.components.step_component import step_component
 
 
-@dsl.component(base_image=DEFAULT_IMAGE)
+@step_component
 def smoke_test(
     endpoint: str, project: str, region: str, golden: str, metrics: Output[Metrics], report: Output[Markdown],
 ) -> NamedTuple("SmokeOutputs", passed=bool):

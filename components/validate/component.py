@@ -6,13 +6,12 @@ Markdown and HTML reports and the Metrics either way.
 
 from typing import NamedTuple
 
-from kfp import dsl
 from kfp.dsl import HTML, Markdown, Metrics, Output
 
-from tune2serve.components.image import DEFAULT_IMAGE
+from tune2serve.components.step_component import step_component
 
 
-@dsl.component(base_image=DEFAULT_IMAGE)
+@step_component
 def validate(
     source: str,
     report_md: Output[Markdown],

@@ -2,13 +2,12 @@
 
 from typing import NamedTuple
 
-from kfp import dsl
 from kfp.dsl import HTML, Markdown, Metrics, Output
 
-from tune2serve.components.image import DEFAULT_IMAGE
+from tune2serve.components.step_component import step_component
 
 
-@dsl.component(base_image=DEFAULT_IMAGE)
+@step_component
 def verify_traffic(endpoint: str, model: str, production_endpoint: str, project: str, region: str,
                    canary_percent: int, steps: str, significance: float, keep_previous_s: int,
                    metrics: Output[Metrics], report_md: Output[Markdown], report_html: Output[HTML],

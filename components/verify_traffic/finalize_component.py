@@ -4,10 +4,10 @@
 from kfp import dsl
 from kfp.dsl import Markdown, Output
 
-from tune2serve.components.image import DEFAULT_IMAGE
+from tune2serve.components.step_component import step_component
 
 
-@dsl.component(base_image=DEFAULT_IMAGE)
+@step_component
 def finalize(project: str, region: str, production_endpoint: str, run_id: str,
              status: dsl.PipelineTaskFinalStatus, report: Output[Markdown]) -> str:
     """When the pipeline failed: rolls back the production endpoint and removes the staging

@@ -1,5 +1,6 @@
-"""The checked-in compiled pipeline is what the source compiles to (golden test), and
-``tune2serve compile`` writes it, with ``--image`` applied to every step."""
+"""The checked-in compiled pipeline is what the source compiles to, byte for byte (golden
+test), whichever kfp patch release compiled it; no step installs anything at run time;
+and ``tune2serve compile`` writes it, with ``--image`` applied to every step."""
 
 from __future__ import annotations
 
@@ -15,19 +16,46 @@ REPO = Path(__file__).resolve().parents[2]
 CHECKED_IN = REPO / "compiled" / "promote_checkpoint.yaml"
 
 
-def normalise(text: str) -> str:
-    """Drops what depends on the kfp release rather than on our source."""
-    text = re.sub(r"^(\s*sdkVersion:).*$", r"\1 kfp-VERSION", text, flags=re.M)
-    return re.sub(r"kfp==[0-9][0-9A-Za-z.+-]*", "kfp==VERSION", text)
+RUNTIME_LOCK = REPO / "locks" / "runtime.txt"
 
 
 def test_checked_in_yaml_matches_the_source(tmp_path: Path) -> None:
     fresh = compile_pipeline(tmp_path / "promote_checkpoint.yaml")
     assert CHECKED_IN.is_file(), "compiled/promote_checkpoint.yaml is missing: run `tune2serve compile`"
-    assert normalise(fresh.read_text()) == normalise(CHECKED_IN.read_text()), (
+    assert fresh.read_text() == CHECKED_IN.read_text(), (
         "compiled/promote_checkpoint.yaml is out of date with pipelines/promote.py or a component: "
         "run `tune2serve compile` and commit the result"
     )
+
+
+def test_no_step_installs_anything_at_run_time() -> None:
+    executors = load_spec_dict(CHECKED_IN)["deploymentSpec"]["executors"]
+    assert executors
+    for name, executor in executors.items():
+        container = executor["container"]
+        words = " ".join(container.get("command", []) + container.get("args", []))
+        assert "pip install" not in words and "ensurepip" not in words, f"{name} installs packages at run time"
+        assert "kfp==" not in words, f"{name} names a kfp version"
+        # the step still runs through kfp's executor, which the image holds
+        assert "kfp.dsl.executor_main" in words, name
+    assert "pip install" not in CHECKED_IN.read_text()
+
+
+def test_the_spec_names_the_kfp_the_image_runs() -> None:
+    [locked] = re.findall(r"^kfp==(\S+) ", RUNTIME_LOCK.read_text(), flags=re.M)
+    assert load_spec_dict(CHECKED_IN)["sdkVersion"] == f"kfp-{locked}"
+
+
+@pytest.mark.parametrize("other_patch_release", ["2.17.0", "2.17.99"])
+def test_another_kfp_patch_release_compiles_the_same_bytes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                           other_patch_release: str) -> None:
+    """kfp writes its own version into the spec (and, by default, into every step's
+    pip install); neither may leak into compiled/."""
+    import kfp
+
+    monkeypatch.setattr(kfp, "__version__", other_patch_release)
+    fresh = compile_pipeline(tmp_path / "other.yaml")
+    assert fresh.read_text() == CHECKED_IN.read_text()
 
 
 def test_compiling_twice_gives_the_same_bytes(tmp_path: Path) -> None:
