@@ -14,15 +14,10 @@ ARG PYTHON_IMAGE=python:3.11-slim-bookworm
 # ---------------------------------------------------------------- build stage
 FROM ${PYTHON_IMAGE} AS build
 
-# The same pin as pyproject.toml, from PyTorch's CPU index: PyPI's torch wheel pulls
-# several GB of CUDA libraries that no step uses.
-ARG TORCH_VERSION=2.13.0
+# torch is locked as 2.13.0+cpu, a build only PyTorch's CPU index serves (PyPI's torch
+# wheel pulls several GB of CUDA libraries that no step uses); the lock's hash is that
+# wheel's, so any other file fails the install.
 ARG TORCH_INDEX_URL=https://download.pytorch.org/whl/cpu
-# Must equal the kfp that compiled compiled/ (tests/cloud/test_image.py checks it): each
-# compiled step starts with `pip install kfp==<that version>`, a no-op only when it is
-# already installed; otherwise the non-root user cannot install it, nor can a run inside
-# VPC Service Controls reach PyPI.
-ARG KFP_VERSION=2.17.0
 
 ENV PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
@@ -38,15 +33,18 @@ RUN apt-get update \
 RUN python -m venv /opt/venv
 ENV PATH=/opt/venv/bin:$PATH
 
-RUN pip install --index-url "${TORCH_INDEX_URL}" "torch==${TORCH_VERSION}"
-
+# Exactly the runtime lock, every file checked against its sha256: the kfp whose
+# executor runs each step (the compiled steps install nothing), the SDKs, torch.
 WORKDIR /src
+COPY locks/runtime.txt ./locks/runtime.txt
+RUN pip install --require-hashes --no-deps --extra-index-url "${TORCH_INDEX_URL}" -r locks/runtime.txt
+
 COPY pyproject.toml setup.py README.md ./
 COPY components ./components
 COPY pipelines ./pipelines
 
-# The package itself: exactly pyproject.toml's dependency set (torch is already there).
-RUN pip install "kfp==${KFP_VERSION}" . \
+# The package itself, adding nothing: its dependencies and build backend are in the lock.
+RUN pip install --no-deps --no-build-isolation . \
     && pip check \
     && tune2serve --version
 

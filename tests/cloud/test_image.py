@@ -1,7 +1,8 @@
 """The component image recipe, checked statically (no Docker engine here): the Dockerfile
-installs the package itself (so the dependency set is pyproject.toml's by construction),
-the same torch pin from the CPU index, the kfp that compiled compiled/, runs as non-root,
-and leaves no build tools in the final stage; .dockerignore keeps everything else out."""
+installs exactly the runtime lock (hash-checked, nothing resolved at build time), then the
+package itself adding nothing; the lock's kfp is the one the compiled spec names and the
+steps run with; it runs as non-root and leaves no build tools in the final stage;
+.dockerignore keeps everything else out."""
 
 from __future__ import annotations
 
@@ -13,8 +14,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
-from packaging.requirements import Requirement
-from packaging.utils import canonicalize_name
 
 REPO = Path(__file__).resolve().parents[2]
 BUILD_TOOLS = {"build-essential", "gcc", "g++", "make", "clang", "cmake", "python3-dev", "libc6-dev"}
@@ -93,38 +92,47 @@ def test_multi_stage_with_a_slim_python_matching_requires_python(dockerfile, pyp
     assert {s.base for s in stages} == {"${PYTHON_IMAGE}"}  # same base: the venv copies across
 
 
-def test_the_package_itself_is_installed_so_dependencies_are_pyprojects(dockerfile, pyproject) -> None:
+RUNTIME_LOCK = REPO / "locks" / "runtime.txt"
+
+
+def _locked_version(name: str) -> str:
+    [version] = re.findall(rf"^{re.escape(name)}==(\S+) ", RUNTIME_LOCK.read_text(), flags=re.M)
+    return version
+
+
+def test_the_build_installs_the_runtime_lock_then_the_package_alone(dockerfile) -> None:
     build = dockerfile[1][0]
     installs = _pip_installs(build)
-    assert any("." in words for words in installs), "the Dockerfile must `pip install .`"
-    declared = {canonicalize_name(Requirement(r).name): Requirement(r) for r in pyproject["dependencies"]}
-    for words in installs:
-        for word in words:
-            if word.startswith("-") or word == "." or word.startswith("http"):
-                continue
-            req = Requirement(word)
-            assert canonicalize_name(req.name) in declared, f"{req.name} is installed but not in pyproject.toml"
-            pinned = next(iter(req.specifier)).version
-            assert declared[canonicalize_name(req.name)].specifier.contains(pinned), f"{word} is outside pyproject's range"
-    assert build.args("COPY") == ["pyproject.toml setup.py README.md ./", "components ./components",
-                                  "pipelines ./pipelines"]
+    assert len(installs) == 2, installs
+    lock_install, package_install = installs
+    assert lock_install[-2:] == ["-r", "locks/runtime.txt"]
+    assert {"--require-hashes", "--no-deps"} <= set(lock_install)
+    assert "--index-url" not in lock_install  # PyPI stays the index; the CPU index is an extra
+    assert package_install == ["--no-deps", "--no-build-isolation", "."]
+    copies = build.args("COPY")
+    assert copies.index("locks/runtime.txt ./locks/runtime.txt") < copies.index("pyproject.toml setup.py README.md ./")
+    assert copies[1:] == ["pyproject.toml setup.py README.md ./", "components ./components", "pipelines ./pipelines"]
+    assert "pip check" in " ".join(build.args("RUN"))
 
 
-def test_torch_is_pyprojects_pin_from_the_cpu_index(dockerfile, pyproject) -> None:
+def test_torch_is_the_locked_cpu_build_from_the_cpu_index(dockerfile, pyproject) -> None:
     build = dockerfile[1][0]
-    [torch_install] = [w for w in _pip_installs(build) if any(x.startswith("torch") for x in w)]
-    assert torch_install == ["--index-url", "https://download.pytorch.org/whl/cpu", "torch==2.13.0"]
+    [lock_install] = [w for w in _pip_installs(build) if "locks/runtime.txt" in w]
+    index = lock_install[lock_install.index("--extra-index-url") + 1]
+    assert index == "https://download.pytorch.org/whl/cpu"
+    assert _locked_version("torch") == "2.13.0+cpu"
     assert "torch==2.13.0" in pyproject["dependencies"]
 
 
-def test_kfp_is_the_version_that_compiled_the_pipeline(dockerfile) -> None:
+def test_the_image_kfp_is_the_lock_and_the_compiled_spec_names_it(dockerfile) -> None:
     from importlib.metadata import version
 
-    pinned = _stage_args(dockerfile[1][0])["KFP_VERSION"]
-    assert pinned == version("kfp")
-    compiled = REPO / "compiled" / "promote_checkpoint.yaml"
-    if compiled.is_file():
-        assert set(re.findall(r"'kfp==([\w.]+)'", compiled.read_text())) <= {pinned}
+    assert "KFP_VERSION" not in _stage_args(dockerfile[1][0]), "kfp comes from the lock, not a hand-kept ARG"
+    locked = _locked_version("kfp")
+    assert version("kfp") == locked  # this environment was installed from the same lock
+    compiled = (REPO / "compiled" / "promote_checkpoint.yaml").read_text()
+    assert re.search(rf"^sdkVersion: kfp-{re.escape(locked)}$", compiled, flags=re.M)
+    assert "pip install" not in compiled  # the steps run the image's kfp; they install nothing
 
 
 def test_the_final_stage_runs_as_non_root_with_no_build_tools(dockerfile) -> None:
@@ -155,15 +163,15 @@ def _ignored(rel: str, patterns: list[str]) -> bool:
 
 def test_dockerignore_lets_in_the_sources_and_nothing_else() -> None:
     patterns = [p.strip() for p in (REPO / ".dockerignore").read_text().splitlines() if p.strip() and not p.startswith("#")]
-    for needed in ("pyproject.toml", "setup.py", "README.md", "components/errors.py", "pipelines/cli.py",
+    for needed in ("pyproject.toml", "setup.py", "README.md", "locks/runtime.txt", "components/errors.py", "pipelines/cli.py",
                    "components/validate/supported_models.json"):
         assert not _ignored(needed, patterns), needed
     for kept_out in (".venv/bin/python", ".git/HEAD", "tests/conftest.py", "compiled/promote_checkpoint.yaml",
                      ".tune2serve/stack.json", "components/__pycache__/errors.cpython-311.pyc", "bench/run.py",
-                     "pipelines/local/tls/ca.key"):
+                     "pipelines/local/tls/ca.key", "locks/test.txt", "locks/relock.py"):
         assert _ignored(kept_out, patterns), kept_out
 
 
 def test_every_copied_source_exists() -> None:
-    for name in ("pyproject.toml", "setup.py", "README.md", "components", "pipelines"):
+    for name in ("pyproject.toml", "setup.py", "README.md", "locks/runtime.txt", "components", "pipelines"):
         assert (REPO / name).exists(), f"the Dockerfile copies {name}, which is missing"
