@@ -13,6 +13,7 @@ Offsets come from the header parser every step shares. ``.bin`` files go through
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -20,7 +21,7 @@ from typing import Any
 from tune2serve.components.checkpoint.bin_loader import load_state_dict
 from tune2serve.components.checkpoint.index import find_weight_files, parse_index
 from tune2serve.components.checkpoint.safetensors_header import read_header
-from tune2serve.components.checkpoint.storage import LocalFolder
+from tune2serve.components.checkpoint.storage import Folder, LocalFolder
 from tune2serve.components.errors import CheckpointError
 
 # safetensors dtype name ↔ torch dtype attribute name.
@@ -196,8 +197,15 @@ class CheckpointTensors:
     @classmethod
     def open(cls, root: Path, label: str | None = None) -> CheckpointTensors:
         """Opens the weights at the top of ``root``; safetensors win over ``.bin``."""
-        folder = LocalFolder(root)
-        label = label or str(root)
+        return cls.from_folder(
+            LocalFolder(root), label or str(root),
+            lambda name: SafetensorsFile(root / name, name) if name.endswith(".safetensors") else BinFile(root / name, name),
+        )
+
+    @classmethod
+    def from_folder(cls, folder: Folder, label: str, open_file: Callable[[str], SafetensorsFile | BinFile]) -> CheckpointTensors:
+        """The weights at the top of ``folder``, each file opened by ``open_file(name)``
+        (local files, or ranged reads of remote ones: ``export.remote``)."""
         found = find_weight_files(folder.list())
         files: dict[str, SafetensorsFile | BinFile] = {}
         owner: dict[str, str] = {}
@@ -215,8 +223,7 @@ class CheckpointTensors:
                 )
             names = index.shards
         for name in names:
-            path = root / name
-            files[name] = SafetensorsFile(path, name) if name.endswith(".safetensors") else BinFile(path, name)
+            files[name] = open_file(name)
             for tensor in files[name].metas:
                 owner.setdefault(tensor, name)
         if index_name:

@@ -23,15 +23,14 @@ from typing import Any
 from tune2serve.components.checkpoint.index import find_weight_files
 from tune2serve.components.checkpoint.manifest import Manifest
 from tune2serve.components.checkpoint.storage import Folder, ObjectInfo, open_folder
-from tune2serve.components.checkpoint.tensor_reader import CheckpointTensors
-from tune2serve.components.errors import MergeError, PromotionError, SourceNotFoundError
+from tune2serve.components.errors import MergeError, PromotionError, SourceNotFoundError, UsageError
 from tune2serve.components.export.config_clean import (
     TOKENIZER_FILES, clean_config, generation_config_from, transformers_version,
 )
 from tune2serve.components.export.layout import CheckpointChoice, Selection, discover
 from tune2serve.components.export.merge import ADAPTER_CONFIG, AdapterPlan, LoraOptions, plan_adapter, read_adapter
 from tune2serve.components.export.plan import DTYPES, OutputPlan, output_dtype, plan_output
-from tune2serve.components.export.sources import describe_source, fingerprints, local_dir, open_source
+from tune2serve.components.export.sources import describe_source, fingerprints, local_dir, open_source, open_weights
 from tune2serve.components.export.stream import TensorStream
 from tune2serve.components.export.timing import Spans
 from tune2serve.components.export.upload import Publisher
@@ -62,6 +61,7 @@ class ExportResult:
     merge: dict[str, Any] | None = None
     manifest_digest: str = ""
     notes: list[str] = field(default_factory=list)
+    passthrough: bool = False  # dest is SOURCE itself, already deployable (passthrough.py)
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -159,9 +159,24 @@ def _digest(parts: dict[str, Any]) -> str:
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()
 
 
+@dataclass
+class Part:
+    """One step of a fanned-out export (``fanout``); None = the whole export in one.
+
+    ``plan``: plans and claims staging, writes nothing (``planned`` receives each shard's
+    name and bytes); ``worker``: writes and stages ``shards`` only, recording them in a
+    state file of its own, and commits nothing; ``commit``: the whole export, reusing
+    every shard the workers staged (it writes any that is missing)."""
+
+    mode: str  # "plan" | "worker" | "commit"
+    shards: list[str] = field(default_factory=list)
+    worker: int = 0
+    planned: list[tuple[str, int]] = field(default_factory=list)
+
+
 def export_checkpoint(source: str, dest: str, *, base_model: str | None = None, checkpoint: str = "final",
                       dtype: str = "auto", max_shard_size: str | int = "5GB", progress: Progress | None = None,
-                      upload_workers: int = 8, spans: Spans | None = None) -> ExportResult:
+                      upload_workers: int = 8, spans: Spans | None = None, part: Part | None = None) -> ExportResult:
     """Exports SOURCE (a tuning output, a checkpoint, an adapter or a tuning job name) to
     DEST (local or gs://) as safetensors shards + index + config + tokenizer + manifest.
 
@@ -201,7 +216,8 @@ def export_checkpoint(source: str, dest: str, *, base_model: str | None = None, 
         "inputs": fingerprints(weights.folder, weight_names) + fingerprints(tuned.folder, adapter_names + sorted(tuned.files & set(TOKENIZER_FILES))),
         "options": {"dtype": dtype, "max_shard_size": max_bytes, "checkpoint": str(choice)},
     })
-    publisher = Publisher(dest_folder, digest, workers=upload_workers)
+    state = f"state-{part.worker}.json" if part is not None and part.mode == "worker" else "state.json"
+    publisher = Publisher(dest_folder, digest, workers=upload_workers, state=state)
     existing = publisher.existing_manifest()
     if existing is not None:
         publisher.close()
@@ -211,13 +227,23 @@ def export_checkpoint(source: str, dest: str, *, base_model: str | None = None, 
     try:
         with tempfile.TemporaryDirectory(prefix="tune2serve-export-") as scratch:
             manifest = _execute(tuned, root, base, weights, weight_names, options, dest_folder, publisher, Path(scratch),
-                                dtype, max_bytes, progress, str(choice), describe_source(src_folder, job), spans or Spans())
+                                dtype, max_bytes, progress, str(choice), describe_source(src_folder, job), spans or Spans(),
+                                part)
     except PromotionError:
-        publisher.abort()
+        if part is not None and part.mode == "worker":
+            publisher.close()  # the other workers' staged shards are not this worker's to delete
+        else:
+            publisher.abort()
         raise
     except BaseException:
         publisher.close()  # interrupted: staging stays for the rerun to reuse
         raise
+    if manifest is None:  # a fan-out part: nothing is complete at DEST yet
+        assert part is not None
+        publisher.close()
+        return ExportResult(ok=True, dest=dest_folder.uri, files=[], source=describe_source(src_folder, job),
+                            source_kind=sel.source_kind, explanation=sel.explanation, noop=False, parameter_count=0,
+                            bytes=sum(b for _, b in part.planned), dtype=dtype, checkpoint=str(choice))
     log_event(logger, "export.done", f"{dest_folder.uri} holds a complete export ({len(manifest.files)} files)",
               dest=dest_folder.uri, manifest_digest=manifest.digest())
     return _result(manifest, dest_folder, sel, noop=False)
@@ -242,12 +268,10 @@ def _torch_threads(count: int) -> Iterator[None]:
 def _execute(tuned: _Checkpoint, root: _Checkpoint | None, base: _Checkpoint | None, weights: _Checkpoint,
              weight_names: list[str], options: LoraOptions | None, dest: Folder, publisher: Publisher, scratch: Path,
              dtype: str, max_bytes: int, progress: Progress | None, checkpoint: str, source_text: str,
-             spans: Spans) -> Manifest:
+             spans: Spans, part: Part | None = None) -> Manifest | None:
     started = time.perf_counter()
-    local = local_dir(weights.folder, weight_names, scratch / "weights")
-    tensors = CheckpointTensors.open(local, label=weights.folder.uri)
+    tensors, config = open_weights(weights.folder, weight_names, scratch / "weights")
     try:
-        config = json.loads((local / "config.json").read_text())
         adapter: AdapterPlan | None = None
         if options is not None:
             adapter_local = local_dir(tuned.folder, sorted(n for n in tuned.files if n.startswith("adapter_")), scratch / "adapter")
@@ -265,6 +289,16 @@ def _execute(tuned: _Checkpoint, root: _Checkpoint | None, base: _Checkpoint | N
             log_event(logger, "export.note", note)
 
         spans.add("plan (headers, adapter, config, tokenizer)", time.perf_counter() - started)
+        if part is not None and part.mode == "plan":
+            part.planned = [(s.name, s.data_bytes) for s in shards]
+            publisher.mark()
+            return None
+        if part is not None and part.mode == "worker":
+            unknown = sorted(set(part.shards) - {s.name for s in shards})
+            if unknown:
+                raise UsageError(f"{dest.uri}: worker {part.worker} was given shard {unknown[0]}, which this export's plan "
+                                 "does not have; the plan step and the workers must get the same inputs and options")
+            shards = [s for s in shards if s.name in set(part.shards)]
         stream = TensorStream(tensors, adapter, DTYPES[plan.dtype], spans)
         with _torch_threads(1):
             for shard in shards:
@@ -278,6 +312,12 @@ def _execute(tuned: _Checkpoint, root: _Checkpoint | None, base: _Checkpoint | N
                 if progress:
                     progress(shard.data_bytes)
         log_event(logger, "export.paths", "bytes per write path", **stream.kinds)
+        if part is not None and part.mode == "worker":
+            publisher.wait()
+            publisher.close()
+            log_event(logger, "export.worker_done", f"worker {part.worker} staged {len(shards)} shards at {dest.uri}",
+                      dest=dest.uri, worker=part.worker, shards=len(shards))
+            return None
         for name, data in small.items():
             if publisher.reuse(name) is None:
                 path = publisher.scratch_path(name, scratch / "out")
@@ -315,4 +355,4 @@ def _result(manifest: Manifest, dest: Folder, sel: Selection, noop: bool) -> Exp
     )
 
 
-__all__ = ["ExportResult", "export_checkpoint"]
+__all__ = ["ExportResult", "Part", "export_checkpoint"]

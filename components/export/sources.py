@@ -1,10 +1,12 @@
 """Where the export reads from: a local path, ``gs://bucket/prefix``, or a Vertex AI
 tuning job resource name resolved to the job's output URI.
 
-Also the two things the rest of the export needs from a source folder: fingerprints
-(cheap identities of the input files, from the listing, so a rerun can tell an identical
-export without reading any weights) and a local copy of remote files (GCS objects are
-downloaded once, in parallel, to a temporary folder; local folders are used in place).
+Also what the rest of the export needs from a source folder: fingerprints (cheap
+identities of the input files, from the listing, so a rerun can tell an identical export
+without reading any weights), the weights (``open_weights``: local files mapped in
+place; safetensors on GCS read in place by ranged reads, ``remote``, so a gs:// base
+never lands on local disk), and a local copy of small remote files (the adapter, and
+``.bin`` weights, which must be scanned whole before loading).
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from tune2serve.components.checkpoint.storage import Folder, GcsFolder, LocalFolder, open_folder
+from tune2serve.components.checkpoint.tensor_reader import BinFile, CheckpointTensors
 from tune2serve.components.errors import CheckpointError, SourceNotFoundError, UsageError
 
 TUNING_JOB = re.compile(r"^projects/(?P<project>[^/]+)/locations/(?P<location>[^/]+)/tuningJobs/(?P<job>[^/]+)$")
@@ -111,6 +114,31 @@ def local_dir(folder: Folder, names: list[str], scratch: Path, workers: int = 8)
     with ThreadPoolExecutor(max_workers=max(1, min(workers, len(names)))) as pool:
         list(pool.map(fetch, names))
     return scratch
+
+
+def open_weights(folder: Folder, names: list[str], scratch: Path) -> tuple[CheckpointTensors, dict[str, object]]:
+    """The weights and ``config.json`` of a checkpoint folder. Local: mapped in place.
+    GCS: safetensors read by range where they lie (``remote.RemoteSafetensorsFile``);
+    ``.bin`` files downloaded to ``scratch`` one by one (a pickle is scanned whole)."""
+    import json
+
+    from tune2serve.components.export.remote import RemoteSafetensorsFile
+
+    if isinstance(folder, LocalFolder):
+        tensors = CheckpointTensors.open(folder.root, label=folder.uri)
+        return tensors, json.loads(folder.read_bytes("config.json"))
+    config = json.loads(folder.read_bytes("config.json"))
+    scratch.mkdir(parents=True, exist_ok=True)
+
+    def open_file(name: str) -> RemoteSafetensorsFile | BinFile:
+        if name.endswith(".safetensors"):
+            return RemoteSafetensorsFile(folder, name)
+        target = scratch / name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        folder.fetch_to(name, target)
+        return BinFile(target, name)
+
+    return CheckpointTensors.from_folder(folder, folder.uri, open_file), config
 
 
 def describe_source(folder: Folder, job: str | None) -> str:

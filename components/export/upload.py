@@ -3,8 +3,10 @@
 Protocol (local folders and gs:// alike):
 
 1. Every file is first staged under ``DEST/_staging/`` (local: written there as
-   ``NAME.partial`` and renamed when complete; GCS: written to a local scratch file and
-   uploaded, several uploads in parallel, to ``DEST/_staging/NAME``). After each file,
+   ``NAME.partial`` and renamed when complete; GCS: written to a local scratch file,
+   uploaded (resumable) to ``DEST/_staging/NAME`` while the next shard is written, and
+   deleted once uploaded — at most ``max_pending`` shards wait, so local disk holds
+   ~2 shards whatever the model size). After each file,
    ``_staging/state.json`` records its size, sha256 and crc32c together with the
    export's digest (a hash of the inputs' identities and the options).
 2. When every file is staged, each is moved to its final name (local: ``os.replace``;
@@ -42,9 +44,10 @@ STATE = "state.json"
 class Publisher:
     """Stages, commits or aborts one export at ``dest``."""
 
-    def __init__(self, dest: Folder, digest: str, workers: int = 8) -> None:
+    def __init__(self, dest: Folder, digest: str, workers: int = 8, max_pending: int = 1, state: str = STATE) -> None:
         self.dest = dest
         self.digest = digest
+        self.state_name = state  # a fan-out worker records its files in a state file of its own
         self.staging = dest.child(STAGING)
         self.is_gcs = isinstance(dest, GcsFolder)
         self.entries: dict[str, ManifestEntry] = {}
@@ -52,7 +55,7 @@ class Publisher:
         self._lock = threading.Lock()
         self._pool = ThreadPoolExecutor(max_workers=max(1, workers)) if self.is_gcs else None
         self._pending: list[Future[None]] = []
-        self._slots = threading.Semaphore(max(1, workers) + 1)
+        self._slots = threading.Semaphore(max(1, max_pending))  # big files waiting for upload
         self._created_dest = isinstance(dest, LocalFolder) and not dest.root.exists()
 
     # -- before writing ---------------------------------------------------------
@@ -74,7 +77,7 @@ class Publisher:
                 f"{self.dest.uri}: already holds a different export (manifest.json from {manifest.source}); "
                 "choose another DEST or delete that one first"
             )
-        state = self._read_state()
+        state = self._read_state([n[len(STAGING) + 1:] for n in sizes if n.startswith(f"{STAGING}/")])
         known = set(state.get("files", {})) if state else set()
         stray = [n for n in sizes if not n.startswith(f"{STAGING}/") and n not in known]
         if stray:
@@ -141,7 +144,9 @@ class Publisher:
             self._record(name, entry)
             return
         assert self._pool is not None
-        self._slots.acquire()  # bounds the scratch files waiting for upload
+        bounded = name.endswith(".safetensors")  # shards; the small files upload without waiting
+        if bounded:
+            self._slots.acquire()  # bounds the scratch shards on local disk
 
         def upload() -> None:
             try:
@@ -149,7 +154,8 @@ class Publisher:
                 path.unlink(missing_ok=True)
                 self._record(name, entry)
             finally:
-                self._slots.release()
+                if bounded:
+                    self._slots.release()
 
         self._pending.append(self._pool.submit(upload))
 
@@ -158,7 +164,13 @@ class Publisher:
             self.entries[name] = entry
             state = {"digest": self.digest, "files": {n: {"size": e.size, "sha256": e.sha256, "crc32c": e.crc32c}
                                                       for n, e in sorted(self.entries.items())}}
-            self.staging.write_bytes(STATE, json.dumps(state, indent=1).encode())
+            self.staging.write_bytes(self.state_name, json.dumps(state, indent=1).encode())
+
+    def mark(self) -> None:
+        """Claims staging for this export (a state file with its digest and no files):
+        the fan-out's plan step does this before any worker starts, so that no worker
+        mistakes another's staged shards for a stale export and deletes them."""
+        self.staging.write_bytes(STATE, json.dumps({"digest": self.digest, "files": {}}, indent=1).encode())
 
     def wait(self) -> None:
         for future in self._pending:
@@ -226,14 +238,24 @@ class Publisher:
                 raise DestinationError(f"{self.dest.uri}: is a file, not a folder; choose another DEST") from e
             raise DestinationError(f"{self.dest.uri}: cannot be listed ({e}); check the path and your access") from e
 
-    def _read_state(self) -> dict | None:  # type: ignore[type-arg]
-        try:
-            if not self.staging.has(STATE):
-                return None
-            state = json.loads(self.staging.read_bytes(STATE))
-            return state if isinstance(state, dict) and isinstance(state.get("files"), dict) else None
-        except (PromotionError, ValueError):
-            return None
+    def _read_state(self, staged: list[str]) -> dict | None:  # type: ignore[type-arg]
+        """The staging state: ``state.json`` and each fan-out worker's ``state-*.json``,
+        merged; ``{"digest": None}`` when they disagree (a stale mix: start over)."""
+        merged: dict = {"digest": None, "files": {}}  # type: ignore[type-arg]
+        found = False
+        for name in sorted(n for n in staged if n == STATE or (n.startswith("state-") and n.endswith(".json"))):
+            try:
+                state = json.loads(self.staging.read_bytes(name))
+            except (PromotionError, ValueError):
+                continue
+            if not isinstance(state, dict) or not isinstance(state.get("files"), dict):
+                continue
+            if found and state.get("digest") != merged["digest"]:
+                return {"digest": None, "files": {}}
+            found = True
+            merged["digest"] = state.get("digest")
+            merged["files"].update(state["files"])
+        return merged if found else None
 
     def _delete_staging(self, names: list[str] | None = None) -> None:
         if isinstance(self.staging, LocalFolder):

@@ -1,0 +1,122 @@
+"""The fanned-out export (plan → one worker per shard group → commit) and the GCS→GCS
+streaming path: the same bytes as the single-worker export, local disk bounded, nothing
+visible as complete before the commit. Real fake-gcs-server, real storage client."""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.conftest import upload_folder
+from tests.export.conftest import make_adapter
+from tune2serve.components.export.export import export_checkpoint
+from tune2serve.components.export.fanout import Group, commit_export, export_group, plan_export, split
+
+SHARD = "60KB"
+
+
+def _blobs(bucket: str, prefix: str) -> dict[str, bytes]:
+    from tune2serve.components.checkpoint.storage import storage_client
+
+    return {b.name[len(prefix) + 1:]: b.download_as_bytes()
+            for b in storage_client().list_blobs(bucket, prefix=prefix + "/")}
+
+
+def _files(root: Path) -> dict[str, bytes]:
+    return {p.relative_to(root).as_posix(): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def test_split_is_contiguous_balanced_and_bounded() -> None:
+    shards = [(f"s{i}", 10) for i in range(10)]
+    groups = split(shards, workers=3, min_worker_bytes=1)
+    assert [g.shards for g in groups] == [["s0", "s1", "s2"], ["s3", "s4", "s5", "s6"], ["s7", "s8", "s9"]]
+    assert split(shards, workers=8, min_worker_bytes=40) == [Group(0, ["s0", "s1", "s2", "s3", "s4"], 50),
+                                                              Group(1, ["s5", "s6", "s7", "s8", "s9"], 50)]
+    assert len(split(shards, workers=32, min_worker_bytes=1)) == 10  # never more groups than shards
+    assert len(split(shards, workers=8, min_worker_bytes=10**9)) == 1  # a small model keeps one worker
+    assert split([], workers=4, min_worker_bytes=1) == [Group(0, [], 0)]
+
+
+def _fanout(source: str, dest: str, workers: int, **options: Any) -> list[Group]:
+    groups, planned = plan_export(source, dest, workers=workers, min_worker_bytes=1, **options)
+    assert not planned.noop and planned.files == []
+    for group in reversed(groups):  # order does not matter: each worker owns its shards
+        export_group(source, dest, group, **options)
+    return groups
+
+
+def test_fanout_equals_single_worker_byte_for_byte_gcs(tiny_llama: Path, gcs_bucket: str, tmp_path: Path,
+                                                       validate_ok: Any) -> None:
+    adapter = make_adapter(tiny_llama, tmp_path / "adapter", r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"])
+    base = upload_folder(tiny_llama, gcs_bucket, "bases/tiny")
+    source = upload_folder(adapter, gcs_bucket, "runs/1")
+    options = {"base_model": base, "max_shard_size": SHARD}
+    single = export_checkpoint(source, f"gs://{gcs_bucket}/single", **options)
+    dest = f"gs://{gcs_bucket}/fanout"
+    groups = _fanout(source, dest, workers=3, **options)
+    assert len(groups) == 3 and all(g.shards for g in groups)
+    staged = _blobs(gcs_bucket, "fanout")
+    assert "manifest.json" not in staged and all(n.startswith("_staging/") for n in staged)  # nothing visible yet
+    assert {f"state-{g.index}.json" for g in groups} <= {n.removeprefix("_staging/") for n in staged}
+    done = commit_export(source, dest, **options)
+    assert done.manifest_digest == single.manifest_digest
+    assert _blobs(gcs_bucket, "fanout") == _blobs(gcs_bucket, "single")
+    validate_ok(dest)
+    again, _ = plan_export(source, dest, workers=3, min_worker_bytes=1, **options)
+    assert again == [Group(0, [], 0)]  # a finished export: one empty group, the workers and commit are no-ops
+    assert commit_export(source, dest, **options).noop
+
+
+def test_fanout_equals_single_worker_local_and_commit_writes_what_a_worker_missed(
+        tiny_qwen_sharded: Path, tmp_path: Path) -> None:
+    adapter = make_adapter(tiny_qwen_sharded, tmp_path / "adapter", r=4, lora_alpha=8, target_modules=["q_proj"])
+    options = {"base_model": str(tiny_qwen_sharded), "max_shard_size": SHARD}
+    export_checkpoint(str(adapter), str(tmp_path / "single"), **options)
+    groups, _ = plan_export(str(adapter), str(tmp_path / "fanout"), workers=2, min_worker_bytes=1, **options)
+    export_group(str(adapter), str(tmp_path / "fanout"), groups[0], **options)  # worker 1 never ran
+    commit_export(str(adapter), str(tmp_path / "fanout"), **options)
+    assert _files(tmp_path / "fanout") == _files(tmp_path / "single")
+
+
+def test_worker_refuses_a_shard_the_plan_does_not_have(tiny_llama: Path, tmp_path: Path) -> None:
+    from tune2serve.components.errors import UsageError
+
+    with pytest.raises(UsageError, match="does not have"):
+        export_group(str(tiny_llama), str(tmp_path / "out"), Group(0, ["model-00009-of-00009.safetensors"], 0))
+
+
+def test_gcs_to_gcs_keeps_local_disk_within_two_shards(tiny_qwen_sharded: Path, gcs_bucket: str, tmp_path: Path,
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The gs:// base is read by range (never downloaded) and each output shard leaves
+    local disk once uploaded: sampled, the scratch folder never holds more than two
+    shards plus the small files, and never a base shard."""
+    import tempfile
+
+    scratch = tmp_path / "tmp"
+    scratch.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(scratch))
+    base = upload_folder(tiny_qwen_sharded, gcs_bucket, "bases/qwen")
+    peak, names, stop = [0], set(), threading.Event()
+
+    def sample() -> None:
+        while not stop.is_set():
+            files = [p for p in scratch.rglob("*") if p.is_file()]
+            names.update(p.relative_to(scratch).parts[1] for p in files if len(p.relative_to(scratch).parts) > 2)
+            peak[0] = max(peak[0], sum(p.stat().st_size for p in files if p.exists()))
+            stop.wait(0.002)
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    try:
+        result = export_checkpoint(base, f"gs://{gcs_bucket}/out", max_shard_size="30KB")
+    finally:
+        stop.set()
+        sampler.join()
+    shards = [f for f in result.files if f["name"].endswith(".safetensors")]
+    assert len(shards) >= 5
+    small = sum(f["size"] for f in result.files if not f["name"].endswith(".safetensors"))
+    assert peak[0] <= 2 * max(f["size"] for f in shards) + small
+    assert "weights" not in names, "the base was downloaded"  # export's scratch: out/ (shards) and weights/ (downloads)
