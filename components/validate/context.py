@@ -12,6 +12,7 @@ from typing import Any
 from tune2serve.components.checkpoint.index import WeightFiles, WeightIndex, find_weight_files
 from tune2serve.components.checkpoint.safetensors_header import FLOAT_DTYPES, SafetensorsHeader, TensorInfo
 from tune2serve.components.checkpoint.storage import Folder, ObjectInfo
+from tune2serve.components.validate.architectures import effective_text_config
 from tune2serve.components.validate.memory import MachineSpec
 
 CONFIG = "config.json"
@@ -61,11 +62,10 @@ class Checkpoint:
 
     @property
     def text_config(self) -> dict[str, Any]:
-        """The language model's config: ``text_config`` of multimodal configs (Gemma-3,
-        Llama-4), else the config itself; {} when there is none."""
-        doc = self.config_doc or {}
-        text = doc.get("text_config")
-        return {**doc, **text} if isinstance(text, dict) else doc
+        """The language model's config as the server reads it: ``text_config`` of
+        multimodal configs (Gemma-3, Llama-4) over the top level, absent keys filled with
+        the transformers config class defaults; {} when there is none."""
+        return effective_text_config(self.config_doc or {}) if self.config_doc is not None else {}
 
     def has(self, name: str) -> bool:
         return name in self.sizes
@@ -74,9 +74,12 @@ class Checkpoint:
         return sum(self.sizes.get(n, 0) for n in self.weights.safetensors + self.weights.bins)
 
     def parameter_count(self) -> int:
-        """Parameters from the headers. MXFP4 ``*_blocks`` (U8) hold two values a byte."""
+        """Parameters from the headers. MXFP4 ``*_blocks`` (U8) hold two values a byte;
+        their ``*_scales`` are not parameters (gpt-oss-20b: 20.91 B, as published)."""
         total = 0
         for t in self.tensors.values():
+            if t.dtype == "U8" and t.name.endswith("_scales"):
+                continue
             n = math.prod(t.shape)
             total += 2 * n if t.dtype == "U8" and t.name.endswith("_blocks") else n
         return total

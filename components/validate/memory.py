@@ -22,6 +22,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from tune2serve.components.errors import UsageError
+from tune2serve.components.validate.architectures import head_dim, kv_heads
 
 GIB = 1024**3
 GPU_MEMORY_UTILIZATION = 0.9
@@ -150,18 +151,16 @@ class MemoryEstimate:
 
 
 def kv_bytes_per_token(config: dict[str, Any]) -> int:
-    """KV-cache bytes per token from a (text) config; 0 when the config lacks the sizes."""
+    """KV-cache bytes per token from a (text) config; 0 when the config lacks the sizes.
+    Pass ``architectures.effective_text_config(doc)``: absent keys are class defaults
+    (Gemma-3's head_dim 256), not hidden / heads."""
     layers = _int(config.get("num_hidden_layers"))
     if not layers:
         return 0
     if _int(config.get("kv_lora_rank")):  # multi-head latent attention (DeepSeek)
         latent = _int(config.get("kv_lora_rank")) + _int(config.get("qk_rope_head_dim"))
         return layers * latent * KV_BYTES_PER_VALUE
-    heads = _int(config.get("num_attention_heads"))
-    kv_heads = _int(config.get("num_key_value_heads")) or heads
-    hidden = _int(config.get("hidden_size"))
-    head_dim = _int(config.get("head_dim")) or (hidden // heads if heads else 0)
-    return 2 * layers * kv_heads * head_dim * KV_BYTES_PER_VALUE
+    return 2 * layers * kv_heads(config) * head_dim(config) * KV_BYTES_PER_VALUE
 
 
 def estimate_serving_memory(weight_bytes: int, text_config: dict[str, Any]) -> MemoryEstimate:

@@ -1,13 +1,17 @@
-"""Tensor shapes agree with config.json.
+"""Every tensor the architecture needs is present, with the shape config.json implies.
 
 vLLM builds the model from config.json and copies each tensor into a parameter of the
-shape the config implies; any disagreement fails the load. Checked (for the standard
-decoder names, with or without a ``language_model.`` prefix): the embedding is
-vocab_size × hidden_size; layers 0..num_hidden_layers-1 are all present and no other;
-q/k/v/o match heads × head_dim and num_key_value_heads (fused qkv_proj for Phi); the
-dense MLP matches intermediate_size; tied embeddings ⇒ lm_head absent or the embedding's
-shape, untied ⇒ lm_head present. Multi-head-latent (DeepSeek) and gated (Qwen3-Next)
-attention have other projections: their attention shapes are not checked.
+shape the config implies; a missing tensor or another shape fails the load after the
+GPUs are provisioned. ``validate.architectures`` knows, from the config (class defaults
+applied) and the architecture, every tensor of every layer: attention (standard, fused
+``qkv_proj``, DeepSeek's multi-head latent, Qwen3-Next's gated and linear attention),
+dense MLPs and experts (Mixtral ``w1/w2/w3``, per-expert Qwen3-MoE / DeepSeek, fused
+gpt-oss and Llama-4, MXFP4 blocks and scales), norms. Checked: each of those is present
+(``tensor-missing``) with its shape; the embedding is vocab_size × hidden_size; layers
+are ``0..num_hidden_layers-1`` (plus DeepSeek's ``num_nextn_predict_layers`` MTP layers,
+which may be present or not); FP8 ``weight_scale_inv`` matches the weight's blocks; tied
+embeddings ⇒ lm_head absent or the embedding's shape, untied ⇒ lm_head present. Tensors
+of other towers (vision) are not checked: they have their own configs.
 """
 
 from __future__ import annotations
@@ -15,13 +19,13 @@ from __future__ import annotations
 import re
 from typing import Any
 
+from tune2serve.components.validate.architectures import block_scale_shape, extra_layers, layer_tensors
 from tune2serve.components.validate.context import CONFIG, Checkpoint
 from tune2serve.components.validate.findings import Finding, error, info
 from tune2serve.components.validate.supported import load_supported
 
-_LAYER = re.compile(r"(?:^|\.)layers\.(\d+)\.")
-_OTHER_TOWER = re.compile(r"vision|multi_modal|audio|visual")  # multimodal towers have their own config
-SKIP_ATTENTION = frozenset({"deepseek_v3", "deepseek_v2", "qwen3_next"})
+_EMBED = re.compile(r"^((?:[a-z_]+\.)*?)embed_tokens\.weight$")
+MAX_LISTED = 10  # missing tensors named one by one; the rest are counted
 
 
 def check_shapes(ckpt: Checkpoint) -> list[Finding]:
@@ -34,16 +38,20 @@ def check_shapes(ckpt: Checkpoint) -> list[Finding]:
                                                "were not compared with config.json", ckpt.weights.bins[0])]
         return []
     cfg = ckpt.text_config
+    prefix = _lm_prefix(ckpt)
     found: list[Finding] = []
     found += _embeddings(ckpt, cfg, doc)
-    found += _layers(ckpt, cfg)
-    model_type = doc.get("model_type")
-    for name, t in ckpt.tensors.items():
-        expected = _expected_shape(name, cfg, skip_attention=model_type in SKIP_ATTENTION)
-        if expected is not None and tuple(t.shape) != expected:
-            found.append(error("shape-mismatch", f"{name} has shape {list(t.shape)} but {CONFIG} implies "
-                                                 f"{list(expected)}", ckpt.tensor_files[name]))
+    found += _layers(ckpt, cfg, prefix)
+    found += _required(ckpt, cfg, prefix)
+    found += _fp8_scales(ckpt, cfg)
     return _grouped(found)
+
+
+def _lm_prefix(ckpt: Checkpoint) -> str:
+    """``model.``, ``language_model.model.`` or ``model.language_model.``: where the
+    language model's embedding is (not an MTP layer's copy inside ``layers.N``)."""
+    prefixes = [m.group(1) for n in ckpt.tensors if (m := _EMBED.match(n)) and "layers." not in m.group(1)]
+    return min(prefixes, key=len) if prefixes else "model."
 
 
 def _int(cfg: dict[str, Any], key: str) -> int | None:
@@ -51,29 +59,91 @@ def _int(cfg: dict[str, Any], key: str) -> int | None:
     return v if isinstance(v, int) and not isinstance(v, bool) and v > 0 else None
 
 
-def _expected_shape(name: str, cfg: dict[str, Any], skip_attention: bool) -> tuple[int, ...] | None:
-    hidden, inter = _int(cfg, "hidden_size"), _int(cfg, "intermediate_size")
-    heads = _int(cfg, "num_attention_heads")
-    kv = _int(cfg, "num_key_value_heads") or heads
-    head_dim = _int(cfg, "head_dim") or (hidden // heads if hidden and heads else None)
-    if not hidden or not _LAYER.search(name) or not name.endswith(".weight") or _OTHER_TOWER.search(name):
+def _layer_index(name: str, prefix: str) -> int | None:
+    if not name.startswith(prefix + "layers."):
         return None
-    part = name.rsplit(".", 2)[-2]  # q_proj in ...self_attn.q_proj.weight
-    parent = name.rsplit(".", 3)[-3]
-    if parent == "self_attn" and not skip_attention and heads and kv and head_dim:
-        return {
-            "q_proj": (heads * head_dim, hidden),
-            "k_proj": (kv * head_dim, hidden),
-            "v_proj": (kv * head_dim, hidden),
-            "o_proj": (hidden, heads * head_dim),
-            "qkv_proj": ((heads + 2 * kv) * head_dim, hidden),
-        }.get(part)
-    if parent == "mlp" and inter:
-        return {
-            "gate_proj": (inter, hidden), "up_proj": (inter, hidden), "down_proj": (hidden, inter),
-            "gate_up_proj": (2 * inter, hidden),
-        }.get(part)
-    return None
+    head = name[len(prefix) + 7:].split(".", 1)[0]
+    return int(head) if head.isdigit() else None
+
+
+def _by_layer(ckpt: Checkpoint, prefix: str) -> dict[int, dict[str, str]]:
+    """{layer: {name within the layer: full name}}."""
+    out: dict[int, dict[str, str]] = {}
+    for name in ckpt.tensors:
+        i = _layer_index(name, prefix)
+        if i is not None:
+            out.setdefault(i, {})[name.split(".", len(prefix.split(".")) + 1)[-1]] = name
+    return out
+
+
+def _required(ckpt: Checkpoint, cfg: dict[str, Any], prefix: str) -> list[Finding]:
+    layers = _int(cfg, "num_hidden_layers") or 0
+    by_layer = _by_layer(ckpt, prefix)
+    missing: list[str] = []
+    found: list[Finding] = []
+    checked = False
+    for i in range(layers + extra_layers(cfg)):
+        held = by_layer.get(i, {})
+        expected = layer_tensors(cfg, i, set(held))
+        if expected is None:
+            continue
+        checked = True
+        mtp = i >= layers  # multi-token-prediction layers: optional, shape-checked when present
+        for rel, shape in expected.items():
+            full = held.get(rel)
+            if full is None:
+                if not mtp and i in by_layer:  # a wholly missing layer is reported by _layers
+                    missing.append(f"{prefix}layers.{i}.{rel}")
+                continue
+            if tuple(ckpt.tensors[full].shape) != shape:
+                found.append(error("shape-mismatch", f"{full} has shape {list(ckpt.tensors[full].shape)} but "
+                                                     f"{CONFIG} implies {list(shape)}", ckpt.tensor_files[full]))
+    if checked:
+        hidden = _int(cfg, "hidden_size")
+        for rel in ("embed_tokens.weight", "norm.weight"):
+            if prefix + rel not in ckpt.tensors:
+                missing.append(prefix + rel)
+            elif rel == "norm.weight" and hidden and tuple(ckpt.tensors[prefix + rel].shape) != (hidden,):
+                found.append(error("shape-mismatch", f"{prefix + rel} has shape "
+                                                     f"{list(ckpt.tensors[prefix + rel].shape)} but {CONFIG} implies "
+                                                     f"[{hidden}]", ckpt.tensor_files[prefix + rel]))
+    for name in missing[:MAX_LISTED]:
+        found.append(error("tensor-missing", f"no shard holds {name}, which {cfg.get('model_type')} with this "
+                                             f"{CONFIG} needs; the server would refuse to load the checkpoint", CONFIG))
+    if len(missing) > MAX_LISTED:
+        found.append(error("tensor-missing", f"{len(missing) - MAX_LISTED} more required tensors are missing", CONFIG))
+    return found
+
+
+def _fp8_scales(ckpt: Checkpoint, cfg: dict[str, Any]) -> list[Finding]:
+    """Block-quantized FP8 (DeepSeek): each ``weight_scale_inv`` covers its weight's blocks."""
+    qc = cfg.get("quantization_config")
+    block = qc.get("weight_block_size") if isinstance(qc, dict) else None
+    if not (isinstance(block, list) and block and all(isinstance(b, int) and b > 0 for b in block)):
+        return []
+    found: list[Finding] = []
+    unscaled = [n for n, t in ckpt.tensors.items() if t.dtype.startswith("F8_") and n.endswith(".weight")
+                and n + "_scale_inv" not in ckpt.tensors]
+    for name in unscaled[:MAX_LISTED]:
+        found.append(error("tensor-missing", f"no shard holds {name}_scale_inv: the FP8 weight {name} cannot be "
+                                             "dequantized without its block scales", ckpt.tensor_files[name]))
+    if len(unscaled) > MAX_LISTED:
+        found.append(error("tensor-missing", f"{len(unscaled) - MAX_LISTED} more FP8 weights lack weight_scale_inv",
+                           CONFIG))
+    for name, t in ckpt.tensors.items():
+        if not name.endswith(".weight_scale_inv"):
+            continue
+        weight = ckpt.tensors.get(name.removesuffix("_scale_inv"))
+        if weight is None:
+            found.append(error("shape-mismatch", f"{name} scales {name.removesuffix('_scale_inv')}, which no shard "
+                                                 "holds", ckpt.tensor_files[name]))
+            continue
+        want = block_scale_shape(tuple(weight.shape), block)
+        if tuple(t.shape) != want:
+            found.append(error("shape-mismatch", f"{name} has shape {list(t.shape)} but the weight "
+                                                 f"{list(weight.shape)} in {block} blocks implies {list(want)}",
+                               ckpt.tensor_files[name]))
+    return found
 
 
 def _find(ckpt: Checkpoint, suffix: str) -> str | None:
@@ -110,20 +180,22 @@ def _tied(cfg: dict[str, Any], doc: dict[str, Any]) -> bool | None:
     return family.tie_word_embeddings_default if family else None
 
 
-def _layers(ckpt: Checkpoint, cfg: dict[str, Any]) -> list[Finding]:
+def _layers(ckpt: Checkpoint, cfg: dict[str, Any], prefix: str) -> list[Finding]:
     layers = _int(cfg, "num_hidden_layers")
     if not layers:
         return []
-    seen = {int(m.group(1)) for n in ckpt.tensors if (m := _LAYER.search(n)) and not _OTHER_TOWER.search(n)}
+    seen = set(_by_layer(ckpt, prefix))
     if not seen:
         return []
+    allowed = set(range(layers + extra_layers(cfg)))
     missing = sorted(set(range(layers)) - seen)
-    extra = sorted(seen - set(range(layers)))
+    extra = sorted(seen - allowed)
     if not missing and not extra:
         return []
+    mtp = f" + {extra_layers(cfg)} num_nextn_predict_layers" if extra_layers(cfg) else ""
     detail = (f"missing layers {missing[:10]}" if missing else "") + ("; " if missing and extra else "") + (
         f"layers beyond the config: {extra[:10]}" if extra else "")
-    return [error("layer-count-mismatch", f"{CONFIG} says num_hidden_layers = {layers} but the tensors hold "
+    return [error("layer-count-mismatch", f"{CONFIG} says num_hidden_layers = {layers}{mtp} but the tensors hold "
                                           f"{len(seen)} layers ({detail})", CONFIG)]
 
 
