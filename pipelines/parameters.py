@@ -35,6 +35,23 @@ PARAMETER_DOCS: dict[str, str] = {
     'checkpoint': 'which checkpoint of a training run to export: final, best, latest or a step number.',
     'dtype': 'dtype of the exported weights: auto (as trained), bfloat16, float16 or float32.',
     'max_shard_size': 'largest safetensors shard of the export, for example 5GB.',
+    'export_workers': (
+        'most export workers run in parallel, one per group of output shards (a '
+        'dsl.ParallelFor); a model smaller than export_min_worker_size per worker gets '
+        'fewer, a small model one.'
+    ),
+    'export_min_worker_size': (
+        'smallest share of the model one export worker writes, for example 20GB: below it '
+        'a worker costs more in start-up than it saves.'
+    ),
+    'export_cpu': (
+        'vCPUs of each export worker (and of the commit step), for example 8; Vertex AI '
+        'picks a machine with at least this many, and its network bandwidth grows with them.'
+    ),
+    'export_memory': (
+        'memory of each export worker, for example 32G: flat in the model size (~1 GB) plus '
+        'the LoRA adapter, which is read whole.'
+    ),
     'strict': 'treat validation warnings as errors.',
     'verify_checksums': (
         "also hash every exported file against the export's manifest during validation (reads"

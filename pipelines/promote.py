@@ -3,7 +3,7 @@
     exit handler (finalize: roll back / clean up, record the outcome)
     └── discover ──▶ promote-if-due
                      ├── if there is something to promote:
-                     │   export ──▶ validate ──▶ deploy-if-valid
+                     │   export (plan ──▶ ParallelFor worker ──▶ commit) ──▶ validate ──▶ deploy-if-valid
                      │                           ├── if validation passed: deploy ──▶ smoke-test
                      │                           │       ──▶ verify-traffic ──▶ record-promotion
                      │                           └── else: reject (fails the run with validate's summary)
@@ -28,6 +28,18 @@ Why it is shaped this way:
   output too, but ``kfp.local`` (2.17) cannot evaluate one (it only looks up parent
   inputs and silently skips the branch); this shape runs the same way on both, so the
   laptop run is the Vertex run.
+- ``export`` is a sub-pipeline that fans out over shard groups: ``export-plan`` reads
+  headers only and splits the output shards into at most ``export_workers`` groups (a
+  model under ``export_min_worker_size`` per worker gets fewer; a small one, one),
+  ``dsl.ParallelFor`` runs one ``export-worker`` per group, and ``export-commit`` writes
+  the index and manifest once every group is staged: nothing at DEST is visible as
+  complete before it (components/export/fanout.py). Vertex AI Pipelines is the
+  distributed engine; kfp.local runs the same DAG, the workers one after another.
+- Workers and commit get ``export_cpu`` / ``export_memory`` (``set_cpu_limit`` /
+  ``set_memory_limit``: Vertex AI Pipelines picks a machine with at least that much;
+  network bandwidth grows with vCPUs). No disk setting is needed: a gs:// → gs:// export
+  holds ~2 output shards on local disk whatever the model size, well within a step's
+  default boot disk.
 - ``finalize`` runs whatever happens (``dsl.ExitHandler``) with the run's final status:
   on failure it rolls the production endpoint back and deletes what this run made
   (found by the ``tune2serve-run`` label = the pipeline job name), so the model that
@@ -52,7 +64,7 @@ default, so ``compiled/`` does not depend on who compiled it.
 from kfp import dsl
 
 from tune2serve.components.deploy.component import deploy
-from tune2serve.components.export.component import export
+from tune2serve.components.export.fanout_component import export_commit, export_plan, export_worker
 from tune2serve.components.step_component import step_component
 from tune2serve.components.scheduling.component import discover, record_promotion
 from tune2serve.components.smoke_test.component import smoke_test
@@ -73,6 +85,10 @@ DISPLAY_NAMES = {
     "discover": "Find what to promote",
     "skip": "Nothing to do (no-op)",
     "export": "Export checkpoint",
+    "export-plan": "Plan export (headers only)",
+    "export-group": "Export shard group",
+    "export-worker": "Write and stage shards",
+    "export-commit": "Commit export (index, manifest)",
     "validate": "Validate export",
     "deploy": "Deploy to endpoint",
     "smoke-test": "Smoke-test endpoint",
@@ -110,6 +126,87 @@ def skip(reason: str) -> str:
 
     log_event(get_logger("pipeline"), "run.nothing_to_do", reason)
     return reason
+
+
+@dsl.pipeline(name="export-group")
+@documented(
+    "One export worker: writes and stages one group of shards.",
+    source="the tuning output to export, as discover resolved it.",
+    dest="where the export is written, as discover resolved it.",
+    group="one group of shards, an item of the plan step's output.",
+)
+def export_group(
+    source: str,
+    dest: str,
+    group: dict,
+    base_model: str,
+    checkpoint: str,
+    dtype: str,
+    max_shard_size: str,
+    export_cpu: str,
+    export_memory: str,
+) -> None:
+    # A sub-pipeline of its own so that the resource requests read DAG inputs: the kfp
+    # 2.17 compiler does not pass parameters used only in set_cpu_limit/set_memory_limit
+    # into a ParallelFor body, which then names inputs it does not have.
+    (
+        export_worker(source=source, dest=dest, group=group, base_model=base_model, checkpoint=checkpoint,
+                      dtype=dtype, max_shard_size=max_shard_size)
+        .set_display_name(DISPLAY_NAMES["export-worker"])
+        .set_caching_options(False)
+        .set_cpu_limit(export_cpu)
+        .set_memory_limit(export_memory)
+        .set_retry(num_retries=1, backoff_duration="30s")  # a rerun reuses the shards it staged
+    )
+
+
+# Requests for the plan step, which reads headers only.
+PLAN_CPU, PLAN_MEMORY = "2", "8G"
+
+
+@dsl.pipeline(name="export")
+@documented(
+    "Exports the checkpoint over shard groups: plan (headers only), one worker per group in "
+    "parallel, then commit (index and manifest last).",
+    source="the tuning output to export, as discover resolved it.",
+    dest="where the export is written, as discover resolved it.",
+)
+def export_fanout(
+    source: str,
+    dest: str,
+    base_model: str,
+    checkpoint: str,
+    dtype: str,
+    max_shard_size: str,
+    export_workers: int,
+    export_min_worker_size: str,
+    export_cpu: str,
+    export_memory: str,
+) -> str:
+    planned = (
+        export_plan(source=source, dest=dest, workers=export_workers, min_worker_size=export_min_worker_size,
+                    base_model=base_model, checkpoint=checkpoint, dtype=dtype, max_shard_size=max_shard_size)
+        .set_display_name(DISPLAY_NAMES["export-plan"])
+        .set_caching_options(False)
+        .set_cpu_limit(PLAN_CPU)
+        .set_memory_limit(PLAN_MEMORY)
+        .set_retry(num_retries=1, backoff_duration="10s")
+    )
+    with dsl.ParallelFor(planned.output, name="shard-groups") as group:
+        worker = export_group(
+            source=source, dest=dest, group=group, base_model=base_model, checkpoint=checkpoint, dtype=dtype,
+            max_shard_size=max_shard_size, export_cpu=export_cpu, export_memory=export_memory,
+        ).set_display_name(DISPLAY_NAMES["export-group"])
+    committed = (
+        export_commit(source=source, dest=dest, base_model=base_model, checkpoint=checkpoint, dtype=dtype,
+                      max_shard_size=max_shard_size)
+        .set_display_name(DISPLAY_NAMES["export-commit"])
+        .set_caching_options(False)
+        .set_cpu_limit(export_cpu)
+        .set_memory_limit(export_memory)
+        .after(worker)
+    )
+    return committed.outputs["export_uri"]
 
 
 @dsl.pipeline(name="deploy-if-valid")
@@ -220,6 +317,10 @@ def promote_if_due(
     checkpoint: str,
     dtype: str,
     max_shard_size: str,
+    export_workers: int,
+    export_min_worker_size: str,
+    export_cpu: str,
+    export_memory: str,
     strict: bool,
     verify_checksums: bool,
     machine_type: str,
@@ -240,21 +341,21 @@ def promote_if_due(
     keep_previous_s: int,
 ) -> None:
     with dsl.If(proceed == True, name="something-to-promote"):  # noqa: E712 (KFP needs ==)
-        exported = (
-            export(
-                source=source,
-                dest=export_dest,
-                base_model=base_model,
-                checkpoint=checkpoint,
-                dtype=dtype,
-                max_shard_size=max_shard_size,
-            )
-            .set_display_name(DISPLAY_NAMES["export"])
-            .set_caching_options(False)
-        )
+        exported = export_fanout(
+            source=source,
+            dest=export_dest,
+            base_model=base_model,
+            checkpoint=checkpoint,
+            dtype=dtype,
+            max_shard_size=max_shard_size,
+            export_workers=export_workers,
+            export_min_worker_size=export_min_worker_size,
+            export_cpu=export_cpu,
+            export_memory=export_memory,
+        ).set_display_name(DISPLAY_NAMES["export"])
         validated = (
             validate(
-                source=exported.outputs["export_uri"],
+                source=exported.output,
                 strict=strict,
                 machine_type=machine_type,
                 accelerator_type=accelerator_type,
@@ -269,7 +370,7 @@ def promote_if_due(
         deploy_if_valid(
             passed=validated.outputs["passed"],
             summary=validated.outputs["summary"],
-            export_uri=exported.outputs["export_uri"],
+            export_uri=exported.output,
             project=project,
             region=region,
             machine_type=machine_type,
@@ -307,6 +408,10 @@ def promote_checkpoint(
     checkpoint: str = "final",
     dtype: str = "auto",
     max_shard_size: str = "5GB",
+    export_workers: int = 8,
+    export_min_worker_size: str = "20GB",
+    export_cpu: str = "8",
+    export_memory: str = "32G",
     strict: bool = False,
     verify_checksums: bool = False,
     machine_type: str = "",
@@ -350,6 +455,10 @@ def promote_checkpoint(
             checkpoint=checkpoint,
             dtype=dtype,
             max_shard_size=max_shard_size,
+            export_workers=export_workers,
+            export_min_worker_size=export_min_worker_size,
+            export_cpu=export_cpu,
+            export_memory=export_memory,
             strict=strict,
             verify_checksums=verify_checksums,
             machine_type=machine_type,
@@ -371,5 +480,5 @@ def promote_checkpoint(
         ).set_display_name("Promote if due")
 
 
-__all__ = ["DISPLAY_NAMES", "PIPELINE_NAME", "RUN_ID", "deploy_if_valid", "promote_checkpoint", "promote_if_due",
+__all__ = ["DISPLAY_NAMES", "PIPELINE_NAME", "RUN_ID", "deploy_if_valid", "export_fanout", "export_group", "promote_checkpoint", "promote_if_due",
            "reject", "skip"]

@@ -68,7 +68,7 @@ def test_image_override_reaches_every_executor(tmp_path: Path) -> None:
     image = "europe-docker.pkg.dev/acme/ml/tune2serve:ci-1234"
     out = compile_pipeline(tmp_path / "custom.yaml", image=image)
     images = executor_images(load_spec_dict(out))
-    assert len(images) == 10  # discover, five steps, record-promotion, skip, finalize, reject
+    assert len(images) == 12  # discover, export plan/worker/commit, four steps, record-promotion, skip, finalize, reject
     assert set(images.values()) == {image}
     # nothing but the image lines changed
     default = compile_pipeline(tmp_path / "default.yaml").read_text()

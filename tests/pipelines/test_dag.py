@@ -17,7 +17,8 @@ from tune2serve.pipelines.compile import load_spec_dict
 
 COMPILED = Path(__file__).resolve().parents[2] / "compiled" / "promote_checkpoint.yaml"
 STEPS = ["export", "validate", "deploy", "smoke-test", "verify-traffic"]
-EXECUTORS = {"discover", *STEPS, "record-promotion", "skip", "finalize", "reject"}
+EXPORT_STEPS = ["export-plan", "export-worker", "export-commit"]  # the export sub-pipeline's steps
+EXECUTORS = {"discover", *STEPS[1:], *EXPORT_STEPS, "record-promotion", "skip", "finalize", "reject"}
 ALL_DONE = pipeline_spec_pb2.PipelineTaskSpec.TriggerPolicy.TriggerStrategy.ALL_UPSTREAM_TASKS_COMPLETED
 
 
@@ -123,12 +124,46 @@ def test_the_promotion_is_recorded_after_verify_traffic(spec: pipeline_spec_pb2.
     assert record["production_endpoint"].component_input_parameter == "pipelinechannel--production_endpoint"
 
 
+def export_tasks(spec: pipeline_spec_pb2.PipelineSpec) -> dict[str, Any]:
+    tasks = dict(dag_of(spec, due_branch(spec)["export"]).tasks)
+    (loop,) = [n for n in tasks if n.startswith("for-loop")]
+    tasks.update(dag_of(spec, tasks[loop]).tasks)
+    tasks.update(dag_of(spec, tasks["export-group"]).tasks)
+    return tasks
+
+
+def test_export_fans_out_over_shard_groups(spec: pipeline_spec_pb2.PipelineSpec) -> None:
+    """plan → ParallelFor(one worker per group the plan returns) → commit, which waits for
+    every worker; workers and commit sized by the export_cpu / export_memory parameters."""
+    outer = dag_of(spec, due_branch(spec)["export"]).tasks
+    (loop_name,) = [n for n in outer if n.startswith("for-loop")]
+    assert set(outer) == {"export-plan", loop_name, "export-commit"}
+    loop = outer[loop_name]
+    assert list(loop.dependent_tasks) == ["export-plan"]
+    assert loop.parameter_iterator.items.input_parameter == "pipelinechannel--export-plan-Output"
+    assert list(outer["export-commit"].dependent_tasks) == [loop_name]
+    group = dag_of(spec, loop).tasks["export-group"]
+    assert group.inputs.parameters["group"].component_input_parameter.endswith("-loop-item")
+    worker = dag_of(spec, group).tasks["export-worker"]
+    assert worker.inputs.parameters["group"].component_input_parameter == "group"
+    assert outer["export-plan"].inputs.parameters["workers"].component_input_parameter == "export_workers"
+    resources = {name.removeprefix("exec-"): e["container"].get("resources", {})
+                 for name, e in load_spec_dict(COMPILED)["deploymentSpec"]["executors"].items()}
+    for step in ("export-worker", "export-commit"):
+        assert "export_cpu" in resources[step]["resourceCpuLimit"]
+        assert "export_memory" in resources[step]["resourceMemoryLimit"]
+    params = spec.root.input_definitions.parameters
+    assert params["export_workers"].default_value.number_value == 8
+    assert params["export_cpu"].default_value.string_value == "8"
+
+
 def test_step_settings(spec: pipeline_spec_pb2.PipelineSpec) -> None:
     no_op = branches_of(spec, body_of(spec)["promote-if-due"])[
         "!(inputs.parameter_values['pipelinechannel--proceed'] == true)"]
     tasks = {**body_of(spec), **due_branch(spec), **valid_branch(spec), **dag_of(spec, no_op).tasks,
              "finalize": spec.root.dag.tasks["finalize"]}
-    for name in [*STEPS, "discover", "record-promotion", "skip", "finalize"]:
+    tasks.update(export_tasks(spec))
+    for name in [*STEPS[1:], *EXPORT_STEPS, "discover", "record-promotion", "skip", "finalize"]:
         assert not tasks[name].caching_options.enable_cache, f"{name} must not be served from the cache"
         assert tasks[name].task_info.name and tasks[name].task_info.name != name, f"{name} has no display name"
     assert tasks["deploy"].retry_policy.max_retry_count == 1
@@ -165,7 +200,7 @@ def test_artifact_types_reach_the_ui(spec: pipeline_spec_pb2.PipelineSpec) -> No
         arts = spec.components[component].output_definitions.artifacts
         return {name: a.artifact_type.schema_title for name, a in arts.items()}
 
-    assert outputs("comp-export") == {"model": "system.Model"}
+    assert outputs("comp-export-commit") == {"model": "system.Model"}
     assert spec.components["comp-discover"].output_definitions.parameters.keys() == {
         "proceed", "source", "export_dest", "reason"}
     assert outputs("comp-validate") == {"report_md": "system.Markdown", "report_html": "system.HTML",

@@ -1,0 +1,262 @@
+"""Export benchmark at scale: gs:// → gs:// streaming, and the fan-out plan of the largest
+supported layouts.
+
+(a) ``--gcs`` (default on): a Llama-architecture base of ``--size`` (2B: 3.28 GB bf16,
+1 GB shards) with a rank-16 LoRA on every projection (``bench_export.generate``) is put
+on a fake-gcs-server; then, medians of ``--runs``, in one run each:
+
+* the export gs:// → gs:// in a child process (ranged reads of the base, 1 GB output
+  shards uploaded as they finish): wall time, peak local disk (the sampled size of the
+  child's scratch folder, every 50 ms) and peak RSS (its ``VmHWM``);
+* the reference: a plain copy of the same base objects through the same client and
+  server, file after file (download to a local file, upload it, delete it: gsutil's
+  way through a machine), with its own peak scratch disk.
+
+(b) ``--plan`` (default on): the headers-only plan of Qwen3-Coder-480B-A35B (bf16,
+~960 GB, 241 shards) and Llama-3.1-70B (141 GB, 30 shards) as sparse files (a real
+header, then a hole, as bench_validate does): plan wall time, groups for 1, 8 and 32
+workers, the largest group's bytes, and the projected export wall time at a STATED
+per-worker throughput (``--worker-mbps``, default 400 MB/s: one GCS read stream + merge +
+one resumable upload per worker; the plan's and commit's fixed costs excluded).
+
+Usage: python bench/bench_export_gcs.py [--size 2B] [--runs 3] [--no-gcs] [--no-plan]
+       [--worker-mbps 400] [--workdir DIR]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import statistics
+import struct
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from bench_export import _PEAK_RSS, _load, generate  # noqa: E402
+
+_CHILD = """
+import json, sys, tempfile, time
+tempfile.tempdir = sys.argv[3]
+from tune2serve.components.export.export import export_checkpoint
+t0 = time.perf_counter()
+export_checkpoint(sys.argv[1], sys.argv[2], base_model=sys.argv[4], max_shard_size="1GB")
+json.dump({"export_s": time.perf_counter() - t0, "rss": peak_rss()}, sys.stdout)
+"""
+
+_COPY_CHILD = """
+import json, os, sys, tempfile, time
+from tune2serve.components.checkpoint.storage import storage_client
+client = storage_client()
+bucket = client.bucket(sys.argv[1])
+t0 = time.perf_counter()
+for blob in client.list_blobs(sys.argv[1], prefix=sys.argv[2] + "/"):
+    local = os.path.join(sys.argv[4], "obj")
+    blob.download_to_filename(local)
+    bucket.blob(sys.argv[3] + "/" + blob.name[len(sys.argv[2]) + 1:]).upload_from_filename(local)
+    os.unlink(local)
+json.dump({"copy_s": time.perf_counter() - t0, "rss": peak_rss()}, sys.stdout)
+"""
+
+
+class DiskSampler:
+    """The peak total size of the files under ``root``, sampled every ``every`` s."""
+
+    def __init__(self, root: Path, every: float = 0.05) -> None:
+        self.root, self.every, self.peak = root, every, 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            total = 0
+            for dirpath, _, files in os.walk(self.root):
+                for f in files:
+                    try:
+                        total += os.stat(os.path.join(dirpath, f)).st_blocks * 512
+                    except OSError:
+                        pass
+            self.peak = max(self.peak, total)
+            self._stop.wait(self.every)
+
+    def __enter__(self) -> DiskSampler:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+def _child(code: str, args: list[str], scratch: Path) -> tuple[float, dict, int]:
+    scratch.mkdir(parents=True, exist_ok=True)
+    start = time.perf_counter()
+    with DiskSampler(scratch) as disk:
+        proc = subprocess.run([sys.executable, "-c", _PEAK_RSS + code, *args], capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise SystemExit(proc.stderr[-2000:])
+    return time.perf_counter() - start, json.loads(proc.stdout), disk.peak
+
+
+def bench_gcs(size: str, runs: int, work: Path) -> None:
+    from tests.conftest import upload_folder
+    from tune2serve.components.checkpoint.storage import storage_client
+    from tune2serve.pipelines.local import gcs
+    from tune2serve.pipelines.local.ports import free_port
+
+    base, adapter, nbytes = generate(work / "model", size)
+    port = free_port()
+    root = work / "fake-gcs"
+    root.mkdir()
+    proc = subprocess.Popen(gcs.command(root, port), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        os.environ["STORAGE_EMULATOR_HOST"] = f"http://127.0.0.1:{port}"
+        gcs.wait_ready(os.environ["STORAGE_EMULATOR_HOST"], process=proc)
+        storage_client().create_bucket("bench")
+        base_uri = upload_folder(base, "bench", "base")
+        adapter_uri = upload_folder(adapter, "bench", "runs/1")
+        shutil.rmtree(work / "model")  # from here on the model exists only on the server
+        print(f"model: {size}, {nbytes / 1e9:.2f} GB bf16 in 1 GB shards on fake-gcs-server; load {_load()}")
+        rows = []
+        for i in range(runs):
+            wall, rep, disk = _child(_CHILD, [adapter_uri, f"gs://bench/out-{i}", str(work / f"scratch-{i}"), base_uri],
+                                     work / f"scratch-{i}")
+            cwall, crep, cdisk = _child(_COPY_CHILD, ["bench", "base", f"copy-{i}", str(work / f"copy-scratch-{i}")],
+                                        work / f"copy-scratch-{i}")
+            rows.append({"export": wall, "copy": cwall, "ratio": wall / cwall, "disk": disk, "copy_disk": cdisk,
+                         "rss": rep["rss"], "copy_rss": crep["rss"]})
+            for prefix in (f"out-{i}", f"copy-{i}"):
+                shutil.rmtree(root / "bench" / prefix, ignore_errors=True)
+            print(f"  run {i + 1}: export {wall:.1f} s, copy {cwall:.1f} s, ratio {wall / cwall:.2f}, "
+                  f"peak disk {disk / 1e9:.2f} GB (copy {cdisk / 1e9:.2f} GB), peak RSS {rep['rss'] / 2**20:.0f} MiB")
+        med = {k: statistics.median(r[k] for r in rows) for k in rows[0]}
+        print(f"gs:// → gs:// export, median of {runs}: {med['export']:.1f} s vs plain copy {med['copy']:.1f} s "
+              f"(ratio {med['ratio']:.2f}), {nbytes / 1e9 / med['export']:.2f} GB/s; peak local disk "
+              f"{med['disk'] / 1e9:.2f} GB ({med['disk'] / nbytes:.2f}× the model; copy {med['copy_disk'] / 1e9:.2f} GB); "
+              f"peak RSS {med['rss'] / 2**20:.0f} MiB (copy {med['copy_rss'] / 2**20:.0f} MiB); load {_load()}")
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+        os.environ.pop("STORAGE_EMULATOR_HOST", None)
+
+
+# -- (b) the plan of the largest layouts -------------------------------------------------
+QWEN3_CODER_480B = {"architectures": ["Qwen3MoeForCausalLM"], "model_type": "qwen3_moe", "hidden_size": 6144,
+                    "intermediate_size": 8192, "num_hidden_layers": 62, "num_attention_heads": 96,
+                    "num_key_value_heads": 8, "head_dim": 128, "vocab_size": 151936, "moe_intermediate_size": 2560,
+                    "num_experts": 160, "num_experts_per_tok": 8, "decoder_sparse_step": 1, "mlp_only_layers": [],
+                    "tie_word_embeddings": False, "torch_dtype": "bfloat16", "rms_norm_eps": 1e-6}
+
+
+def qwen3_coder_480b_tensors() -> list[tuple[str, list[int]]]:
+    """Qwen3MoeForCausalLM's state dict names and shapes for Qwen3-Coder-480B-A35B."""
+    c = QWEN3_CODER_480B
+    h, heads, kv, hd, e, mi, v = (c["hidden_size"], c["num_attention_heads"], c["num_key_value_heads"], c["head_dim"],
+                                  c["num_experts"], c["moe_intermediate_size"], c["vocab_size"])
+    out = [("model.embed_tokens.weight", [v, h])]
+    for n in range(c["num_hidden_layers"]):
+        p = f"model.layers.{n}."
+        out += [(p + "input_layernorm.weight", [h]), (p + "self_attn.q_proj.weight", [heads * hd, h]),
+                (p + "self_attn.k_proj.weight", [kv * hd, h]), (p + "self_attn.v_proj.weight", [kv * hd, h]),
+                (p + "self_attn.o_proj.weight", [h, heads * hd]), (p + "self_attn.q_norm.weight", [hd]),
+                (p + "self_attn.k_norm.weight", [hd]), (p + "post_attention_layernorm.weight", [h]),
+                (p + "mlp.gate.weight", [e, h])]
+        for x in range(e):
+            q = f"{p}mlp.experts.{x}."
+            out += [(q + "gate_proj.weight", [mi, h]), (q + "up_proj.weight", [mi, h]), (q + "down_proj.weight", [h, mi])]
+    return out + [("model.norm.weight", [h]), ("lm_head.weight", [v, h])]
+
+
+def write_sparse(folder: Path, tensors: list[tuple[str, list[int]]], config: dict, shards: int) -> int:
+    """Safetensors shards with real headers and holes for data (bench_validate's way)."""
+    folder.mkdir(parents=True)
+    nbytes = [2 * _numel(s) for _, s in tensors]
+    target = sum(nbytes) / shards
+    groups: list[list[int]] = [[]]
+    size = 0
+    for k, n in enumerate(nbytes):
+        if groups[-1] and size + n > target and len(groups) < shards:
+            groups.append([])
+            size = 0
+        groups[-1].append(k)
+        size += n
+    weight_map, total = {}, 0
+    for s, group in enumerate(groups):
+        name = f"model-{s + 1:05d}-of-{len(groups):05d}.safetensors"
+        header, offset = {"__metadata__": {"format": "pt"}}, 0
+        for k in group:
+            header[tensors[k][0]] = {"dtype": "BF16", "shape": tensors[k][1], "data_offsets": [offset, offset + nbytes[k]]}
+            weight_map[tensors[k][0]] = name
+            offset += nbytes[k]
+        raw = json.dumps(header).encode()
+        raw += b" " * (-len(raw) % 8)
+        with open(folder / name, "wb") as fh:
+            fh.write(struct.pack("<Q", len(raw)) + raw)
+            fh.truncate(8 + len(raw) + offset)
+        total += offset
+    (folder / "model.safetensors.index.json").write_text(json.dumps({"metadata": {"total_size": total},
+                                                                     "weight_map": weight_map}))
+    (folder / "config.json").write_text(json.dumps(config))
+    return total
+
+
+def _numel(shape: list[int]) -> int:
+    n = 1
+    for d in shape:
+        n *= d
+    return n
+
+
+def bench_plan(work: Path, mbps: float, runs: int) -> None:
+    from bench_validate import CONFIG as LLAMA_70B
+    from bench_validate import llama70b_tensors
+
+    from tune2serve.components.export.fanout import plan_export
+
+    print(f"headers-only plan (sparse files), projected wall time at {mbps:.0f} MB/s per worker "
+          "(data only; each worker's start-up and the commit excluded)")
+    for label, tensors, config, shards in (("Qwen3-Coder-480B-A35B", qwen3_coder_480b_tensors(), QWEN3_CODER_480B, 241),
+                                           ("Llama-3.1-70B", llama70b_tensors(), LLAMA_70B, 30)):
+        src = work / label
+        total = write_sparse(src, tensors, config, shards)
+        for workers in (1, 8, 32):
+            times, groups = [], []
+            for i in range(runs):
+                start = time.perf_counter()
+                groups, _ = plan_export(str(src), str(work / f"out-{label}-{workers}-{i}"), workers=workers)
+                times.append(time.perf_counter() - start)
+            largest = max(g.bytes for g in groups)
+            print(f"  {label}: {total / 1e9:.0f} GB, {len(tensors)} tensors, {shards} input shards; workers {workers:2d}: "
+                  f"{len(groups)} groups of {min(len(g.shards) for g in groups)}-{max(len(g.shards) for g in groups)} "
+                  f"shards, largest {largest / 1e9:.1f} GB; plan {statistics.median(times):.2f} s (median of {runs}); "
+                  f"projected {largest / (mbps * 1e6) / 60:.1f} min")
+        shutil.rmtree(src)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--size", choices=["1B", "2B"], default="2B")
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--no-gcs", action="store_true")
+    parser.add_argument("--no-plan", action="store_true")
+    parser.add_argument("--worker-mbps", type=float, default=400.0)
+    parser.add_argument("--workdir", default=None)
+    args = parser.parse_args()
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    with tempfile.TemporaryDirectory(prefix="bench-export-gcs-", dir=args.workdir) as tmp:
+        work = Path(tmp)
+        if not args.no_plan:
+            bench_plan(work / "plan", args.worker_mbps, args.runs)
+        if not args.no_gcs:
+            bench_gcs(args.size, args.runs, work / "gcs")
+
+
+if __name__ == "__main__":
+    main()
