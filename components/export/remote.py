@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import threading
 import warnings
-from collections import OrderedDict
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
@@ -48,20 +47,21 @@ class RemoteSafetensorsFile(SafetensorsFile):
             raise CheckpointError(f"{folder.join(name)}: the file is truncated; re-save or re-upload this shard", file=name)
         self.chunk = chunk
         self._windows = -(-header.file_size // chunk)
+        self._data_end = self.data_start + end
         self._pool: ThreadPoolExecutor | None = None
-        self._reads: OrderedDict[tuple[int, int], Future[bytes]] = OrderedDict()
+        self._reads: dict[int, Future[bytes]] = {}  # window index → its ranged read
         self._lock = threading.Lock()
         self._fh = self._map = self._bytes = None
 
     # -- ranged reads, read ahead ----------------------------------------------------
     def _window(self, k: int) -> Future[bytes]:
         """Window ``k`` of the file (bytes [k·chunk, (k+1)·chunk)), requested once."""
-        future = self._reads.get((k, 0))
+        future = self._reads.get(k)
         if future is None:
             if self._pool is None:
                 self._pool = ThreadPoolExecutor(max_workers=AHEAD, thread_name_prefix="ranged-read")
             future = self._pool.submit(self.folder.read_range, self.name, k * self.chunk, self.chunk)
-            self._reads[(k, 0)] = future
+            self._reads[k] = future
         return future
 
     def _range(self, pos: int, nbytes: int) -> memoryview:
@@ -70,12 +70,16 @@ class RemoteSafetensorsFile(SafetensorsFile):
         front to back, and windows behind it are dropped. One window: a view, no copy."""
         first, last = pos // self.chunk, (pos + nbytes - 1) // self.chunk
         with self._lock:
-            for k in [k for k, _ in self._reads if k < first]:
-                self._reads.pop((k, 0)).cancel()
+            for k in [k for k in self._reads if k < first]:
+                self._reads.pop(k).cancel()
             futures = [self._window(k) for k in range(first, last + 1)]
             for k in range(last + 1, min(last + 1 + AHEAD, self._windows)):
                 self._window(k)
         parts = [f.result() for f in futures]
+        with self._lock:  # windows wholly behind this range are done; a file read to its end, all of them
+            done = last + 1 if pos + nbytes >= self._data_end else last
+            for k in [k for k in self._reads if k < done]:
+                self._reads.pop(k).cancel()
         base = first * self.chunk
         data = memoryview(parts[0] if len(parts) == 1 else b"".join(parts))[pos - base:pos - base + nbytes]
         if data.nbytes != nbytes:

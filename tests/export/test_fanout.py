@@ -120,3 +120,31 @@ def test_gcs_to_gcs_keeps_local_disk_within_two_shards(tiny_qwen_sharded: Path, 
     small = sum(f["size"] for f in result.files if not f["name"].endswith(".safetensors"))
     assert peak[0] <= 2 * max(f["size"] for f in shards) + small
     assert "weights" not in names, "the base was downloaded"  # export's scratch: out/ (shards) and weights/ (downloads)
+
+
+def test_ranged_reads_return_the_file_bytes_and_keep_no_window_behind(tiny_llama: Path, gcs_bucket: str) -> None:
+    """Every tensor read through small windows (so ranges straddle them) equals the local
+    file's bytes; once the file is read to its end no window stays in memory."""
+    from tune2serve.components.checkpoint.storage import open_folder
+    from tune2serve.components.checkpoint.tensor_reader import SafetensorsFile
+    import torch
+
+    from tune2serve.components.export.remote import RemoteSafetensorsFile
+
+    upload_folder(tiny_llama, gcs_bucket, "m")
+    local = SafetensorsFile(tiny_llama / "model.safetensors", "model.safetensors")
+    remote = RemoteSafetensorsFile(open_folder(f"gs://{gcs_bucket}/m"), "model.safetensors", chunk=4099)
+    try:
+        assert remote.metas == local.metas
+        for name, info in sorted(remote.infos.items(), key=lambda kv: kv[1].begin):
+            step = 3001
+            for start in range(0, info.nbytes, step):
+                n = min(step, info.nbytes - start)
+                got, _ = remote.mapped(name, start, n)
+                want, _ = local.mapped(name, start, n)
+                assert bytes(got) == bytes(want), (name, start)
+            assert remote.read(name).view(-1).view(torch.uint8).equal(local.read(name).view(-1).view(torch.uint8))
+        assert remote._reads == {}
+    finally:
+        remote.close()
+        local.close()
