@@ -28,6 +28,8 @@ from tune2serve.components.export.config_clean import (
     TOKENIZER_FILES, clean_config, generation_config_from, transformers_version,
 )
 from tune2serve.components.export.layout import CheckpointChoice, Selection, discover
+from tune2serve.components.export.embeddings import untie_trained_embedding
+from tune2serve.components.export.producers import check_full_weights
 from tune2serve.components.export.merge import ADAPTER_CONFIG, AdapterPlan, LoraOptions, plan_adapter, read_adapter
 from tune2serve.components.export.plan import DTYPES, OutputPlan, output_dtype, plan_output
 from tune2serve.components.export.sources import describe_source, fingerprints, local_dir, open_source, open_weights
@@ -272,6 +274,8 @@ def _execute(tuned: _Checkpoint, root: _Checkpoint | None, base: _Checkpoint | N
     started = time.perf_counter()
     tensors, config = open_weights(weights.folder, weight_names, scratch / "weights")
     try:
+        if options is None:
+            check_full_weights(tensors.metas, weights.folder.uri)  # a PeftModel's state dict is not a model
         adapter: AdapterPlan | None = None
         if options is not None:
             adapter_local = local_dir(tuned.folder, sorted(n for n in tuned.files if n.startswith("adapter_")), scratch / "adapter")
@@ -280,6 +284,7 @@ def _execute(tuned: _Checkpoint, root: _Checkpoint | None, base: _Checkpoint | N
                 raise MergeError(f"{weights.folder.uri}: the base model is quantized; a LoRA cannot be merged into quantized "
                                  "weights — use the unquantized base as --base-model")
             adapter = plan_adapter(options, adapter_tensors, tensors.metas, tuned.folder.uri)
+            untie_trained_embedding(adapter, tensors, config)  # the output layer kept the base weight in training
         plan = plan_output(tensors.metas, config, output_dtype(dtype, config, tensors.metas), adapter, tuned.folder.uri)
         shards = plan_shards(plan.tensors, max_bytes)
         places = [tuned] + ([root] if root else []) + ([base] if base else [])

@@ -23,10 +23,11 @@ from pathlib import PurePosixPath
 
 from tune2serve.components.checkpoint.storage import Folder, ObjectInfo
 from tune2serve.components.errors import CheckpointError, UsageError
+from tune2serve.components.export.producers import unconsolidated
 
 TRAINING_FILES = ("optimizer.pt", "scheduler.pt", "training_args.bin", "trainer_state.json")
 _TRAINER_CKPT = re.compile(r"^checkpoint-(\d+)$")
-_STEP_NAME = re.compile(r"^(?:checkpoint|step|ckpt)?[-_]?(\d+)$")
+_STEP_NAME = re.compile(r"^(?:checkpoint|step|ckpt|epoch)?[-_]?(\d+)$")  # torchtune: epoch_N/, by number
 _FINAL_NAMES = {"final", "checkpoint-final", "final_checkpoint", "final-checkpoint"}
 _NODE = re.compile(r"(^|/)node-\d+(/|$)")
 
@@ -114,6 +115,8 @@ def discover(folder: Folder, choice: CheckpointChoice, listing: list[ObjectInfo]
         kind = "peft-adapter" if kinds[""] == "adapter" else "full-checkpoint"
         what = "a PEFT LoRA adapter (adapter_config.json)" if kinds[""] == "adapter" else "full model weights with config.json"
         return Selection(kind, "", kinds[""] == "adapter", f"{folder.uri} holds {what} at its top level", [""])
+    if not kinds and (fmt := unconsolidated(dirs, "")) is not None:
+        raise CheckpointError(f"{folder.uri}: is {fmt}")
     if not kinds:
         shown = ", ".join(sorted(o.name for o in listing)[:8]) or "nothing"
         raise CheckpointError(
@@ -147,8 +150,11 @@ def _from_trainer(folder: Folder, choice: CheckpointChoice, dirs: dict[str, set[
     else:
         chosen, why = _best(folder, dirs, latest), "the best checkpoint named by trainer_state.json's best_model_checkpoint"
     if chosen not in kinds:
+        where = folder.join(chosen) if chosen else folder.uri
+        if (fmt := unconsolidated(dirs, chosen)) is not None:
+            raise CheckpointError(f"{where}: is {fmt}")
         raise CheckpointError(
-            f"{folder.join(chosen) if chosen else folder.uri}: holds neither model weights with config.json nor a LoRA adapter; "
+            f"{where}: holds neither model weights with config.json nor a LoRA adapter; "
             "choose another --checkpoint",
         )
     return Selection("hf-trainer", chosen, kinds[chosen] == "adapter",

@@ -30,6 +30,7 @@ from typing import Any
 from tune2serve.components.checkpoint.bin_loader import load_state_dict
 from tune2serve.components.checkpoint.tensor_reader import TensorMeta, torch_dtype
 from tune2serve.components.errors import MergeError
+from tune2serve.components.export.producers import check_adapter_config
 
 ADAPTER_CONFIG = "adapter_config.json"
 _PREFIX = "base_model.model."
@@ -68,6 +69,7 @@ class LoraOptions:
         peft_type = str(doc.get("peft_type", "LORA")).upper()
         if peft_type != "LORA":
             raise MergeError(f"{file}: peft_type {peft_type} cannot be merged by export; only LoRA (and DoRA) adapters can", file=file)
+        check_adapter_config(doc, file)  # residual-base inits, parameter-level LoRA: refused by name
         for key, what in _UNSUPPORTED_OPTIONS.items():
             if doc.get(key):
                 raise MergeError(f"{file}: the adapter uses {what}, which export cannot merge; merge it with PEFT "

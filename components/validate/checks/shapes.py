@@ -25,6 +25,7 @@ from tune2serve.components.validate.findings import Finding, error, info
 from tune2serve.components.validate.supported import load_supported
 
 _EMBED = re.compile(r"^((?:[a-z_]+\.)*?)embed_tokens\.weight$")
+_PEFT_WRAPPED = re.compile(r"(^base_model\.model\.)|(\.base_layer\.)|(\.lora_[AB]\.)")
 MAX_LISTED = 10  # missing tensors named one by one; the rest are counted
 
 
@@ -37,6 +38,12 @@ def check_shapes(ckpt: Checkpoint) -> list[Finding]:
             return [info("shapes-not-checked", ".bin weights: tensor shapes are not read from the pickle, so they "
                                                "were not compared with config.json", ckpt.weights.bins[0])]
         return []
+    wrapped = sorted(n for n in ckpt.tensors if _PEFT_WRAPPED.search(n))
+    if wrapped:  # a PeftModel's state dict saved as the model: the server would load random weights
+        return [error("peft-wrapper-names", f"{len(wrapped)} tensors keep PEFT's wrapper names ({wrapped[0]}): a "
+                                            "PeftModel's state dict saved as the model; transformers and vLLM would "
+                                            "not find those weights. Save the merged, unwrapped model",
+                      ckpt.tensor_files[wrapped[0]])]
     cfg = ckpt.text_config
     prefix = _lm_prefix(ckpt)
     found: list[Finding] = []

@@ -1,0 +1,212 @@
+"""What trainers really write, exported or refused by name.
+
+Real producers run here on tiny models (PEFT PiSSA/OLoRA initialisation, a PeftModel's
+state dict saved as the model, torch.distributed.checkpoint for FSDP sharded state) and
+the documented layouts of the others are built by hand (torchtune ``epoch_N/``,
+DeepSpeed ``global_stepN/``). An export is compared with the *trained* model's logits;
+a refusal must name the unsupported part and what to do."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.export.conftest import assert_nothing_published, make_adapter, read_export
+from tune2serve.components.errors import CheckpointError, MergeError
+from tune2serve.components.export.export import export_checkpoint
+
+IDS = [[5, 17, 33, 2, 99, 150, 7, 64]]
+
+
+def _logits(model: Any) -> Any:
+    import torch
+
+    with torch.no_grad():
+        return model(torch.tensor(IDS)).logits.float()
+
+
+def _export_logits(folder: Path) -> Any:
+    from transformers import AutoModelForCausalLM
+
+    return _logits(AutoModelForCausalLM.from_pretrained(folder))
+
+
+def _peft_model(base: Path, seed: int = 3, **lora: Any) -> Any:
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    torch.manual_seed(seed)
+    model = get_peft_model(AutoModelForCausalLM.from_pretrained(base), LoraConfig(**lora))
+    with torch.no_grad():  # stands for training: make lora_B non-zero
+        for name, p in model.named_parameters():
+            if "lora_B" in name or "lora_embedding_" in name:  # an embedding LoRA starts with A = 0
+                p.add_(torch.randn_like(p) * 0.05)
+    return model
+
+
+def _save_adapter(model: Any, out: Path, base: Path, **save: Any) -> Path:
+    model.save_pretrained(out, **save)
+    cfg = json.loads((out / "adapter_config.json").read_text())
+    cfg["base_model_name_or_path"] = str(base)
+    (out / "adapter_config.json").write_text(json.dumps(cfg))
+    return out
+
+
+@pytest.mark.parametrize("init", ["pissa", "olora"])
+def test_residual_base_adapters_are_refused_by_name(init: str, tiny_llama: Path, tmp_path: Path) -> None:
+    model = _peft_model(tiny_llama, r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"], init_lora_weights=init)
+    adapter = _save_adapter(model, tmp_path / "adapter", tiny_llama)
+    with pytest.raises(MergeError, match=f"init_lora_weights='{init}'.*{'PiSSA' if init == 'pissa' else 'OLoRA'}"
+                                         ".*path_initial_model_for_weight_conversion"):
+        export_checkpoint(str(adapter), str(tmp_path / "out"))
+    assert_nothing_published(tmp_path / "out")
+
+
+def test_pissa_converted_by_peft_exports_the_trained_model(tiny_llama: Path, tmp_path: Path) -> None:
+    """PEFT's documented way out: save with path_initial_model_for_weight_conversion
+    (a plain LoRA relative to the original base). Its export equals the trained model."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    torch.manual_seed(3)
+    model = get_peft_model(AutoModelForCausalLM.from_pretrained(tiny_llama),
+                           LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"], init_lora_weights="pissa"))
+    initial = tmp_path / "initial"
+    model.peft_config["default"].init_lora_weights = True  # PEFT's recipe: save the initial adapter as plain LoRA
+    model.save_pretrained(initial)
+    model.peft_config["default"].init_lora_weights = "pissa"
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if "lora_A" in name or "lora_B" in name:
+                p.add_(torch.randn_like(p) * 0.05)
+    trained = _logits(model)
+    adapter = _save_adapter(model, tmp_path / "adapter", tiny_llama, path_initial_model_for_weight_conversion=str(initial))
+    export_checkpoint(str(adapter), str(tmp_path / "out"))
+    assert torch.allclose(_export_logits(tmp_path / "out"), trained, atol=1e-4)
+
+
+@pytest.mark.parametrize("init", ["corda", "loftq", "lora_ga", "mystery"])
+def test_other_base_changing_inits_are_refused(init: str, tiny_llama: Path, tmp_path: Path) -> None:
+    adapter = make_adapter(tiny_llama, tmp_path / "adapter", r=4, lora_alpha=8, target_modules=["q_proj"])
+    cfg = json.loads((adapter / "adapter_config.json").read_text())
+    cfg["init_lora_weights"] = init
+    (adapter / "adapter_config.json").write_text(json.dumps(cfg))
+    with pytest.raises(MergeError, match=f"init_lora_weights='{init}'"):
+        export_checkpoint(str(adapter), str(tmp_path / "out"))
+
+
+def test_target_parameters_are_refused_with_the_reason(tiny_llama: Path, tmp_path: Path) -> None:
+    adapter = make_adapter(tiny_llama, tmp_path / "adapter", r=4, lora_alpha=8, target_modules=["q_proj"])
+    cfg = json.loads((adapter / "adapter_config.json").read_text())
+    cfg["target_parameters"] = ["mlp.experts.gate_up_proj"]
+    (adapter / "adapter_config.json").write_text(json.dumps(cfg))
+    with pytest.raises(MergeError, match="parameter-level LoRA on fused"):
+        export_checkpoint(str(adapter), str(tmp_path / "out"))
+
+
+def test_tied_embedding_lora_exports_the_trained_model_untied(tiny_qwen_sharded: Path, tmp_path: Path,
+                                                              validate_ok: Any) -> None:
+    """PEFT's own merge is wrong here (the merged embedding would drive the output
+    layer); the oracle is the trained model."""
+    import torch
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    model = _peft_model(tiny_qwen_sharded, r=4, lora_alpha=8, target_modules=["embed_tokens", "q_proj"])
+    trained = _logits(model)
+    adapter = _save_adapter(model, tmp_path / "adapter", tiny_qwen_sharded)
+    export_checkpoint(str(adapter), str(tmp_path / "out"))
+    config = json.loads((tmp_path / "out" / "config.json").read_text())
+    assert config["tie_word_embeddings"] is False
+    mine = read_export(tmp_path / "out")
+    assert not torch.equal(mine["lm_head.weight"], mine["model.embed_tokens.weight"])
+    assert torch.allclose(_export_logits(tmp_path / "out"), trained, atol=1e-4)
+    peft_merge = _logits(PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(tiny_qwen_sharded),
+                                                   adapter).merge_and_unload())
+    assert not torch.allclose(peft_merge, trained, atol=1e-2)  # why PEFT is not the oracle
+    validate_ok(tmp_path / "out")
+
+
+def test_torchtune_epochs_are_ordered_by_number(tiny_llama: Path, tmp_path: Path) -> None:
+    """torchtune writes epoch_0/ … epoch_N/ (merged full weights each): latest is the
+    highest number, not the last name (epoch_9 < epoch_10)."""
+    out = tmp_path / "torchtune"
+    for epoch in (0, 1, 9, 10):
+        shutil.copytree(tiny_llama, out / f"epoch_{epoch}")
+    result = export_checkpoint(str(out), str(tmp_path / "export"), checkpoint="latest")
+    assert "epoch_10" in result.explanation
+
+
+def test_peft_wrapped_full_checkpoint_is_refused(tiny_llama: Path, tmp_path: Path, cli: Any) -> None:
+    """A PeftModel's state dict saved as the model (what FSDP FULL_STATE_DICT of a
+    PeftModel gives): export refuses it, validate calls it not deployable."""
+    from safetensors.torch import save_file
+
+    model = _peft_model(tiny_llama, r=4, lora_alpha=8, target_modules=["q_proj"])
+    folder = tmp_path / "wrapped"
+    shutil.copytree(tiny_llama, folder)
+    (folder / "model.safetensors").unlink()
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(folder / "model.safetensors"))
+    with pytest.raises(CheckpointError, match="PEFT wrapper names.*base_model.model"):
+        export_checkpoint(str(folder), str(tmp_path / "out"))
+    assert_nothing_published(tmp_path / "out")
+    code, doc, _err = cli("validate", folder, "--json")
+    assert code == 1 and doc is not None
+    assert [f["code"] for f in doc["findings"] if f["severity"] == "error"] == ["peft-wrapper-names"]
+
+
+def _trainer_checkpoint(base: Path, out: Path, step: int) -> Path:
+    """The files the HF Trainer leaves in checkpoint-N/ besides the model."""
+    ckpt = out / f"checkpoint-{step}"
+    ckpt.mkdir(parents=True)
+    for name in ("config.json", "tokenizer_config.json", "tokenizer.json"):
+        if (base / name).exists():
+            shutil.copy(base / name, ckpt / name)
+    (ckpt / "trainer_state.json").write_text(json.dumps({"global_step": step}))
+    return ckpt
+
+
+def test_deepspeed_zero3_full_checkpoint_names_the_consolidation(tiny_llama: Path, tmp_path: Path, cli: Any) -> None:
+    out = tmp_path / "run"
+    ckpt = _trainer_checkpoint(tiny_llama, out, 4)
+    (ckpt / "global_step4").mkdir()
+    (ckpt / "global_step4" / "zero_pp_rank_0_mp_rank_00_model_states.pt").write_bytes(b"\0" * 16)
+    (ckpt / "global_step4" / "bf16_zero_pp_rank_0_mp_rank_00_optim_states.pt").write_bytes(b"\0" * 16)
+    (ckpt / "latest").write_text("global_step4")
+    (ckpt / "zero_to_fp32.py").write_text("# DeepSpeed's consolidation script\n")
+    code, _doc, err = cli("export", out, tmp_path / "dest", "--checkpoint", "latest")
+    assert code == 1
+    assert "DeepSpeed ZeRO checkpoint" in err and "zero_to_fp32.py" in err and "Traceback" not in err
+    assert_nothing_published(tmp_path / "dest")
+
+
+def test_fsdp_sharded_state_dict_names_the_consolidation(tiny_llama: Path, tmp_path: Path, cli: Any) -> None:
+    """A real torch.distributed.checkpoint folder, as accelerate writes it for
+    fsdp_state_dict_type SHARDED_STATE_DICT."""
+    import torch.distributed.checkpoint as dcp
+    from safetensors.torch import load_file
+
+    out = tmp_path / "run"
+    ckpt = _trainer_checkpoint(tiny_llama, out, 6)
+    dcp.save({"model": load_file(str(tiny_llama / "model.safetensors"))},
+             checkpoint_id=str(ckpt / "pytorch_model_fsdp_0"))
+    assert any(p.suffix == ".distcp" for p in (ckpt / "pytorch_model_fsdp_0").iterdir())
+    code, _doc, err = cli("export", out, tmp_path / "dest")
+    assert code == 1
+    assert "FSDP sharded state dict" in err and "accelerate merge-weights" in err and "Traceback" not in err
+
+
+def test_hub_id_base_without_base_model_fails_fast(tiny_llama: Path, tmp_path: Path, cli: Any) -> None:
+    adapter = make_adapter(tiny_llama, tmp_path / "adapter", r=4, lora_alpha=8, target_modules=["q_proj"])
+    cfg = json.loads((adapter / "adapter_config.json").read_text())
+    cfg["base_model_name_or_path"] = "meta-llama/Llama-3.2-1B"
+    (adapter / "adapter_config.json").write_text(json.dumps(cfg))
+    code, _doc, err = cli("export", adapter, tmp_path / "dest")
+    assert code == 1
+    assert "meta-llama/Llama-3.2-1B" in err and "--base-model" in err and "Traceback" not in err
