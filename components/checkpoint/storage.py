@@ -34,11 +34,15 @@ GCS_SCHEME = "gs://"
 
 @dataclass(frozen=True)
 class ObjectInfo:
-    """One file in a folder: its relative name and size in bytes."""
+    """One file in a folder: its relative name and size in bytes; on GCS also what the
+    listing returns anyway, the object's crc32c (base64, as GCS gives it) and generation,
+    so a folder's content can be identified without reading it (``identity.py``)."""
 
     name: str
     size: int
     is_symlink_outside: bool = False
+    crc32c: str | None = None
+    generation: int | None = None
 
 
 def check_relative_name(name: str, folder_uri: str) -> str:
@@ -311,7 +315,8 @@ class GcsFolder(Folder):
             raise self._translate(e, None) from e
         self._count(0)
         found = [
-            ObjectInfo(b.name[len(prefix):], int(b.size or 0))
+            ObjectInfo(b.name[len(prefix):], int(b.size or 0), crc32c=b.crc32c or None,
+                       generation=int(b.generation) if b.generation else None)
             for b in blobs
             if not b.name.endswith("/") and b.name[len(prefix):]
         ]

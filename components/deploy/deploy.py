@@ -1,7 +1,10 @@
 """Deploy an export to a Vertex AI endpoint (custom weights), idempotently.
 
 The plan, in order, with why:
-1. Preflight the export (exists, complete, valid): refuse before any Vertex call.
+1. Preflight the folder (exists, matches its manifest if it has one, valid): refuse
+   before any Vertex call. Any folder that validates is deployable; its identity is the
+   manifest's digest, or for a folder not exported by tune2serve the digest of its GCS
+   object listing (``checkpoint/identity.py``).
 2. Look for what an earlier run made for the same export (``existing.find``): by the
    deterministic ids first, then by labels. Reuse a healthy deployment (completing its
    labels) instead of making a second endpoint; delete an endpoint left with no deployed
@@ -17,7 +20,7 @@ The plan, in order, with why:
 
 Resource ids (why a rerun cannot make a second endpoint): ``:deploy`` is asked for
 ``endpoint_config.endpoint_user_id`` and ``model_config.model_user_id`` both equal to
-``t2s-<first 16 hex of the manifest digest>-<first 16 hex of sha256(export URI)>``
+``t2s-<first 16 hex of the identity digest>-<first 16 hex of sha256(export URI)>``
 (``request.deployment_ids``: 37 characters of ``[a-z0-9-]``, starting with a letter and
 ending with a hex digit, within Vertex AI's rules for both fields). So the endpoint is
 found by name even when the run that made it died before labelling it, and a
@@ -151,7 +154,7 @@ def deploy_export(spec: DeploySpec, *, poll: PollPolicy = DEFAULT_POLL,
     """Deploys ``spec.export_uri`` (or finds the deployment an earlier run made)."""
     vertex = target(spec.project, spec.region)
     checked = preflight.check_export(spec.export_uri, spec.machine)
-    digest = checked.manifest.digest()
+    digest = checked.identity.digest
     labels = deployment_labels(spec.export_uri, digest, spec.run_id)
     spec = replace(spec, endpoint_display_name=spec.endpoint_display_name or default_display_name(digest),
                    model_display_name=spec.model_display_name or default_display_name(digest))

@@ -1,19 +1,28 @@
-"""Checks an export before anything is deployed: it exists, it is complete (export
-writes ``manifest.json`` last, so no manifest means a half-written or foreign folder),
+"""Checks a folder before anything is deployed: it exists, it is what it claims to be,
 and it passes validation. A deploy that would fail after GPUs are provisioned costs
-machine-hours and an hour of waiting; these checks cost a few ranged reads.
+machine-hours and an hour of waiting; these checks cost one listing and a few ranged
+reads.
+
+Any Hugging Face folder on GCS that validates is deployable, not only our exports (the
+custom-weights path the Vertex AI documents describe is "upload a folder, deploy it").
+A tune2serve export is recognised by its ``manifest.json`` (written last, so present
+means complete) and must still match it; another folder is said to be one, in one
+warning line, and identified by its object listing (``checkpoint/identity.py``). A
+half-uploaded folder (a shard missing or truncated, an index naming absent shards) is
+refused by validate's findings, which name the file.
 """
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from typing import Any
 
-from tune2serve.components.checkpoint.manifest import MANIFEST_NAME, Manifest, read_manifest
+from tune2serve.components.checkpoint.identity import LISTING, FolderIdentity, folder_identity
+from tune2serve.components.checkpoint.manifest import MANIFEST_NAME
 from tune2serve.components.checkpoint.storage import GCS_SCHEME, open_folder
 from tune2serve.components.deploy.request import MachineSpec
 from tune2serve.components.errors import (
-    CheckpointError,
     SourceNotFoundError,
     UsageError,
     ValidationFailedError,
@@ -25,38 +34,40 @@ _log = get_logger("deploy.preflight")
 
 @dataclass(frozen=True)
 class Preflight:
-    manifest: Manifest
+    identity: FolderIdentity  # deploy's idempotence key: the manifest's digest, or the listing's
     serving_bytes: int | None  # validate's estimate (weights + KV cache), for the machine check
 
 
 def check_export(export_uri: str, machine: MachineSpec | None = None) -> Preflight:
-    """The export's manifest and memory estimate, or raises before any Vertex call.
+    """The folder's identity and memory estimate, or raises before any Vertex call.
 
     Raises:
         UsageError: the URI is not ``gs://`` (Vertex reads custom weights from GCS only),
             or the machine spec names no machine Vertex AI offers.
         SourceNotFoundError: nothing at the URI.
-        CheckpointError: no manifest.json (incomplete export).
+        CheckpointError: the folder's manifest.json does not parse or no longer matches
+            the files (an export damaged after it was written).
         ValidationFailedError: validation found errors (the report is attached), the
             machine spec's GPU memory included.
     """
     if not export_uri.startswith(GCS_SCHEME):
         raise UsageError(f"{export_uri}: deploy reads custom weights from Cloud Storage only; "
-                         "give the gs://BUCKET/PREFIX that 'tune2serve export' wrote")
+                         "upload the folder (gcloud storage cp -r) and give its gs://BUCKET/PREFIX")
     folder = open_folder(export_uri)
     if not folder.exists():
         raise SourceNotFoundError(f"{export_uri}: no such export (nothing under this prefix); "
                                   "check the URI or run 'tune2serve export' first", file=export_uri)
-    manifest = read_manifest(folder)
-    if manifest is None:
-        raise CheckpointError(f"{export_uri}: no {MANIFEST_NAME}, so this is not a complete export "
-                              "(export writes it last); rerun 'tune2serve export' to this destination",
-                              file=MANIFEST_NAME)
+    identity = folder_identity(folder)
+    if identity.basis == LISTING:
+        log_event(_log, "deploy.no_manifest", f"{export_uri}: no {MANIFEST_NAME} (not a tune2serve export); "
+                  f"deploying it as it is if it validates, identified by its object listing "
+                  f"({identity.files} objects, digest {identity.digest[:16]})", logging.WARNING,
+                  export=export_uri, identity=identity.digest)
     report = _validate(export_uri, machine)
     serving = _serving_bytes(folder, report)
-    log_event(_log, "deploy.preflight_ok", f"{export_uri}: complete export, validation passed",
-              export=export_uri, files=len(manifest.files), serving_bytes=serving)
-    return Preflight(manifest, serving)
+    log_event(_log, "deploy.preflight_ok", f"{export_uri}: validation passed ({identity.basis} identity)",
+              export=export_uri, files=identity.files, identity_basis=identity.basis, serving_bytes=serving)
+    return Preflight(identity, serving)
 
 
 def _validate(export_uri: str, machine: MachineSpec | None) -> Any:
@@ -68,7 +79,8 @@ def _validate(export_uri: str, machine: MachineSpec | None) -> Any:
     report = validate_checkpoint(export_uri, ValidateOptions(machine_spec=spec))
     if not report.ok:
         errors = [f for f in report.findings if f.severity == "error"]
-        listed = "; ".join(f"[{f.code}] {f.message}" for f in errors[:5])
+        listed = "; ".join(f"[{f.code}] {f.message}" + (f" ({f.file})" if f.file and f.file not in f.message else "")
+                           for f in errors[:5])
         raise ValidationFailedError(
             f"{export_uri}: validation failed with {len(errors)} error(s), nothing was deployed: {listed} "
             f"(run 'tune2serve validate {export_uri}' for the full report)",

@@ -113,7 +113,10 @@ def normalize_export_uri(uri: str) -> str:
 
 
 def deployment_labels(export_uri: str, manifest_digest: str, run_id: str | None = None) -> dict[str, str]:
-    """The labels tying a Model and Endpoint to the export they serve (and the run)."""
+    """The labels tying a Model and Endpoint to the export they serve (and the run).
+    ``tune2serve-manifest`` carries the folder's identity digest: its manifest's, or for a
+    folder without one the digest of its object listing (the label keeps its name so
+    deployments made before are still found)."""
     labels = {
         LABEL_EXPORT: hashlib.sha256(normalize_export_uri(export_uri).encode()).hexdigest()[:32],
         LABEL_MANIFEST: manifest_digest[:32],

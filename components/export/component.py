@@ -12,7 +12,9 @@ def export(
     source: str, dest: str, model: Output[Model], base_model: str = "", checkpoint: str = "final",
     dtype: str = "auto", max_shard_size: str = "5GB",
 ) -> NamedTuple("ExportOutputs", export_uri=str):
-    """Turns a tuning job's output into a deployable folder at ``dest``.
+    """Turns a tuning job's output into a deployable folder at ``dest``; a gs:// source
+    that already is one passes through (``export_uri`` is the source, nothing is copied,
+    metadata ``passthrough`` says so).
 
     Args:
         source: tuning output / checkpoint / adapter folder (local or gs://), or a tuning job name.
@@ -27,11 +29,12 @@ def export(
     from tune2serve.components.export.export import export_checkpoint
 
     result = export_checkpoint(source, dest, base_model=base_model or None, checkpoint=checkpoint, dtype=dtype,
-                               max_shard_size=max_shard_size)
+                               max_shard_size=max_shard_size, pass_through=True)
     model.uri = result.dest
     model.metadata.update({
         "source": result.source, "source_kind": result.source_kind, "base_model": result.base_model or "",
         "merge": result.merge or {}, "bytes": result.bytes, "parameter_count": result.parameter_count,
         "manifest_digest": result.manifest_digest, "dtype": result.dtype, "noop": result.noop,
+        "passthrough": result.passthrough, "notes": result.notes,
     })
     return namedtuple("ExportOutputs", ["export_uri"])(result.dest)

@@ -30,6 +30,7 @@ from tune2serve.components.export.config_clean import (
 from tune2serve.components.export.layout import CheckpointChoice, Selection, discover
 from tune2serve.components.export.embeddings import untie_trained_embedding
 from tune2serve.components.export.producers import check_full_weights
+from tune2serve.components.export import passthrough
 from tune2serve.components.export.merge import ADAPTER_CONFIG, AdapterPlan, LoraOptions, plan_adapter, read_adapter
 from tune2serve.components.export.plan import DTYPES, OutputPlan, output_dtype, plan_output
 from tune2serve.components.export.sources import describe_source, fingerprints, local_dir, open_source, open_weights
@@ -178,12 +179,14 @@ class Part:
 
 def export_checkpoint(source: str, dest: str, *, base_model: str | None = None, checkpoint: str = "final",
                       dtype: str = "auto", max_shard_size: str | int = "5GB", progress: Progress | None = None,
-                      upload_workers: int = 8, spans: Spans | None = None, part: Part | None = None) -> ExportResult:
+                      upload_workers: int = 8, spans: Spans | None = None, part: Part | None = None,
+                      pass_through: bool = False) -> ExportResult:
     """Exports SOURCE (a tuning output, a checkpoint, an adapter or a tuning job name) to
     DEST (local or gs://) as safetensors shards + index + config + tokenizer + manifest.
 
     ``spans``, when given, receives the seconds spent per stage (the benchmark's
-    ``--profile``).
+    ``--profile``). ``pass_through`` (the pipeline's steps): a gs:// SOURCE that already
+    is a deployable folder is returned as the export, nothing copied (``passthrough.py``).
 
     Raises:
         UsageError: a flag does not parse.
@@ -195,6 +198,9 @@ def export_checkpoint(source: str, dest: str, *, base_model: str | None = None, 
     max_bytes = parse_size(max_shard_size)
     if dtype != "auto" and dtype not in DTYPES:
         output_dtype(dtype, {}, {})  # raises the UsageError
+    if pass_through and (passed := passthrough.passed_through(source, dest, checkpoint=checkpoint, dtype=dtype,
+                                                              max_shard_bytes=max_bytes)):
+        return ExportResult(**passed)
     src_folder, job = open_source(source)
     tuned = _open_checkpoint(src_folder, choice)
     sel = tuned.selection

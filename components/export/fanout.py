@@ -20,6 +20,10 @@ the staging area at DEST, and the distributed engine is Vertex AI Pipelines' own
 
 The result equals the single-worker export byte for byte: the same plan, the same
 shard writer, the same commit (tests/export/test_fanout.py).
+
+These are the pipeline's export, so a gs:// source that already is a deployable folder
+passes through (``pass_through``, ``passthrough.py``): the plan has one empty group, the
+worker does nothing, and commit returns the source itself as the export.
 """
 
 from __future__ import annotations
@@ -66,23 +70,24 @@ def split(shards: list[tuple[str, int]], workers: int, min_worker_bytes: int) ->
 
 
 def plan_export(source: str, dest: str, *, workers: int, min_worker_bytes: str | int = MIN_WORKER_BYTES,
-                **options: Any) -> tuple[list[Group], ExportResult]:
+                pass_through: bool = True, **options: Any) -> tuple[list[Group], ExportResult]:
     """The groups (and the plan's result: ``noop`` when DEST already holds this export,
     then one empty group). ``options`` are ``export_checkpoint``'s."""
     part = Part("plan")
-    result = export_checkpoint(source, dest, part=part, **options)
+    result = export_checkpoint(source, dest, part=part, pass_through=pass_through, **options)
     groups = split(part.planned, max(1, workers), parse_size(min_worker_bytes)) if not result.noop else [Group(0, [], 0)]
     return groups, result
 
 
-def export_group(source: str, dest: str, group: Group, **options: Any) -> ExportResult:
+def export_group(source: str, dest: str, group: Group, pass_through: bool = True, **options: Any) -> ExportResult:
     """A worker: writes and stages ``group``'s shards; publishes nothing."""
-    return export_checkpoint(source, dest, part=Part("worker", shards=group.shards, worker=group.index), **options)
+    return export_checkpoint(source, dest, part=Part("worker", shards=group.shards, worker=group.index),
+                             pass_through=pass_through, **options)
 
 
-def commit_export(source: str, dest: str, **options: Any) -> ExportResult:
+def commit_export(source: str, dest: str, pass_through: bool = True, **options: Any) -> ExportResult:
     """Publishes the export the workers staged (index, small files, manifest last)."""
-    return export_checkpoint(source, dest, part=Part("commit"), **options)
+    return export_checkpoint(source, dest, part=Part("commit"), pass_through=pass_through, **options)
 
 
 __all__ = ["Group", "MIN_WORKER_BYTES", "commit_export", "export_group", "plan_export", "split"]

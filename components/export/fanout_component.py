@@ -68,6 +68,8 @@ def export_commit(
     dtype: str = "auto", max_shard_size: str = "5GB",
 ) -> NamedTuple("ExportOutputs", export_uri=str):
     """Publishes what the workers staged: the index, config, tokenizer, manifest.json last.
+    A gs:// source that already is deployable passed through: ``export_uri`` is the source
+    and metadata ``passthrough`` says so (nothing was staged or copied).
 
     Args:
         source: as for export_plan.
@@ -88,5 +90,6 @@ def export_commit(
         "source": result.source, "source_kind": result.source_kind, "base_model": result.base_model or "",
         "merge": result.merge or {}, "bytes": result.bytes, "parameter_count": result.parameter_count,
         "manifest_digest": result.manifest_digest, "dtype": result.dtype, "noop": result.noop,
+        "passthrough": result.passthrough, "notes": result.notes,
     })
     return namedtuple("ExportOutputs", ["export_uri"])(result.dest)

@@ -71,13 +71,12 @@ def _sibling(export_uri: str) -> tuple[str, str]:
 def write_promotion_record(export_uri: str, *, endpoint: str, model: str, source: str | None = None,
                            run_id: str | None = None, now: float | None = None) -> PromotionRecord:
     """Writes the record after a successful promotion. ``source`` defaults to the one
-    the export's manifest names; the digest is the manifest's."""
+    the export's manifest names; the digest is the manifest's. A folder with no manifest
+    (deployed as it is: export passed it through) is its own source."""
     from tune2serve.components.checkpoint.manifest import read_manifest
 
     manifest = read_manifest(open_folder(export_uri))
-    source = source or (manifest.source if manifest else None)
-    if not source:
-        raise UsageError(f"{export_uri}: the export's manifest names no source; pass source=")
+    source = source or (manifest.source if manifest else None) or export_uri
     record = PromotionRecord(
         source=_normal(source), export=_normal(export_uri),
         manifest_digest=manifest.digest() if manifest else None, endpoint=endpoint, model=model,
@@ -131,9 +130,19 @@ def read_promotion_record(export_uri: str) -> PromotionRecord | None:
 
 
 def find_promotion(source: str, exports_prefix: str) -> PromotionRecord | None:
-    """The newest record under ``exports_prefix`` whose source is ``source``, or None.
-    An unreadable record is skipped with a warning (it cannot prove a promotion)."""
+    """A record proving ``source`` was promoted, or None: the one beside ``source`` itself
+    (a source promoted as it is, export having passed it through), else the newest under
+    ``exports_prefix`` whose source is ``source``. An unreadable record is skipped with a
+    warning (it cannot prove a promotion)."""
     from tune2serve.components.errors import SourceNotFoundError
+
+    try:
+        beside = read_promotion_record(source)
+    except PromotionError as e:
+        log_event(_log, "promotion_record_unreadable", str(e), logging.WARNING, record=record_uri(source))
+        beside = None
+    if beside is not None and _normal(beside.source) == _normal(source):
+        return beside
 
     folder = open_folder(exports_prefix)
     try:

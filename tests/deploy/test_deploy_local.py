@@ -38,7 +38,12 @@ def _endpoints(stack, filter_text: str | None = None) -> list:  # type: ignore[n
 
 
 def _cli(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
-    code = main(list(argv))
+    import logging
+
+    try:
+        code = main(list(argv))
+    finally:  # the CLI bound its log handler to the captured stderr, closed after the test
+        logging.getLogger("tune2serve").handlers.clear()
     out, err = capsys.readouterr()
     return code, out, err
 
@@ -79,10 +84,21 @@ def test_missing_export_is_refused_before_any_deploy(stack_env, capsys) -> None:
     _refused(stack_env, capsys, f"gs://{stack_env.bucket}/exports/nothing-here", 1, "no such export")
 
 
-def test_incomplete_export_is_refused(stack_env, capsys, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+def test_incomplete_folder_is_refused_by_validation(stack_env, capsys, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     (tmp_path / "config.json").write_text("{}")
     uri = stack_env.upload(tmp_path, "exports/incomplete")
-    _refused(stack_env, capsys, uri, 1, "no manifest.json, so this is not a complete export")
+    _refused(stack_env, capsys, uri, 1, "validation failed")
+
+
+def test_an_export_damaged_after_it_was_written_is_refused(stack_env, demo_root, capsys) -> None:  # type: ignore[no-untyped-def]
+    """A file its manifest lists is gone: the listing no longer matches the manifest."""
+    from google.auth.credentials import AnonymousCredentials
+    from google.cloud import storage
+
+    uri = _fresh_export(stack_env, demo_root, "damaged")
+    client = storage.Client(project=stack_env.project, credentials=AnonymousCredentials())
+    client.bucket(stack_env.bucket).blob("exports/damaged/generation_config.json").delete()
+    _refused(stack_env, capsys, uri, 1, f"{uri}/generation_config.json: is missing: the export was changed or damaged")
 
 
 def test_export_failing_validation_is_refused(stack_env, capsys, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]

@@ -92,9 +92,22 @@ def test_no_record_unless_the_model_serves(tmp_path: Path) -> None:
 
 def test_a_record_that_cannot_be_written_does_not_fail_the_step(tmp_path: Path) -> None:
     """The promotion happened; failing here would make finalize undo it. The step warns."""
+    (tmp_path / "exports").write_text("a file where the exports folder should be")
     export = tmp_path / "exports" / "run-1"
-    export.mkdir(parents=True)  # no manifest: the record cannot name its source
     said = record_promotion.python_func(export_uri=str(export), endpoint="e", model="m", run_id="r", outcome="verified")
-    assert said.startswith(f"not recorded: {export}: the export's manifest names no source")
+    assert said.startswith(f"not recorded: {export}.promotion.json: cannot write")
     assert "the next scheduled run may promote this export again" in said
-    assert not (tmp_path / "exports" / "run-1.promotion.json").exists()
+
+
+def test_a_source_promoted_as_it_is_records_itself_and_is_not_promoted_again(tmp_path: Path) -> None:
+    """Export passed a deployable folder through (no manifest, export_uri = the source):
+    the record beside the source names it, and the next scheduled run finds it there."""
+    run = _write(tmp_path / "tuning" / "run-1", FINAL)
+    said = record_promotion.python_func(export_uri=str(run), endpoint="projects/p/locations/r/endpoints/1",
+                                        model="m", run_id="", outcome="promoted")
+    assert said == f"{tmp_path}/tuning/run-1.promotion.json"
+    record = read_promotion_record(str(run))
+    assert record is not None and (record.source, record.export, record.manifest_digest) == (str(run), str(run), None)
+    out = discover.python_func(source=f"newest:{tmp_path}/tuning", export_dest=f"{tmp_path}/exports")
+    assert (out.proceed, out.source) == (False, str(run))
+    assert out.reason.startswith(f"nothing to do: {run} was already promoted (export {run}, ")

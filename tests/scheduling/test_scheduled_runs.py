@@ -107,8 +107,11 @@ def test_completed_output_is_promoted_and_recorded(stack_env: Any, local_stack: 
     from tune2serve.pipelines.demo.tiny_models import make_tiny_model
     from tune2serve.components.scheduling.promotion_record import read_promotion_record
 
-    # an HF Trainer-style output whose final save_model wrote full weights at the run root
-    done = local_stack.upload(make_tiny_model(tmp_path / "run-1"), f"{prefix.split('/', 3)[3]}/tuning/run-1")
+    # an HF Trainer output whose final save_model wrote full weights at the run root, beside
+    # save_state's trainer_state.json (training state: export copies, not passes through)
+    run = make_tiny_model(tmp_path / "run-1")
+    (run / "trainer_state.json").write_text('{"global_step": 5, "log_history": []}')
+    done = local_stack.upload(run, f"{prefix.split('/', 3)[3]}/tuning/run-1")
     before = counts(local_stack)
 
     result = run_scheduled(local_stack, prefix)

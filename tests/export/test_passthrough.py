@@ -1,0 +1,36 @@
+"""Export's pass-through decision on listings (no network: each refusal below is decided
+before config.json would be read); the pass and a copy end to end on the local stack are
+in tests/deploy/test_custom_folder.py."""
+
+from __future__ import annotations
+
+import pytest
+
+from tune2serve.components.checkpoint.storage import GcsFolder, LocalFolder, ObjectInfo
+from tune2serve.components.export.layout import Selection
+from tune2serve.components.export.passthrough import decide
+
+FULL = Selection("full-checkpoint", "", False, "full model weights")
+FOLDER = [ObjectInfo("config.json", 700), ObjectInfo("model-00001-of-00002.safetensors", 900),
+          ObjectInfo("model-00002-of-00002.safetensors", 800), ObjectInfo("model.safetensors.index.json", 90),
+          ObjectInfo("tokenizer.json", 100), ObjectInfo("tokenizer_config.json", 50), ObjectInfo("README.md", 10)]
+
+
+@pytest.mark.parametrize("extra,reason", [
+    (ObjectInfo("optimizer.pt", 5), "gs://b/m/optimizer.pt is not a file of a deployable folder"),
+    (ObjectInfo("pytorch_model.bin", 5), "converts .bin weights to safetensors"),
+    (ObjectInfo("checkpoint-5/config.json", 5), "gs://b/m/checkpoint-5/config.json is in a subfolder"),
+    (ObjectInfo("model-00003-of-00003.safetensors", 2000), "is 2000 bytes, larger than --max-shard-size"),
+])
+def test_a_folder_with_anything_to_leave_out_or_rewrite_is_copied(extra: ObjectInfo, reason: str) -> None:
+    decision = decide(GcsFolder("gs://b/m"), GcsFolder("gs://b/out"), FULL, FOLDER + [extra], dtype="auto",
+                      max_shard_bytes=1000)
+    assert not decision.passthrough and reason in decision.reason and decision.reason.startswith("copying: ")
+
+
+def test_an_adapter_or_a_local_end_is_copied(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    adapter = Selection("peft-adapter", "", True, "a PEFT LoRA adapter")
+    assert "not a folder of full weights" in decide(GcsFolder("gs://b/m"), GcsFolder("gs://b/out"), adapter, FOLDER,
+                                                    dtype="auto", max_shard_bytes=1000).reason
+    local = decide(GcsFolder("gs://b/m"), LocalFolder(tmp_path), FULL, FOLDER, dtype="auto", max_shard_bytes=1000)
+    assert (local.passthrough, local.reason) == (False, "copying: pass-through needs a gs:// source and a gs:// destination")
