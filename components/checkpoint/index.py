@@ -3,9 +3,9 @@ and the discovery of which weight files a folder holds."""
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 
+from tune2serve.components.checkpoint import bounded_json
 from tune2serve.components.checkpoint.storage import Folder, ObjectInfo, check_relative_name
 from tune2serve.components.errors import CheckpointError, SourceReadError
 
@@ -39,6 +39,8 @@ class IndexProblem:
 
 
 INDEX_INVALID = "index-invalid"
+# A 1T-parameter model's index is ~10 MB (a few hundred thousand tensor names).
+MAX_INDEX_BYTES = 64 * 1024 * 1024
 INDEX_PATH_OUTSIDE = "index-path-outside"
 
 
@@ -47,15 +49,16 @@ def inspect_index(folder: Folder, name: str) -> tuple[WeightIndex | None, list[I
     point outside the folder or are not file names are left out) and what was wrong.
     The index is None when the file is not ``{"weight_map": {...}}`` at all."""
     try:
-        doc = json.loads(folder.read_bytes(name))
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
-        return None, [IndexProblem(INDEX_INVALID, f"{name}: not valid JSON: {e}")]
+        doc = bounded_json.loads(folder.read_bytes(name), name, max_bytes=MAX_INDEX_BYTES)
+    except bounded_json.JsonLimitError as e:
+        return None, [IndexProblem(INDEX_INVALID, str(e))]
     if not isinstance(doc, dict) or not isinstance(doc.get("weight_map"), dict):
         return None, [IndexProblem(INDEX_INVALID, f"{name}: has no \"weight_map\" object mapping tensor names to shard files")]
     index = WeightIndex(file=name)
     problems: list[IndexProblem] = []
     total = doc.get("metadata", {}).get("total_size") if isinstance(doc.get("metadata"), dict) else None
-    index.total_size = int(total) if isinstance(total, (int, float)) and not isinstance(total, bool) else None
+    index.total_size = (int(total) if bounded_json.is_finite_number(total) and 0 <= total < 2**64  # type: ignore[operator]
+                        else None)
     for tensor, shard in doc["weight_map"].items():
         if not isinstance(shard, str):
             problems.append(IndexProblem(INDEX_INVALID, f"{name}: weight_map[{tensor!r}] is {shard!r}, not a file name", tensor))

@@ -9,6 +9,7 @@ import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from tune2serve.components.checkpoint import bounded_json
 from tune2serve.components.checkpoint.storage import Folder
 from tune2serve.components.errors import CheckpointError
 
@@ -52,10 +53,10 @@ class Manifest:
 
 
 def parse_manifest(text: str | bytes, file: str = MANIFEST_NAME) -> Manifest:
+    doc = bounded_json.load_object(text, file)
     try:
-        doc = json.loads(text)
         files = [ManifestEntry(f["name"], int(f["size"]), str(f["sha256"]), f.get("crc32c")) for f in doc["files"]]
-    except (json.JSONDecodeError, KeyError, TypeError, ValueError) as e:
+    except (KeyError, TypeError, ValueError) as e:
         raise CheckpointError(f"{file}: not a tune2serve manifest ({type(e).__name__}: {e})", file=file) from e
     known = {"version", "source", "base_model", "files"}
     return Manifest(

@@ -12,15 +12,19 @@ it finds into findings, each with a stable code), ``read_header`` raises
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import dataclass, field
 
+from tune2serve.components.checkpoint import bounded_json
 from tune2serve.components.checkpoint.storage import Folder
 from tune2serve.components.errors import CheckpointError
 
 # safetensors itself refuses headers above 100 MB; a real 70B shard header is ~60 KB.
 MAX_HEADER_BYTES = 100 * 1024 * 1024
+# The largest real shards hold a few thousand tensors; a million-entry header costs
+# seconds and a gigabyte to parse, so the entry count is capped (one byte count) first.
+MAX_TENSORS_PER_FILE = 200_000
+U64_MAX = 2**64 - 1
 
 # Bytes per element. F8 variants are native FP8 (DeepSeek-V3/R1); F4 and E8M0 appear
 # in MXFP4 checkpoints (gpt-oss packs them as U8 blocks + scales).
@@ -48,6 +52,8 @@ HEADER_OFFSETS_OUT_OF_BOUNDS = "header-offsets-out-of-bounds"
 HEADER_SIZE_MISMATCH = "header-size-mismatch"
 HEADER_OVERLAP = "header-overlap"
 HEADER_FILE_SIZE = "header-file-size"
+HEADER_GAP = "header-gap"
+HEADER_TOO_MANY_TENSORS = "header-too-many-tensors"
 
 
 @dataclass(frozen=True)
@@ -130,10 +136,13 @@ def inspect_header(folder: Folder, name: str, file_size: int | None = None) -> H
     raw = folder.read_range(name, 8, header_size)
     if len(raw) != header_size:
         return _fail(HEADER_TOO_SHORT, f"{name}: header truncated ({len(raw)} of {header_size} bytes)")
+    if raw.count(b"{") > MAX_TENSORS_PER_FILE + 2:
+        return _fail(HEADER_TOO_MANY_TENSORS,
+                     f"{name}: header holds more than {MAX_TENSORS_PER_FILE} entries; no real shard does (split the file)")
     try:
-        doc = json.loads(raw.decode("utf-8").rstrip(" "))
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
-        return _fail(HEADER_NOT_JSON, f"{name}: header is not valid JSON: {e}")
+        doc = bounded_json.loads(raw.rstrip(b" "), name, max_bytes=MAX_HEADER_BYTES, max_depth=None)
+    except bounded_json.JsonLimitError as e:
+        return _fail(HEADER_NOT_JSON, f"{name}: header is not valid JSON: {str(e).removeprefix(name + ': ')}")
     if not isinstance(doc, dict):
         return _fail(HEADER_NOT_OBJECT, f"{name}: header is JSON but not an object (found {type(doc).__name__})")
     header = SafetensorsHeader(file=name, file_size=size, header_size=header_size)
@@ -161,7 +170,7 @@ def _fail(code: str, message: str) -> HeaderInspection:
 
 
 def _is_dim(d: object) -> bool:
-    return isinstance(d, int) and not isinstance(d, bool) and d >= 0
+    return isinstance(d, int) and not isinstance(d, bool) and 0 <= d <= U64_MAX
 
 
 def _parse_entries(header: SafetensorsHeader, doc: dict[str, object]) -> None:
@@ -181,7 +190,8 @@ def _parse_entries(header: SafetensorsHeader, doc: dict[str, object]) -> None:
         if not isinstance(dtype, str) or dtype not in DTYPE_BYTES:
             header.add_problem(HEADER_UNKNOWN_DTYPE, f"tensor {key!r}: unknown dtype {dtype!r}")
             continue
-        if not (isinstance(shape, list) and all(_is_dim(d) for d in shape)):
+        if not (isinstance(shape, list) and len(shape) <= 16 and all(_is_dim(d) for d in shape)
+                and math.prod(shape) <= U64_MAX):
             header.add_problem(HEADER_BAD_SHAPE, f"tensor {key!r}: shape {shape!r} is not a list of non-negative integers")
             continue
         if not (isinstance(offsets, list) and len(offsets) == 2 and all(_is_dim(o) for o in offsets)):
@@ -192,8 +202,11 @@ def _parse_entries(header: SafetensorsHeader, doc: dict[str, object]) -> None:
 
 
 def _check_layout(header: SafetensorsHeader) -> None:
-    """Offsets inside the buffer, spans matching shape × dtype, no overlaps, no gaps at
-    the end: the same rules safetensors enforces on load, checked without loading."""
+    """Offsets inside the buffer, spans matching shape × dtype, and the buffer exactly
+    covered: the first tensor at 0, each next one where the previous ended (no gap, no
+    overlap), the last ending at the end of the file. These are the rules safetensors
+    enforces on load (its ``validate`` refuses a gap as "metadata incomplete buffer"),
+    checked without loading: bytes hidden in a gap are bytes no reader checks."""
     data_size = header.data_size
     spans = []
     for t in header.tensors.values():
@@ -214,9 +227,17 @@ def _check_layout(header: SafetensorsHeader) -> None:
         spans.append((t.begin, t.end, t.name))
     spans.sort()
     covered = 0
+    overlapped = False  # a moved tensor overlaps one and leaves a hole: report the cause once
     for begin, end, tname in spans:
         if begin < covered:
             header.add_problem(HEADER_OVERLAP, f"tensor {tname!r}: bytes [{begin}, {end}] overlap the previous tensor")
+            overlapped = True
+        elif begin > covered and not overlapped:
+            header.add_problem(
+                HEADER_GAP,
+                f"tensor {tname!r}: starts at byte {begin} but the previous tensor ends at {covered}: "
+                f"{begin - covered} bytes in between belong to no tensor (safetensors refuses such files)",
+            )
         covered = max(covered, end)
     if not header.problems and covered != data_size:
         header.add_problem(

@@ -4,11 +4,11 @@ reads it and returns findings (the weights check fills ``headers`` and ``tensors
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import dataclass, field
 from typing import Any
 
+from tune2serve.components.checkpoint import bounded_json
 from tune2serve.components.checkpoint.index import WeightFiles, WeightIndex, find_weight_files
 from tune2serve.components.checkpoint.safetensors_header import FLOAT_DTYPES, SafetensorsHeader, TensorInfo
 from tune2serve.components.checkpoint.storage import Folder, ObjectInfo
@@ -114,6 +114,7 @@ def read_json_file(folder: Folder, sizes: dict[str, int], name: str) -> JsonFile
     if sizes[name] > MAX_JSON_BYTES:
         return JsonFile(name, error="too-large")
     try:
-        return JsonFile(name, doc=json.loads(folder.read_bytes(name)))
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
-        return JsonFile(name, error=f"not valid JSON ({e})")
+        return JsonFile(name, doc=bounded_json.loads(folder.read_bytes(name), name, max_bytes=MAX_JSON_BYTES))
+    except bounded_json.JsonLimitError as e:
+        reason = str(e).removeprefix(f"{name}: ")
+        return JsonFile(name, error=reason if reason.startswith("not ") else f"refused: {reason}")
