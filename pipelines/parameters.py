@@ -24,7 +24,9 @@ PARAMETER_DOCS: dict[str, str] = {
         'gs:// prefix (or local path) where the deployable export is written; it must not '
         'hold another export. With source newest:PREFIX it is a prefix shared by the '
         "schedule's runs: each export goes to export_dest/<tuning run folder>, with its "
-        'promotion record <export>.promotion.json beside it.'
+        'promotion record <export>.promotion.json beside it. Nothing is written here when '
+        'source already is a deployable gs:// folder: export passes it through and the '
+        'source itself is deployed.'
     ),
     'project': 'Google Cloud project that owns the endpoint and the model.',
     'region': 'Vertex AI region of the endpoint, for example us-central1.',
@@ -103,6 +105,24 @@ PARAMETER_DOCS: dict[str, str] = {
     'keep_previous_s': (
         'seconds the previous model stays deployed at 0% traffic after a promotion, for a '
         'fast manual rollback; 0 undeploys it at once.'
+    ),
+    'bake_s': (
+        'seconds each canary step below 100% holds its split after the probe passed, while '
+        "the canary is judged by the endpoint's real traffic in Cloud Monitoring (needs "
+        'roles/monitoring.viewer; points cover 60 s and arrive minutes late, so use 600 or '
+        'more); 0: no bake. Too little canary traffic to judge rolls back.'
+    ),
+    'max_error_rate_delta': (
+        "bake: roll back when the canary's error rate on real traffic exceeds the serving "
+        "model's by more than this (absolute, 0.01 = one point)."
+    ),
+    'max_latency_ratio': (
+        "bake: roll back when the canary's p95 latency on real traffic exceeds this times the "
+        "serving model's."
+    ),
+    'min_bake_requests': (
+        'bake: the fewest requests the canary must answer during the bake for a verdict; '
+        'fewer is inconclusive and rolls back.'
     ),
 }
 

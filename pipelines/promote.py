@@ -233,6 +233,10 @@ def deploy_if_valid(
     steps: str,
     significance: float,
     keep_previous_s: int,
+    bake_s: int,
+    max_error_rate_delta: float,
+    max_latency_ratio: float,
+    min_bake_requests: int,
 ) -> None:
     with dsl.If(passed == True, name="validation-passed"):  # noqa: E712 (KFP needs ==)
         deployed = (
@@ -277,6 +281,10 @@ def deploy_if_valid(
                 steps=steps,
                 significance=significance,
                 keep_previous_s=keep_previous_s,
+                bake_s=bake_s,
+                max_error_rate_delta=max_error_rate_delta,
+                max_latency_ratio=max_latency_ratio,
+                min_bake_requests=min_bake_requests,
                 run_id=RUN_ID,
             )
             .set_display_name(DISPLAY_NAMES["verify-traffic"])
@@ -339,6 +347,10 @@ def promote_if_due(
     steps: str,
     significance: float,
     keep_previous_s: int,
+    bake_s: int,
+    max_error_rate_delta: float,
+    max_latency_ratio: float,
+    min_bake_requests: int,
 ) -> None:
     with dsl.If(proceed == True, name="something-to-promote"):  # noqa: E712 (KFP needs ==)
         exported = export_fanout(
@@ -389,6 +401,10 @@ def promote_if_due(
             steps=steps,
             significance=significance,
             keep_previous_s=keep_previous_s,
+            bake_s=bake_s,
+            max_error_rate_delta=max_error_rate_delta,
+            max_latency_ratio=max_latency_ratio,
+            min_bake_requests=min_bake_requests,
         ).set_display_name("Deploy if valid")
     with dsl.Else(name="nothing-to-promote"):
         skip(reason=reason).set_display_name(DISPLAY_NAMES["skip"]).set_caching_options(False)
@@ -430,6 +446,10 @@ def promote_checkpoint(
     steps: str = "",
     significance: float = 0.01,
     keep_previous_s: int = 0,
+    bake_s: int = 0,
+    max_error_rate_delta: float = 0.01,
+    max_latency_ratio: float = 1.5,
+    min_bake_requests: int = 20,
 ) -> None:
     cleanup = (
         finalize(project=project, region=region, production_endpoint=production_endpoint, run_id=RUN_ID)
@@ -477,6 +497,10 @@ def promote_checkpoint(
             steps=steps,
             significance=significance,
             keep_previous_s=keep_previous_s,
+            bake_s=bake_s,
+            max_error_rate_delta=max_error_rate_delta,
+            max_latency_ratio=max_latency_ratio,
+            min_bake_requests=min_bake_requests,
         ).set_display_name("Promote if due")
 
 

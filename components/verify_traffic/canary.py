@@ -2,6 +2,7 @@
 
     lease ─▶ record previous split ─▶ deployModel at step 1 ─▶ for each step:
         set split ─▶ wait for replicas ─▶ probe ─▶ judge ──(fail)──▶ rollback
+        ─▶ below 100 %, with plan.bake.bake_s: bake (bake.py) ──(fail, inconclusive)──▶ rollback
     ─▶ 100 % ─▶ retire previous (after keep_previous_s) ─▶ record "promoted"
     ─▶ undeploy + delete the staging endpoint deploy made (failures reported, not fatal)
 
@@ -16,12 +17,13 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from tune2serve.components.errors import PromotionError, UsageError, VertexError
 from tune2serve.components.logs import get_logger, log_event
 from tune2serve.components.verify_traffic import lease as lease_mod
+from tune2serve.components.verify_traffic.bake import INCONCLUSIVE, PASSED, BakePolicy, Reader, bake
 from tune2serve.components.verify_traffic.checks import Policy, StepResult, judge_step
 from tune2serve.components.verify_traffic.endpoint_api import (
     DEFAULT_DEPLOY_TIMEOUT_S,
@@ -43,6 +45,11 @@ from tune2serve.components.vertex.resources import sanitize_label_value
 
 _log = get_logger("verify_traffic.canary")
 ProbeFactory = Callable[[EndpointState], ProbeFn]
+MetricsFactory = Callable[[EndpointState], Reader]  # the endpoint → its metrics reader
+
+
+class BakeHeldError(PromotionError):
+    """An inconclusive bake under ``on_inconclusive="hold"``: the split is left as it is."""
 
 
 class StepFailedError(PromotionError):
@@ -62,6 +69,7 @@ class PromotionPlan:
     lease_wait_s: float = lease_mod.DEFAULT_WAIT_S
     drain_s: float = 1.0
     policy: Policy = field(default_factory=Policy)
+    bake: BakePolicy = field(default_factory=BakePolicy)
 
 
 @dataclass
@@ -144,9 +152,38 @@ def retire_previous(api: EndpointApi, endpoint: str, new_id: str, previous: dict
     return notes
 
 
+def real_metrics(api: EndpointApi) -> MetricsFactory:
+    """Reads an endpoint's serving metrics through Cloud Monitoring's official client."""
+    from tune2serve.components.vertex.monitoring import metric_client, read_endpoint_series
+
+    client = metric_client(api.vertex)
+
+    def for_endpoint(state: EndpointState) -> Reader:
+        endpoint_id = state.name.rsplit("/", 1)[-1]
+        return lambda start, end: read_endpoint_series(client, api.vertex.project, endpoint_id, start, end,
+                                                       resource_name=state.name)
+
+    return for_endpoint
+
+
+def _bake_step(plan: PromotionPlan, lease: lease_mod.Lease, result: StepResult, state: EndpointState,
+               metrics: MetricsFactory, sleep: Callable[[float], None]) -> StepResult:
+    log_event(_log, "promotion.bake", f"{plan.endpoint}: step {result.percent}% baking {plan.bake.bake_s:g} s on "
+              "real traffic", endpoint=plan.endpoint, percent=result.percent, bake_s=plan.bake.bake_s)
+    serving = [i for i in result.configured_split if i != result.new_deployed_id]
+    verdict = bake(metrics(state), result.new_deployed_id, serving, plan.bake,
+                   renew=lambda: lease.update_labels(lambda labels: labels), sleep=sleep)
+    log_event(_log, "promotion.bake_done", f"{plan.endpoint}: bake at {result.percent}% {verdict.verdict}"
+              + (": " + "; ".join(verdict.failures) if verdict.failures else ""),
+              logging.INFO if verdict.passed else logging.WARNING, endpoint=plan.endpoint, verdict=verdict.verdict,
+              canary=verdict.canary.as_dict(), baseline=verdict.baseline.as_dict())
+    failures = result.failures if verdict.verdict == PASSED else result.failures + verdict.failures
+    return replace(result, bake=verdict, failures=failures)
+
+
 def _run_steps(api: EndpointApi, plan: PromotionPlan, lease: lease_mod.Lease, out: PromotionOutcome,
                resources: dict[str, Any], record: PromotionRecord, probe_for: ProbeFactory,
-               sleep: Callable[[float], None]) -> None:
+               sleep: Callable[[float], None], metrics: MetricsFactory | None = None) -> None:
     previous = out.previous_split
     first = canary_split(previous, NEW_MODEL_KEY, plan.steps[0])
     deployed = build_deployed_model(plan.model, resources, f"tune2serve-canary-{sanitize_label_value(plan.run_id)}")
@@ -163,6 +200,12 @@ def _run_steps(api: EndpointApi, plan: PromotionPlan, lease: lease_mod.Lease, ou
         answers = probe_for(state)(plan.policy.plan(percent / 100).requests)
         result = judge_step(percent, out.new_deployed_id, configured, state, answers, plan.policy,
                             time.monotonic() - started)
+        if result.passed and percent < 100 and plan.bake.bake_s > 0:
+            result = _bake_step(plan, lease, result, state, metrics or real_metrics(api), sleep)
+            if result.bake is not None and result.bake.verdict == INCONCLUSIVE and plan.bake.on_inconclusive == "hold":
+                out.steps.append(result)
+                raise BakeHeldError(f"step {percent}%: " + "; ".join(result.bake.failures)
+                                    + f"; held at {configured} (on_inconclusive=hold)")
         out.steps.append(result)
         log_event(_log, "promotion.step", f"{plan.endpoint}: step {percent}% "
                   + ("passed" if result.passed else "failed: " + "; ".join(result.failures)),
@@ -174,9 +217,12 @@ def _run_steps(api: EndpointApi, plan: PromotionPlan, lease: lease_mod.Lease, ou
 
 
 def promote(api: EndpointApi, plan: PromotionPlan, probe_for: ProbeFactory,
-            sleep: Callable[[float], None] = time.sleep) -> PromotionOutcome:
-    """Promotes ``plan.model`` onto ``plan.endpoint`` through ``plan.steps``, or rolls back.
-    Never raises for a failed check: the outcome says what happened."""
+            sleep: Callable[[float], None] = time.sleep, metrics: MetricsFactory | None = None) -> PromotionOutcome:
+    """Promotes ``plan.model`` onto ``plan.endpoint`` through ``plan.steps``, or rolls back
+    (or, for an inconclusive bake under ``on_inconclusive="hold"``, leaves the canary at
+    its step: outcome "failed", the record still "canary" for an operator's --rollback).
+    Never raises for a failed check: the outcome says what happened. ``metrics`` reads
+    the endpoint's serving metrics for a bake (default: Cloud Monitoring)."""
     with lease_mod.held(api, plan.endpoint, run=plan.run_id, wait_s=plan.lease_wait_s) as lease:
         state = api.get_endpoint(plan.endpoint)
         leftover = read_record(state.labels)
@@ -195,7 +241,14 @@ def promote(api: EndpointApi, plan: PromotionPlan, probe_for: ProbeFactory,
         record = PromotionRecord(CANARY, plan.run_id, model_id, "", previous)
         lease.update_labels(lambda labels: with_record(labels, record))
         try:
-            _run_steps(api, plan, lease, out, resources, record, probe_for, sleep)
+            _run_steps(api, plan, lease, out, resources, record, probe_for, sleep, metrics)
+        except BakeHeldError as e:
+            out.reason = str(e)
+            out.notes.append(f"the canary {out.new_deployed_id} is held at its step for a decision: run "
+                             f"`tune2serve verify-traffic {plan.endpoint} --rollback` to roll it back (the "
+                             "pipeline's exit handler rolls back a failed run's canary by itself)")
+            out.final_state = api.get_endpoint(plan.endpoint)
+            return out
         except BaseException as e:  # noqa: BLE001 — any failure, even Ctrl-C, must roll back
             out.reason = str(e) or type(e).__name__
             out.rollback, error = try_rollback(api, plan.endpoint, lease=lease, reason=out.reason,

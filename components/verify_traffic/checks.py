@@ -98,6 +98,7 @@ class StepResult:
     baseline: ModelStats | None
     failures: tuple[str, ...] = field(default_factory=tuple)
     elapsed_s: float = 0.0
+    bake: Any = None  # bake.BakeResult, when the step was baked on real traffic
 
     @property
     def passed(self) -> bool:
@@ -111,6 +112,7 @@ class StepResult:
             "models": {k: v.as_dict() for k, v in self.models.items()},
             "canary": self.canary.as_dict(), "baseline": self.baseline.as_dict() if self.baseline else None,
             "passed": self.passed, "failures": list(self.failures), "elapsed_s": round(self.elapsed_s, 2),
+            "bake": self.bake.as_dict() if self.bake is not None else None,
         }
 
 

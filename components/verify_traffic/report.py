@@ -1,13 +1,16 @@
 """The decision, with its evidence, as Markdown (KFP Markdown artifact, terminal) and as
 a self-contained HTML page (inline CSS, an inline SVG latency chart, no scripts, no
 external resources) that the Vertex AI Pipelines UI shows. Stable element ids:
-``outcome``, ``evidence``, ``traffic-split``, ``latency-chart``.
+``outcome``, ``evidence``, ``traffic-split``, ``latency-chart``, and per baked step
+``bake-N`` (its table) and ``bake-chart-N`` (error rate and p95 of both models over the
+bake, one point per Cloud Monitoring sample).
 """
 
 from __future__ import annotations
 
 from html import escape
 from pathlib import Path
+from typing import Any
 
 from tune2serve.components.verify_traffic.checks import StepResult
 from tune2serve.components.verify_traffic.verify import VerifyResult
@@ -22,7 +25,12 @@ METHOD = ("Each step sends real requests to the endpoint's dedicated data plane 
           "answered (X-Vertex-AI-Deployed-Model-Id). The new model's share is tested against the configured share "
           "with a two-sided exact binomial test; n is chosen so the test detects a deviation of half the canary "
           "share with power 0.9 (normal-approximation formula, capped). The new model's error rate may exceed the "
-          "serving model's by at most 2 points, and its p95 latency at most 3x the serving model's plus 250 ms.")
+          "serving model's by at most 2 points, and its p95 latency at most 3x the serving model's plus 250 ms. "
+          "With a bake, each step below 100% then holds the split and reads the endpoint's own metrics in Cloud "
+          "Monitoring (prediction/online/response_count by response_code, prediction/online/prediction_latencies, "
+          "per deployed_model_id) over the bake: the canary is rolled back when its error rate on real traffic "
+          "exceeds the serving model's by more than the configured delta, when its p95 exceeds the configured "
+          "ratio of theirs, or when it got too little traffic to judge (inconclusive).")
 
 
 def _fmt(value: float | None, unit: str = "") -> str:
@@ -59,6 +67,11 @@ def markdown(result: VerifyResult) -> str:
                   "| " + " | ".join(_HEAD) + " |", "|" + "---|" * len(_HEAD)]
         lines += ["| " + " | ".join(r) + " |" for r in _step_rows(step)]
         lines += [f"- {f}" for f in step.failures] + [""]
+        if step.bake is not None:
+            b = step.bake
+            lines += [f"Bake {b.window[1] - b.window[0]:.0f} s on real traffic (Cloud Monitoring): **{b.verdict}**", "",
+                      "| " + " | ".join(_BAKE_HEAD) + " |", "|" + "---|" * len(_BAKE_HEAD)]
+            lines += ["| " + " | ".join(r) + " |" for r in _bake_rows(b)] + [""]
     if result.rollback:
         lines += ["## Rollback", "", f"restored {result.rollback['restored_split']}, undeployed "
                   f"{', '.join(result.rollback['undeployed']) or 'nothing'}", ""]
@@ -67,6 +80,64 @@ def markdown(result: VerifyResult) -> str:
         lines += ["## Notes", ""] + [f"- {n}" for n in result.notes] + [""]
     lines += ["## Method", "", METHOD, ""]
     return "\n".join(lines)
+
+
+_BAKE_HEAD = ("model", "requests", "errors", "error rate", "p95")
+
+
+def _bake_rows(bake: Any) -> list[tuple[str, ...]]:
+    return [(role, str(w.requests), str(w.errors), f"{w.error_rate:.1%}", _fmt(w.p95_ms, " ms"))
+            for role, w in (("canary", bake.canary), ("serving", bake.baseline))]
+
+
+def _bake_timeline(step: StepResult) -> dict[str, list[tuple[float, float | None, float | None]]]:
+    """Role → [(seconds into the bake, error rate, p95 ms)] per sample period."""
+    bake = step.bake
+    start = bake.window[0]
+    out: dict[str, dict[float, list[float]]] = {"canary": {}, "serving": {}}
+    for dm, series in bake.series.items():
+        role = "canary" if dm == step.new_deployed_id else "serving"
+        for c in series["response_count"]:
+            slot = out[role].setdefault(c["start"], [0.0, 0.0, 0.0])
+            slot[0] += c["count"]
+            slot[1] += 0 if str(c["response_code"]).startswith("2") else c["count"]
+        for d in series["prediction_latencies"]:
+            slot = out[role].setdefault(d["start"], [0.0, 0.0, 0.0])
+            slot[2] = max(slot[2], d["p95_ms"] or 0.0)
+    return {role: [(t - start, (v[1] / v[0]) if v[0] else None, v[2] or None) for t, v in sorted(points.items())]
+            for role, points in out.items()}
+
+
+def bake_svg(step: StepResult, index: int, width: int = 640, height: int = 260) -> str:
+    """Two panels over the bake: error rate (top) and p95 latency (bottom), the canary in
+    red and the serving models in blue, one point per Cloud Monitoring sample."""
+    lines = _bake_timeline(step)
+    span = max([t for pts in lines.values() for t, _, _ in pts] + [step.bake.window[1] - step.bake.window[0], 1.0])
+    top_ms = max([p for pts in lines.values() for _, _, p in pts if p] + [1.0])
+    pad, panel = 44, (height - 50) / 2
+    parts = [f'<svg id="bake-chart-{index}" xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
+             f'viewBox="0 0 {width} {height}" role="img" aria-label="error rate and p95 latency over the bake">',
+             f'<text x="{pad}" y="12" font-size="11">error rate (0-100%) — canary red, serving blue</text>',
+             f'<text x="{pad}" y="{panel + 30:.0f}" font-size="11">p95 latency (max {top_ms:.0f} ms)</text>']
+    for k, (label, y0) in enumerate((("error", 16.0), ("p95", panel + 34))):
+        parts.append(f'<line x1="{pad}" y1="{y0 + panel - 8:.1f}" x2="{width - pad}" y2="{y0 + panel - 8:.1f}" '
+                     'stroke="#888"/>')
+        for role, colour in (("canary", "#d93025"), ("serving", "#3182bd")):
+            pts = []
+            for t, err, p95 in lines[role]:
+                value = err if k == 0 else (p95 / top_ms if p95 else None)
+                if value is None:
+                    continue
+                x = pad + (width - 2 * pad) * t / span
+                y = y0 + (panel - 8) * (1 - value)
+                pts.append(f"{x:.1f},{y:.1f}")
+                parts.append(f'<circle cx="{x:.1f}" cy="{y:.1f}" r="2.5" fill="{colour}"><title>{role} at '
+                             f'{t:.0f} s: {label} {value * (100 if k == 0 else top_ms):.0f}'
+                             f'{"%" if k == 0 else " ms"}</title></circle>')
+            if len(pts) > 1:
+                parts.append(f'<polyline points="{" ".join(pts)}" fill="none" stroke="{colour}"/>')
+    parts.append(f'<text x="{pad}" y="{height - 4}" font-size="10">seconds into the bake (0-{span:.0f})</text></svg>')
+    return "".join(parts)
 
 
 def latency_svg(steps: list[StepResult], width: int = 640, height: int = 220) -> str:
@@ -124,6 +195,11 @@ def html(result: VerifyResult) -> str:
                      f"({t.observed_share:.1%}), p-value {t.p_value:.3g} at significance {t.alpha}</p>")
         parts.append(_table(_HEAD, _step_rows(step)))
         parts += [f'<p class="fail">{escape(f)}</p>' for f in step.failures]
+        if step.bake is not None:
+            b, i = step.bake, result.steps.index(step) + 1
+            parts.append(f'<h4>Bake: {escape(b.verdict)} ({b.window[1] - b.window[0]:.0f} s of real traffic, '
+                         f'Cloud Monitoring)</h4><div id="bake-{i}" data-verdict="{escape(b.verdict)}">'
+                         + _table(_BAKE_HEAD, _bake_rows(b)) + "</div>" + bake_svg(step, i))
     if result.steps:
         parts.append("<h3>Latency</h3>" + latency_svg(result.steps))
     if result.rollback:

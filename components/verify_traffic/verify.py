@@ -19,7 +19,16 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from tune2serve.components.errors import UsageError
-from tune2serve.components.verify_traffic.canary import PromotionOutcome, PromotionPlan, ProbeFactory, promote, wait_until_serving
+from tune2serve.components.verify_traffic.bake import BakePolicy
+from tune2serve.components.verify_traffic.canary import (
+    MetricsFactory,
+    PromotionOutcome,
+    PromotionPlan,
+    ProbeFactory,
+    promote,
+    real_metrics,
+    wait_until_serving,
+)
 from tune2serve.components.verify_traffic.checks import Policy, StepResult, judge_step
 from tune2serve.components.verify_traffic.endpoint_api import EndpointApi
 from tune2serve.components.verify_traffic.probe import http_probe
@@ -75,6 +84,13 @@ class VerifyResult:
                 out[f"{key}_error_rate"] = round(m.error_rate, 4)
                 if m.p95_ms is not None:
                     out[f"{key}_p95_ms"] = round(m.p95_ms, 1)
+            if s.bake is not None:
+                out[f"step{i}_bake_passed"] = float(s.bake.passed)
+                for role, w in (("canary", s.bake.canary), ("baseline", s.bake.baseline)):
+                    out[f"step{i}_bake_{role}_requests"] = float(w.requests)
+                    out[f"step{i}_bake_{role}_error_rate"] = round(w.error_rate, 4)
+                    if w.p95_ms is not None:
+                        out[f"step{i}_bake_{role}_p95_ms"] = round(w.p95_ms, 1)
         return out
 
 
@@ -127,9 +143,11 @@ def verify_traffic(*, project: str, region: str, endpoint: str, model: str | Non
                    canary_percent: int | None = None, significance: float = 0.01, keep_previous_s: float = 0.0,
                    run_id: str = "cli", deploy_timeout_s: float = 1800.0, step_timeout_s: float = 300.0,
                    lease_wait_s: float = 60.0, policy: Policy | None = None,
-                   probe_for: ProbeFactory | None = None) -> VerifyResult:
+                   probe_for: ProbeFactory | None = None, bake: BakePolicy | None = None,
+                   metrics: MetricsFactory | None = None) -> VerifyResult:
     """Standalone check of ``endpoint`` when ``production_endpoint`` is empty, else the
-    promotion of ``model`` onto it (``endpoint`` being the staging endpoint, may be empty)."""
+    promotion of ``model`` onto it (``endpoint`` being the staging endpoint, may be empty),
+    each canary step below 100 % baked on real traffic for ``bake.bake_s`` seconds."""
     from tune2serve.components.vertex.clients import target
     from tune2serve.components.vertex.resources import endpoint_name, model_name
 
@@ -143,7 +161,12 @@ def verify_traffic(*, project: str, region: str, endpoint: str, model: str | Non
         schedule = list(steps) if isinstance(steps, Sequence) and not isinstance(steps, str) else parse_steps(
             steps or None, canary_percent)
     policy = policy or Policy(significance=significance)
+    bake = bake or BakePolicy()
+    if bake.problem():
+        raise UsageError(bake.problem())
     api = EndpointApi(vertex)
+    if production_endpoint and bake.bake_s > 0 and metrics is None:
+        metrics = real_metrics(api)  # a missing setting is a usage error before anything is deployed
     client = None
     if probe_for is None:
         probe_for, client = real_probes(api)
@@ -158,8 +181,8 @@ def verify_traffic(*, project: str, region: str, endpoint: str, model: str | Non
             model=str(model_name(model, project, region)), steps=tuple(schedule), run_id=run_id or "cli",
             staging_endpoint=str(endpoint_name(endpoint, project, region)) if endpoint else None,
             keep_previous_s=keep_previous_s, deploy_timeout_s=deploy_timeout_s, step_timeout_s=step_timeout_s,
-            lease_wait_s=lease_wait_s, policy=policy)
-        return from_outcome(promote(api, plan, probe_for))
+            lease_wait_s=lease_wait_s, policy=policy, bake=bake)
+        return from_outcome(promote(api, plan, probe_for, metrics=metrics))
     finally:
         if client is not None:
             client.close()

@@ -37,6 +37,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     p.add_argument("--count", type=int, help="how many requests or operations the fault applies to")
     p.add_argument("--ms", type=int, help="latency: milliseconds added to each answer")
     p.add_argument("--percent", type=int, help="routing-skew: the share of requests sent to the target (0-100)")
+    p.add_argument("--match", metavar="REGEX", help="http-503/http-429: fail only the requests whose body matches "
+                   "REGEX (Python re.search on the UTF-8 body)")
     p = sub.add_parser("tick", help="start the stack's due pipeline schedules now",
                        description="start the local stack's due pipeline schedules now, as Vertex AI's scheduler "
                        "would at their cron times (nothing fires by itself on the local stack); prints the "
@@ -88,12 +90,13 @@ def run(args: argparse.Namespace) -> int:
             return 0
         from tune2serve.pipelines.local.faults import Fault, inject_fault
 
-        problem = Fault(args.kind, args.target, args.count, args.ms, args.percent).problem()
+        problem = Fault(args.kind, args.target, args.count, args.ms, args.percent, args.match).problem()
         if problem:
             raise UsageError(f"tune2serve local fault {args.kind}: {problem}")
         if not stack.status()["running"]["vertex"]:
             raise UsageError(f"no running local stack in {stack.home}: run `tune2serve local up` first")
-        answer = inject_fault(stack.api_endpoint, args.kind, args.target, args.count, args.ms, args.percent)
+        answer = inject_fault(stack.api_endpoint, args.kind, args.target, args.count, args.ms, args.percent,
+                              match=args.match)
         print(json.dumps(answer))
         return 0
     except (StackError, RuntimeError) as e:

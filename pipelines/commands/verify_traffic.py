@@ -30,6 +30,21 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="keep the previous model deployed at 0%% this long before undeploying it")
     parser.add_argument("--staging-endpoint", help="the endpoint deploy made for --model (machine spec is copied "
                         "from it; it is undeployed and deleted after a successful promotion)")
+    parser.add_argument("--bake-s", type=float, default=0.0, metavar="SECONDS",
+                        help="after the probe passes at each canary step below 100%%, hold the split this long and "
+                        "judge the canary by the endpoint's real traffic in Cloud Monitoring (default 0: no bake; "
+                        "in the cloud use 600 or more: points cover 60 s and arrive minutes late)")
+    parser.add_argument("--max-error-rate-delta", type=float, default=0.01,
+                        help="bake: roll back when the canary's error rate exceeds the serving model's by more than "
+                        "this (absolute; default 0.01)")
+    parser.add_argument("--max-latency-ratio", type=float, default=1.5,
+                        help="bake: roll back when the canary's p95 latency exceeds this times the serving model's "
+                        "(default 1.5)")
+    parser.add_argument("--min-bake-requests", type=int, default=20,
+                        help="bake: fewer canary requests than this is inconclusive (default 20)")
+    parser.add_argument("--hold-inconclusive", action="store_true",
+                        help="bake: leave an inconclusive canary at its step (exit 1, outcome failed) instead of "
+                        "rolling it back; finish with --rollback")
     parser.add_argument("--run-id", default="cli", help="run id recorded on the endpoint (the pipeline's)")
     parser.add_argument("--rollback", action="store_true", help="roll back the promotion in progress on ENDPOINT")
     parser.add_argument("--report-dir", help="write verify_traffic.md and verify_traffic.html here")
@@ -43,13 +58,16 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError("--project and --region are required (or TUNE2SERVE_PROJECT / TUNE2SERVE_REGION)")
     if args.rollback:
         return _rollback(args)
+    from tune2serve.components.verify_traffic.bake import BakePolicy
     from tune2serve.components.verify_traffic.verify import verify_traffic
 
+    bake = BakePolicy(args.bake_s, args.max_error_rate_delta, args.max_latency_ratio, args.min_bake_requests,
+                      "hold" if args.hold_inconclusive else "rollback")
     staging = (args.staging_endpoint or "") if args.model else args.endpoint
     result = verify_traffic(project=args.project, region=args.region, endpoint=staging,
                             model=args.model, production_endpoint=args.endpoint if args.model else None,
                             steps=args.steps, canary_percent=args.canary_percent, significance=args.significance,
-                            keep_previous_s=args.keep_previous, run_id=args.run_id)
+                            keep_previous_s=args.keep_previous, run_id=args.run_id, bake=bake)
     if args.report_dir:
         from pathlib import Path
 

@@ -20,7 +20,8 @@ before forwarding. Like Vertex's vLLM containers, ``:predict`` answers
 ``"Prompt:\\n{prompt}\\nOutput:\\n{text}"`` unless the instance sets ``"raw_response": true``.
 Routing is weighted random; ``TUNE2SERVE_LOCAL_ROUTING_SEED`` makes it repeatable; the
 ``routing-skew`` fault overrides the split for one deployed model (to test that a promotion
-notices routing that disagrees with its configuration).
+notices routing that disagrees with its configuration). Every answer is recorded
+(``self.metrics``) as Vertex AI's endpoint metrics count it: see ``monitoring.py``.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ import json
 import os
 import random
 import re
+import time
 from typing import Any
 
 import httpx
@@ -38,6 +40,7 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 
 from tune2serve.pipelines.local.api_errors import ApiError, error_body, invalid, not_found
 from tune2serve.pipelines.local.faults import FaultBook
+from tune2serve.pipelines.local.monitoring import MetricRecorder, Served
 from tune2serve.pipelines.local.serving import Supervisor
 from tune2serve.pipelines.local.state import StateStore
 
@@ -73,6 +76,7 @@ class DataPlane:
         seed = os.environ.get("TUNE2SERVE_LOCAL_ROUTING_SEED")
         self.rng = random.Random(int(seed) if seed else None)
         self._client: httpx.AsyncClient | None = None
+        self.metrics = MetricRecorder()  # what pipelines/local/monitoring.py serves
 
     @property
     def client(self) -> httpx.AsyncClient:
@@ -114,13 +118,24 @@ class DataPlane:
         dm = next((d for d in endpoint.get("deployedModels", []) if d["id"] == dm_id), None)
         if dm is None:
             return error_response(not_found(f"Deployed model {dm_id} on endpoint {m['endpoint']}"))
+        started = time.perf_counter()
+        response = await self._serve(request, m, dm)
+        self.metrics.record(Served(time.time(), m["project"], m["location"], m["endpoint_id"],
+                                   endpoint.get("displayName", ""), dm_id, dm.get("displayName", ""),
+                                   response.status_code, (time.perf_counter() - started) * 1000))
+        return response
+
+    async def _serve(self, request: Request, m: re.Match[str], dm: dict[str, Any]) -> Response:
+        """The answer of deployed model ``dm``: faults first, then its model server."""
+        dm_id = dm["id"]
         headers = {"X-Vertex-AI-Endpoint-Id": m["endpoint_id"], "X-Vertex-AI-Deployed-Model-Id": dm_id,
                    "X-Vertex-AI-Model": dm["model"], "X-Vertex-AI-Model-Version-Id": dm.get("modelVersionId", "1")}
         fault_ids = {dm_id, dm["model"]}
+        raw = await request.body()
         delay = self.faults.take_latency_ms(fault_ids)
         if delay:
             await asyncio.sleep(delay / 1000)
-        injected = self.faults.take_http_error(fault_ids)
+        injected = self.faults.take_http_error(fault_ids, raw)
         if injected:
             status = "UNAVAILABLE" if injected == 503 else "RESOURCE_EXHAUSTED"
             return error_response(ApiError(status, f"Injected fault http-{injected} for deployed model {dm_id}."),
@@ -130,7 +145,6 @@ class DataPlane:
             return error_response(ApiError("UNAVAILABLE", f"Deployed model {dm_id} has no healthy replica; "
                                            "retry later."), headers)
         try:
-            raw = await request.body()
             return await self._dispatch(m, raw, replica.url, dm, headers)
         except ApiError as e:
             return error_response(e, headers)

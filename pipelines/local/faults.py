@@ -10,6 +10,7 @@ stack comes back clean.
 from __future__ import annotations
 
 import json
+import re
 import threading
 import urllib.error
 import urllib.request
@@ -21,8 +22,11 @@ KIND_HELP: dict[str, str] = {
     "undeploy-fails": "the next --count (default 1) undeployModel operations for the target fail "
                       "(the model stays deployed)",
     "kill-replica": "SIGKILL one replica of the target now (not restarted until `local up`)",
-    "http-503": "the next --count (default 1) data-plane requests routed to the target answer 503 UNAVAILABLE",
-    "http-429": "the next --count (default 1) data-plane requests routed to the target answer 429",
+    "http-503": "the next --count (default 1) data-plane requests routed to the target answer 503 UNAVAILABLE; "
+                "with --match REGEX only those whose body matches REGEX (the rest are served: a canary that "
+                "passes the probe and fails some real users)",
+    "http-429": "the next --count (default 1) data-plane requests routed to the target answer 429 "
+                "(--match as for http-503)",
     "latency": "add --ms milliseconds to the target's answers (--count requests, or all until cleared)",
     "routing-skew": "route --percent N% of the endpoint's requests to the target deployed model, whatever "
                     "the trafficSplit says, until cleared (needs --target and --percent)",
@@ -40,9 +44,14 @@ class Fault:
     count: int | None = None
     ms: int | None = None
     percent: int | None = None
+    match: str | None = None
 
-    def applies_to(self, ids: set[str]) -> bool:
-        return self.target is None or self.target in ids
+    def applies_to(self, ids: set[str], body: bytes | None = None) -> bool:
+        if self.target is not None and self.target not in ids:
+            return False
+        if self.match is not None:
+            return body is not None and re.search(self.match, body.decode("utf-8", errors="replace")) is not None
+        return True
 
     def problem(self) -> str:
         """Why this fault cannot be injected ("" when it can)."""
@@ -50,6 +59,13 @@ class Fault:
             return f"unknown fault kind {self.kind!r}; expected one of {', '.join(KINDS)}"
         if self.kind == "routing-skew" and (not self.target or self.percent is None or not 0 <= self.percent <= 100):
             return "routing-skew needs --target (a deployed model id or Model name) and --percent between 0 and 100"
+        if self.match is not None:
+            if self.kind not in ("http-503", "http-429"):
+                return f"--match applies to http-503 and http-429 only, not {self.kind}"
+            try:
+                re.compile(self.match)
+            except re.error as e:
+                return f"--match {self.match!r} is not a valid regular expression: {e}"
         if self.count is not None and self.count < 1:
             return f"--count must be at least 1; got {self.count}"
         return ""
@@ -74,10 +90,11 @@ class FaultBook:
         with self._lock:
             return [asdict(f) for f in self._faults]
 
-    def _take(self, kinds: tuple[str, ...], ids: set[str], default_count: int | None) -> Fault | None:
+    def _take(self, kinds: tuple[str, ...], ids: set[str], default_count: int | None,
+              body: bytes | None = None) -> Fault | None:
         with self._lock:
             for f in self._faults:
-                if f.kind in kinds and f.applies_to(ids):
+                if f.kind in kinds and f.applies_to(ids, body):
                     remaining = f.count if f.count is not None else default_count
                     if remaining is not None:
                         remaining -= 1
@@ -117,8 +134,10 @@ class FaultBook:
                     return dm_id, int(f.percent or 0)
         return None
 
-    def take_http_error(self, ids: set[str]) -> int | None:
-        f = self._take(("http-503", "http-429"), ids, 1)
+    def take_http_error(self, ids: set[str], body: bytes | None = None) -> int | None:
+        """The status to fail this request with (a fault with ``match`` counts only the
+        requests whose body matches), or None."""
+        f = self._take(("http-503", "http-429"), ids, 1, body)
         return None if f is None else int(f.kind[-3:])
 
     def take_latency_ms(self, ids: set[str]) -> int:
@@ -127,13 +146,14 @@ class FaultBook:
 
 
 def inject_fault(api_endpoint: str, kind: str, target: str | None = None, count: int | None = None,
-                 ms: int | None = None, percent: int | None = None, timeout: float = 30.0) -> dict[str, Any]:
+                 ms: int | None = None, percent: int | None = None, timeout: float = 30.0,
+                 match: str | None = None) -> dict[str, Any]:
     """Asks a running local Vertex server (``http://127.0.0.1:PORT``) to inject a fault;
     returns the server's answer (for kill-replica: the pid killed)."""
-    problem = Fault(kind, target, count, ms, percent).problem()
+    problem = Fault(kind, target, count, ms, percent, match).problem()
     if problem:
         raise ValueError(problem)
-    fields = {"kind": kind, "target": target, "count": count, "ms": ms, "percent": percent}
+    fields = {"kind": kind, "target": target, "count": count, "ms": ms, "percent": percent, "match": match}
     body = json.dumps({k: v for k, v in fields.items() if v is not None}).encode()
     req = urllib.request.Request(f"{api_endpoint.rstrip('/')}/_local/faults", data=body, method="POST",
                                  headers={"Content-Type": "application/json"})

@@ -68,8 +68,11 @@ class LocalStack:
 
     def env(self) -> dict[str, str]:
         ca = str(tls.tls_files(self.home).ca_cert)
-        return {"STORAGE_EMULATOR_HOST": self.gcs_url, "TUNE2SERVE_VERTEX_API_ENDPOINT": self.api_endpoint,
-                "REQUESTS_CA_BUNDLE": ca, "SSL_CERT_FILE": ca}
+        env = {"STORAGE_EMULATOR_HOST": self.gcs_url, "TUNE2SERVE_VERTEX_API_ENDPOINT": self.api_endpoint,
+               "REQUESTS_CA_BUNDLE": ca, "SSL_CERT_FILE": ca}
+        if self.config.monitoring_port:  # gRPC, TLS with the local CA (components/vertex/monitoring.py)
+            env["TUNE2SERVE_MONITORING_API_ENDPOINT"] = f"127.0.0.1:{self.config.monitoring_port}"
+        return env
 
     # -------------------------------------------------------------------- up
     def up(self, timeout: float = 60.0, replicas_timeout: float = 180.0) -> dict[str, Any]:
@@ -78,10 +81,10 @@ class LocalStack:
         config = StackConfig.load(self.home)
         if config is None:
             ports = set()
-            while len(ports) < 3:
+            while len(ports) < 4:
                 ports.add(free_port())
-            gcs_port, vertex_port, dp_port = sorted(ports)
-            config = StackConfig(gcs_port, vertex_port, dp_port)
+            gcs_port, vertex_port, dp_port, monitoring_port = sorted(ports)
+            config = StackConfig(gcs_port, vertex_port, dp_port, monitoring_port)
             config.save(self.home)
         tls.ensure_tls(self.home)
         started = []

@@ -49,6 +49,7 @@ class StackConfig:
     gcs_port: int
     vertex_port: int
     dataplane_port: int
+    monitoring_port: int = 0  # Cloud Monitoring's gRPC API (0: a stack.json from before it existed)
     project: str = DEFAULT_PROJECT
     region: str = DEFAULT_REGION
     bucket: str = DEFAULT_BUCKET

@@ -19,6 +19,8 @@ answered as numbers. Operations are polled at ``/ui/projects/P/locations/L/opera
 Admin routes (not Vertex): GET /_local/health, GET /_local/status, POST /_local/faults,
 POST /_local/repair, POST /_local/schedules:tick (fire the due schedules now; with
 ``{"force": true}`` every ACTIVE one; answers ``{"started": [pipeline job names]}``).
+Cloud Monitoring (not Vertex, same process): GET /v3/projects/P/timeSeries here, and the
+gRPC MetricService on ``monitoring_port`` (pipelines/local/monitoring.py).
 """
 
 from __future__ import annotations
@@ -102,6 +104,7 @@ class ControlPlaneApp:
             ("POST", r"/_local/faults", self.fault),
             ("POST", r"/_local/repair", self.repair),
             ("POST", r"/_local/schedules:tick", self.tick_schedules),
+            ("GET", r"/v3/projects/(?P<project>[^/]+)/timeSeries", self.list_time_series),
         ]
         self.routes = [(method, re.compile(pattern + "$"), fn) for method, pattern, fn in r]
 
@@ -223,6 +226,17 @@ class ControlPlaneApp:
     def delete_model(self, call: Call) -> dict[str, Any]:
         return self._op(call, self.cp.delete_model(call.version, call.groups["id"], call.name))
 
+    def list_time_series(self, call: Call) -> Response:
+        """Cloud Monitoring's v3 REST ``projects.timeSeries.list`` (pipelines/local/monitoring.py)."""
+        from google.protobuf import json_format
+
+        from tune2serve.pipelines.local import monitoring
+
+        request = monitoring.request_from_query(call.groups["project"], call.query)
+        answer = monitoring.list_time_series(request, self.dp.metrics)
+        return Response(json_format.MessageToJson(type(answer).pb(answer), use_integers_for_enums=call.int_enums),
+                        media_type="application/json")
+
     def status(self, call: Call) -> dict[str, Any]:
         with self.cp.store.lock:
             endpoints = list(self.cp.store.state.endpoints.values())
@@ -243,7 +257,7 @@ class ControlPlaneApp:
             body = json.loads(call.raw or b"{}")
             fault = Fault(**body)
         except (ValueError, TypeError) as e:
-            raise invalid(f"Invalid fault: {e}; expected {{kind, target?, count?, ms?, percent?}}.") from e
+            raise invalid(f"Invalid fault: {e}; expected {{kind, target?, count?, ms?, percent?, match?}}.") from e
         if fault.problem():
             raise invalid(f"Invalid fault: {fault.problem()}.")
         return self.cp.inject(fault)
@@ -327,14 +341,27 @@ def main(argv: list[str] | None = None) -> int:
     control = _Server.make(ControlPlaneApp(cp, dp, pipelines), config.vertex_port)
     data = _Server.make(dp_app(dp), config.dataplane_port, ssl_certfile=str(tls.server_cert),
                         ssl_keyfile=str(tls.server_key))
+    metrics = _monitoring_server(dp, config.monitoring_port, tls)
     try:
         with asyncio.Runner(loop_factory=_loop_factory()) as runner:
             runner.run(serve_forever([control, data]))
     finally:
         stop_health.set()
+        if metrics is not None:
+            metrics.stop(grace=1)
         pipelines.close()
         supervisor.stop_all()
     return 0
+
+
+def _monitoring_server(dp: DataPlane, port: int, tls: Any) -> Any:
+    """Cloud Monitoring's gRPC MetricService over the data plane's counts (None for a
+    stack made before it had a monitoring port: `local down` then `up` adds one)."""
+    if not port:
+        return None
+    from tune2serve.pipelines.local.monitoring import grpc_server
+
+    return grpc_server(dp.metrics, port, tls.server_cert.read_bytes(), tls.server_key.read_bytes())
 
 
 def _loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:

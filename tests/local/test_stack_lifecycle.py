@@ -15,13 +15,13 @@ from tune2serve.pipelines.local import procs
 from tune2serve.pipelines.local.stack import LocalStack
 
 
-def test_env_prints_the_four_exports(local_stack: StackHandle, capsys: pytest.CaptureFixture[str]) -> None:
+def test_env_prints_the_five_exports(local_stack: StackHandle, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["local", "env", "--home", str(local_stack.home)]) == 0
     lines = capsys.readouterr().out.splitlines()
     assert lines == [f"export {k}={v}" for k, v in local_stack.env.items()]
     assert [line.split("=")[0] for line in lines] == [
         "export STORAGE_EMULATOR_HOST", "export TUNE2SERVE_VERTEX_API_ENDPOINT",
-        "export REQUESTS_CA_BUNDLE", "export SSL_CERT_FILE"]
+        "export REQUESTS_CA_BUNDLE", "export SSL_CERT_FILE", "export TUNE2SERVE_MONITORING_API_ENDPOINT"]
 
 
 def test_status_json_lists_endpoints_splits_and_replicas(local_stack: StackHandle, deployed: Deployed,

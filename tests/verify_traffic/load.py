@@ -1,5 +1,7 @@
 """Continuous client load on an endpoint (8 concurrent clients by default), counting
-every failed request: what users of the endpoint would see during a promotion."""
+every failed request: what users of the endpoint would see during a promotion. With
+``bodies``, each client cycles through those request bodies (e.g. some with a marker a
+``--match`` fault fails)."""
 
 from __future__ import annotations
 
@@ -7,6 +9,8 @@ import ssl
 import threading
 from collections import Counter
 from dataclasses import dataclass, field
+from itertools import cycle
+from typing import Any
 
 from tune2serve.components.verify_traffic.probe import probe_request_body, send_one
 from tune2serve.components.vertex.dedicated_endpoint import request_url
@@ -22,6 +26,7 @@ class Load:
     dns: str
     endpoint: str
     clients: int = 8
+    bodies: tuple[dict[str, Any], ...] = ()
     stop: threading.Event = field(default_factory=threading.Event)
     ok: int = 0
     failed: list[str] = field(default_factory=list)
@@ -34,16 +39,21 @@ class Load:
 
         from tune2serve.components.vertex.clients import tls_verify
 
-        url, body = request_url("chat", self.dns, self.endpoint), probe_request_body()
+        url = request_url("chat", self.dns, self.endpoint)
+        bodies = cycle(self.bodies or (probe_request_body(),))
         with httpx.Client(verify=ssl_context(tls_verify()), timeout=30.0) as client:
             while not self.stop.is_set():
-                a = send_one(client, url, body)
+                a = send_one(client, url, next(bodies))
                 with self._lock:
                     if a.ok:
                         self.ok += 1
                     else:
                         self.failed.append(f"{a.status} {a.deployed_model_id} {a.error[:120]}")
                     self.answered_by[a.deployed_model_id or "-"] += 1
+
+    @property
+    def total(self) -> int:
+        return self.ok + len(self.failed)
 
     def __enter__(self) -> Load:
         self._threads = [threading.Thread(target=self._client_loop, daemon=True) for _ in range(self.clients)]
