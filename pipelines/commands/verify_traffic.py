@@ -63,6 +63,8 @@ def run(args: argparse.Namespace) -> int:
 
     bake = BakePolicy(args.bake_s, args.max_error_rate_delta, args.max_latency_ratio, args.min_bake_requests,
                       "hold" if args.hold_inconclusive else "rollback")
+    if args.bake_s and not args.model:
+        raise UsageError("--bake-s bakes a canary: it needs --model (the Model to promote onto ENDPOINT)")
     staging = (args.staging_endpoint or "") if args.model else args.endpoint
     result = verify_traffic(project=args.project, region=args.region, endpoint=staging,
                             model=args.model, production_endpoint=args.endpoint if args.model else None,

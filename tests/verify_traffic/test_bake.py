@@ -156,3 +156,34 @@ def test_the_bake_evidence_reaches_json_metrics_markdown_and_the_html_chart() ->
     assert '<div id="bake-1" data-verdict="failed">' in page and '<svg id="bake-chart-1"' in page
     assert page.count("<circle") == 7  # canary: 2 error-rate points + 1 p95; serving: 2 + 2
     assert "canary at 1 s: error 100%" in page  # the second sample: 20 of 20 failed
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--bake-s", "-5"], "--bake-s must be 0 or more"),
+    (["--bake-s", "60", "--max-latency-ratio", "0.9"], "--max-latency-ratio must be at least 1"),
+    (["--bake-s", "60", "--min-bake-requests", "0"], "--min-bake-requests must be at least 1"),
+])
+def test_bad_bake_flags_are_usage_errors_before_any_call(flags: list[str], message: str,
+                                                         capsys: pytest.CaptureFixture[str]) -> None:
+    from tune2serve.pipelines.cli import main
+
+    assert main(["verify-traffic", "projects/p/locations/r/endpoints/1", "--project", "p", "--region", "r",
+                 "--model", "projects/p/locations/r/models/2", *flags]) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_a_bake_without_a_model_to_promote_is_a_usage_error(capsys: pytest.CaptureFixture[str]) -> None:
+    from tune2serve.pipelines.cli import main
+
+    assert main(["verify-traffic", "1", "--project", "p", "--region", "r", "--bake-s", "60"]) == 2
+    assert "--bake-s bakes a canary: it needs --model" in capsys.readouterr().err
+
+
+def test_the_local_stack_needs_its_monitoring_endpoint(monkeypatch: pytest.MonkeyPatch) -> None:
+    from tune2serve.components.errors import UsageError
+    from tune2serve.components.vertex.clients import VertexTarget
+    from tune2serve.components.vertex.monitoring import metric_client
+
+    monkeypatch.delenv("TUNE2SERVE_MONITORING_API_ENDPOINT", raising=False)
+    with pytest.raises(UsageError, match="TUNE2SERVE_MONITORING_API_ENDPOINT is not set"):
+        metric_client(VertexTarget("p", "r", "http://127.0.0.1:1"))
