@@ -29,6 +29,7 @@ from tune2serve.components.export.config_clean import (
 )
 from tune2serve.components.export.layout import CheckpointChoice, Selection, discover
 from tune2serve.components.export.embeddings import untie_trained_embedding
+from tune2serve.components.export.names import DiskNames
 from tune2serve.components.export.producers import check_full_weights
 from tune2serve.components.export import passthrough
 from tune2serve.components.export.merge import ADAPTER_CONFIG, AdapterPlan, LoraOptions, plan_adapter, read_adapter
@@ -289,7 +290,7 @@ def _execute(tuned: _Checkpoint, root: _Checkpoint | None, base: _Checkpoint | N
             if config.get("quantization_config"):
                 raise MergeError(f"{weights.folder.uri}: the base model is quantized; a LoRA cannot be merged into quantized "
                                  "weights — use the unquantized base as --base-model")
-            adapter = plan_adapter(options, adapter_tensors, tensors.metas, tuned.folder.uri)
+            adapter = plan_adapter(options, adapter_tensors, tensors.metas, tuned.folder.uri, DiskNames(config).to_disk)
             untie_trained_embedding(adapter, tensors, config)  # the output layer kept the base weight in training
         plan = plan_output(tensors.metas, config, output_dtype(dtype, config, tensors.metas), adapter, tuned.folder.uri)
         shards = plan_shards(plan.tensors, max_bytes)

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -166,21 +167,30 @@ def _split_key(key: str) -> tuple[str, str]:
     return ".".join(parts), "full"
 
 
-def plan_adapter(options: LoraOptions, tensors: dict[str, Any], base: dict[str, TensorMeta], label: str) -> AdapterPlan:
+def plan_adapter(options: LoraOptions, tensors: dict[str, Any], base: dict[str, TensorMeta], label: str,
+                 disk_name: Callable[[str], str | None] | None = None) -> AdapterPlan:
     """Maps every adapter tensor onto a base tensor and checks that the shapes fit, so
-    that a wrong base fails before anything is written."""
+    that a wrong base fails before anything is written. ``disk_name`` maps an in-memory
+    name the base does not hold to its on-disk name (``names.DiskNames``)."""
     deltas: dict[str, ModuleDelta] = {}
     replacements: dict[str, Any] = {}
+
+    def on_disk(name: str) -> str:
+        if name in base or disk_name is None:
+            return name
+        return disk_name(name) or name
+
     for key, tensor in tensors.items():
         path, part = _split_key(key)
         if part == "skip":
             continue
         if part == "full":
-            replacements[path] = tensor
+            replacements[on_disk(path)] = tensor
             continue
         target = f"{path}.weight"
         if target not in base and f"model.{target}" in base:
             path, target = f"model.{path}", f"model.{target}"
+        target = on_disk(target)  # rank/alpha patterns keep matching the in-memory module path, as in PEFT
         delta = deltas.setdefault(target, ModuleDelta(path, embedding=part in ("eA", "eB"), scaling=options.scaling(path)))
         setattr(delta, {"A": "A", "B": "B", "eA": "A", "eB": "B", "m": "magnitude"}[part], tensor)
     for name, tensor in replacements.items():

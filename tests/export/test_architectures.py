@@ -1,0 +1,150 @@
+"""LoRA merge on a tiny random model of every supported class, PEFT as the oracle.
+
+Each class is built small (``tests/validate/meta_layouts.TINY``), saved with
+``save_pretrained`` (its on-disk names), given a PEFT adapter with
+``target_modules="all-linear"`` and ``init_lora_weights=False``, exported, and compared
+with PEFT's ``merge_and_unload()`` (renamed to the on-disk names by transformers'
+``revert_weight_conversion``, as ``save_pretrained`` would) tensor by tensor, then
+loaded with transformers: its logits equal the unmerged PEFT model's. Where export
+refuses (parameter-level LoRA on fused experts), the message must say so."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.export.conftest import read_export
+from tests.validate.meta_layouts import BASE
+from tune2serve.components.errors import MergeError
+from tune2serve.components.export.export import export_checkpoint
+
+VOCAB = 384  # the tiny tokenizer's
+IDS = [[5, 17, 33, 2, 99, 150, 7, 64]]
+_VISION_GEMMA = {"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 1, "num_attention_heads": 4,
+                 "image_size": 28, "patch_size": 14}
+_VISION_LLAMA4 = {"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 1, "num_attention_heads": 4,
+                  "image_size": 28, "patch_size": 14, "vision_output_dim": 32, "projector_input_dim": 32,
+                  "projector_output_dim": 32, "pixel_shuffle_ratio": 0.5}
+TEXT = {**BASE, "vocab_size": VOCAB}
+MOE = {"num_experts_per_tok": 2}
+
+# class → (config kwargs, what PEFT's target_modules="all-linear" adapter gives: "merged", or the
+# refusal's regex — then a LoRA on every nn.Linear, without the fused experts, must merge)
+ARCHITECTURES: dict[str, tuple[dict[str, Any], str]] = {
+    "LlamaForCausalLM": (TEXT, "merged"),
+    "MistralForCausalLM": ({**TEXT, "head_dim": 24}, "merged"),
+    "Qwen2ForCausalLM": (TEXT, "merged"),
+    "Qwen3ForCausalLM": ({**TEXT, "head_dim": 16}, "merged"),
+    "Phi3ForCausalLM": (TEXT, "merged"),
+    "Gemma2ForCausalLM": ({**TEXT, "head_dim": 16}, "merged"),
+    "Gemma3ForCausalLM": ({**TEXT, "head_dim": 16}, "merged"),
+    "Gemma3ForConditionalGeneration": ({"text_config": {**TEXT, "head_dim": 16}, "vision_config": _VISION_GEMMA,
+                                        "mm_tokens_per_image": 4}, "merged"),
+    "MixtralForCausalLM": ({**TEXT, **MOE, "num_local_experts": 3}, "parameter-level LoRA on fused"),
+    "Qwen3MoeForCausalLM": ({**TEXT, **MOE, "num_experts": 3, "moe_intermediate_size": 24, "head_dim": 16}, "parameter-level LoRA on fused"),
+    "Qwen3NextForCausalLM": ({**TEXT, **MOE, "num_experts": 3, "moe_intermediate_size": 24, "head_dim": 16,
+                              "shared_expert_intermediate_size": 40, "linear_num_key_heads": 2,
+                              "linear_num_value_heads": 4, "linear_key_head_dim": 8, "linear_value_head_dim": 8,
+                              "num_hidden_layers": 4}, "parameter-level LoRA on fused"),
+    "DeepseekV3ForCausalLM": ({**TEXT, **MOE, "num_key_value_heads": 4, "n_routed_experts": 3, "moe_intermediate_size": 24,
+                               "n_shared_experts": 1, "first_k_dense_replace": 1, "q_lora_rank": 24,
+                               "kv_lora_rank": 16, "qk_nope_head_dim": 8, "qk_rope_head_dim": 4, "v_head_dim": 8,
+                               "n_group": 1, "topk_group": 1}, "parameter-level LoRA on fused"),
+    "GptOssForCausalLM": ({**TEXT, **MOE, "num_local_experts": 3, "head_dim": 16}, "merged"),
+    "Llama4ForConditionalGeneration": ({"text_config": {**TEXT, **MOE, "num_local_experts": 3, "head_dim": 16,
+                                                        "intermediate_size_mlp": 80, "interleave_moe_layer_step": 2},
+                                        "vision_config": _VISION_LLAMA4}, "merged"),
+}
+
+
+def _logits(model: Any) -> Any:
+    """Text logits. Llama-4's multimodal forward fails without images in transformers
+    5.24 (no ``image_outputs``), so its language model (Llama4ForCausalLM) is called directly
+    (with PEFT, the LoRA layers sit inside them all the same)."""
+    import torch
+
+    inner = model.get_base_model() if hasattr(model, "get_base_model") else model
+    with torch.no_grad():
+        if type(inner).__name__ == "Llama4ForConditionalGeneration":
+            return inner.language_model(input_ids=torch.tensor(IDS)).logits.float()
+        return model(input_ids=torch.tensor(IDS)).logits.float()
+
+
+def _build(class_name: str, kwargs: dict[str, Any], folder: Path, tokenizer_from: Path) -> Any:
+    import torch
+    import transformers
+
+    cls = getattr(transformers, class_name)
+    torch.manual_seed(0)
+    config = cls.config_class(**kwargs)
+    model = cls(config).eval()
+    with torch.no_grad():  # some classes start norms/biases at exactly 0 or 1: make every tensor matter
+        for p in model.parameters():
+            p.add_(torch.randn_like(p) * 0.02)
+    model.save_pretrained(folder)
+    for name in ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "chat_template.jinja"):
+        if (tokenizer_from / name).exists():
+            shutil.copy(tokenizer_from / name, folder / name)
+    return model
+
+
+def _adapter(base_dir: Path, model: Any, out: Path, **lora: Any) -> tuple[Any, Path]:
+    import torch
+    from peft import LoraConfig, get_peft_model
+
+    torch.manual_seed(1)
+    peft_model = get_peft_model(model, LoraConfig(r=4, lora_alpha=8, init_lora_weights=False, **lora))
+    peft_model.save_pretrained(out)
+    cfg = json.loads((out / "adapter_config.json").read_text())
+    cfg["base_model_name_or_path"] = str(base_dir)
+    (out / "adapter_config.json").write_text(json.dumps(cfg))
+    return peft_model, out
+
+
+def _linear_modules(model: Any, attention_only: bool) -> str:
+    """Every nn.Linear but the output layer (of the attention only, for MoE classes:
+    PEFT turns MLP names there into target_parameters), by full name (a regex PEFT
+    full-matches)."""
+    import re
+
+    import torch
+
+    names = sorted(n for n, m in model.named_modules() if isinstance(m, torch.nn.Linear)
+                   and not n.endswith(("lm_head", ".router"))  # Llama-4's router returns a tuple: PEFT cannot wrap it
+                   and not (attention_only and (".mlp." in n or ".feed_forward." in n)))
+    return "|".join(re.escape(n) for n in names)
+
+
+@pytest.mark.parametrize("class_name", sorted(ARCHITECTURES))
+def test_lora_merge_equals_peft(class_name: str, tiny_llama: Path, tmp_path: Path) -> None:
+    import torch
+    from transformers.core_model_loading import revert_weight_conversion
+
+    kwargs, expected = ARCHITECTURES[class_name]
+    base_dir = tmp_path / "base"
+    model = _build(class_name, kwargs, base_dir, tiny_llama)
+    if expected != "merged":  # PEFT's "all-linear" here adds target_parameters on the fused experts
+        _peft, adapter = _adapter(base_dir, model, tmp_path / "all-linear", target_modules="all-linear")
+        assert json.loads((adapter / "adapter_config.json").read_text())["target_parameters"]
+        with pytest.raises(MergeError, match=expected):
+            export_checkpoint(str(adapter), str(tmp_path / "refused"))
+        model = _build(class_name, kwargs, base_dir, tiny_llama)
+    peft_model, adapter = _adapter(base_dir, model, tmp_path / "adapter",
+                                   target_modules=_linear_modules(model, attention_only=expected != "merged"))
+    trained = _logits(peft_model)
+    export_checkpoint(str(adapter), str(tmp_path / "out"))
+    merged_model = peft_model.merge_and_unload()
+    oracle = revert_weight_conversion(merged_model, dict(merged_model.state_dict()))
+    mine = read_export(tmp_path / "out")
+    tied = merged_model.config.get_text_config().tie_word_embeddings
+    assert set(mine) == {n for n in oracle if not (tied and n.endswith("lm_head.weight"))}
+    for name, got in mine.items():
+        ref = oracle[name]
+        assert got.shape == ref.shape and got.dtype == ref.dtype, name
+        assert torch.allclose(got, ref, atol=1e-6, rtol=0), f"{name}: {(got - ref).abs().max().item()}"
+    exported = type(model).from_pretrained(tmp_path / "out").eval()
+    assert torch.allclose(_logits(exported), trained, atol=1e-4)
