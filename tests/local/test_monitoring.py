@@ -195,3 +195,10 @@ def test_http_503_with_match_fails_only_matching_bodies_and_counts_only_them() -
 ])
 def test_bad_match_faults_are_refused(fault: Fault, message: str) -> None:
     assert message in fault.problem()
+
+
+def test_local_fault_with_a_bad_match_is_a_usage_error(tmp_path: object, capsys: pytest.CaptureFixture[str]) -> None:
+    from tune2serve.pipelines.cli import main
+
+    assert main(["local", "fault", "http-503", "--home", str(tmp_path), "--target", "1", "--match", "(x"]) == 2
+    assert "--match '(x' is not a valid regular expression" in capsys.readouterr().err
