@@ -210,3 +210,77 @@ def test_hub_id_base_without_base_model_fails_fast(tiny_llama: Path, tmp_path: P
     code, _doc, err = cli("export", adapter, tmp_path / "dest")
     assert code == 1
     assert "meta-llama/Llama-3.2-1B" in err and "--base-model" in err and "Traceback" not in err
+
+
+def _train_data(tokenizer_dir: Path) -> Any:
+    from datasets import Dataset
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(tokenizer_dir)
+    texts = ["hello world, the tiny model learns", "a second line of text to fit", "and a third one"] * 4
+    enc = tok(texts, truncation=True, max_length=16, padding="max_length")
+    return Dataset.from_dict({"input_ids": enc["input_ids"], "attention_mask": enc["attention_mask"],
+                              "labels": enc["input_ids"]})
+
+
+def test_trainer_peft_output_dir_exports_the_trained_model(tiny_llama: Path, tmp_path: Path, validate_ok: Any) -> None:
+    """transformers Trainer + PEFT, really run (4 CPU steps): the whole output_dir, with
+    checkpoint-N/ holding optimizer, scheduler, rng state, trainer_state.json and
+    training_args.bin. The export of the latest checkpoint loads with transformers and
+    gives the trained model's logits; no training state is copied."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM, Trainer, TrainingArguments
+
+    torch.manual_seed(0)
+    model = get_peft_model(AutoModelForCausalLM.from_pretrained(tiny_llama),
+                           LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj", "down_proj"]))
+    out = tmp_path / "output_dir"
+    args = TrainingArguments(output_dir=str(out), max_steps=4, save_steps=2, per_device_train_batch_size=4,
+                             learning_rate=5e-2, report_to=[], use_cpu=True, logging_steps=100, disable_tqdm=True)
+    Trainer(model=model, args=args, train_dataset=_train_data(tiny_llama)).train()
+    last = out / "checkpoint-4"
+    assert {"optimizer.pt", "scheduler.pt", "trainer_state.json", "training_args.bin"} <= {p.name for p in last.iterdir()}
+    trained = _logits(model.eval())
+    result = export_checkpoint(str(out), str(tmp_path / "export"), base_model=str(tiny_llama), checkpoint="latest")
+    assert "checkpoint-4" in result.explanation
+    assert torch.allclose(_export_logits(tmp_path / "export"), trained, atol=1e-4)
+    copied = {p.name for p in (tmp_path / "export").iterdir()}
+    assert not copied & {"optimizer.pt", "scheduler.pt", "rng_state.pth", "trainer_state.json", "training_args.bin"}
+    validate_ok(tmp_path / "export")
+
+
+def test_trl_sft_lora_with_added_tokens_exports_the_trained_model(tiny_llama: Path, tmp_path: Path,
+                                                                  validate_ok: Any) -> None:
+    """TRL SFTTrainer with LoRA, a special token added (vocabulary resized) and the
+    embedding and head trained whole (modules_to_save), really run on CPU. The export
+    holds the resized vocabulary, its tokenizer knows the new token, and its logits are
+    the trained model's."""
+    import torch
+    from datasets import Dataset
+    from peft import LoraConfig
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from trl import SFTConfig, SFTTrainer
+
+    torch.manual_seed(0)
+    tok = AutoTokenizer.from_pretrained(tiny_llama)
+    tok.add_special_tokens({"additional_special_tokens": ["<tool_call>"]})
+    model = AutoModelForCausalLM.from_pretrained(tiny_llama)
+    model.resize_token_embeddings(len(tok))
+    data = Dataset.from_dict({"text": ["hello world <tool_call> the tiny model", "a second <tool_call> line"] * 4})
+    out = tmp_path / "sft"
+    args = SFTConfig(output_dir=str(out), max_steps=3, save_steps=3, per_device_train_batch_size=4,
+                     learning_rate=5e-2, report_to=[], use_cpu=True, logging_steps=100, disable_tqdm=True,
+                     max_length=32, bf16=False)  # float32 throughout: the comparison is exact
+    trainer = SFTTrainer(model=model, args=args, train_dataset=data, processing_class=tok,
+                         peft_config=LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"],
+                                                modules_to_save=["embed_tokens", "lm_head"]))
+    trainer.train()
+    trainer.save_model(str(out))
+    trained = _logits(trainer.model.eval())
+    export_checkpoint(str(out), str(tmp_path / "export"), base_model=str(tiny_llama))
+    config = json.loads((tmp_path / "export" / "config.json").read_text())
+    assert config["vocab_size"] == len(tok)
+    assert AutoTokenizer.from_pretrained(tmp_path / "export").convert_tokens_to_ids("<tool_call>") == len(tok) - 1
+    assert torch.allclose(_export_logits(tmp_path / "export"), trained, atol=1e-4)
+    validate_ok(tmp_path / "export")
