@@ -86,6 +86,9 @@ class LocalStack:
             gcs_port, vertex_port, dp_port, monitoring_port = sorted(ports)
             config = StackConfig(gcs_port, vertex_port, dp_port, monitoring_port)
             config.save(self.home)
+        elif not config.monitoring_port:  # a stack made before it served Cloud Monitoring
+            config.monitoring_port = free_port()
+            config.save(self.home)
         tls.ensure_tls(self.home)
         started = []
         if not self._running("gcs"):
