@@ -13,6 +13,7 @@ once, for every caller.
 from __future__ import annotations
 
 import os
+import stat
 from abc import ABC, abstractmethod
 import shutil
 import tempfile
@@ -43,6 +44,17 @@ class ObjectInfo:
     is_symlink_outside: bool = False
     crc32c: str | None = None
     generation: int | None = None
+    # Set when the entry is no regular file: "a FIFO", "a symlink loop", ... (local only).
+    not_regular: str | None = None
+
+
+def _kind(mode: int) -> str | None:
+    """What a non-regular file is, in words; None for a regular file."""
+    for test, words in ((stat.S_ISFIFO, "a FIFO"), (stat.S_ISSOCK, "a socket"), (stat.S_ISCHR, "a character device"),
+                        (stat.S_ISBLK, "a block device"), (stat.S_ISDIR, "a folder")):
+        if test(mode):
+            return words
+    return None if stat.S_ISREG(mode) else "not a regular file"
 
 
 def check_relative_name(name: str, folder_uri: str) -> str:
@@ -142,7 +154,10 @@ class LocalFolder(Folder):
     def _path(self, name: str) -> Path:
         rel = check_relative_name(name, self.uri)
         path = self.root / rel
-        resolved = path.resolve()
+        try:
+            resolved = path.resolve()
+        except (RuntimeError, OSError) as e:  # 3.11 raises RuntimeError on a symlink loop
+            raise SourceReadError(f"{path}: is a symlink loop; replace it with the real file", file=rel) from e
         root = self.root.resolve()
         if resolved != root and root not in resolved.parents:
             raise SourceReadError(
@@ -150,6 +165,35 @@ class LocalFolder(Folder):
                 "copy the real file into the folder instead",
                 file=rel,
             )
+        return path
+
+    def _open_regular(self, name: str) -> IO[bytes]:
+        """Opens ``name`` for reading only if it is a regular file. Opened non-blocking
+        and checked on the descriptor (no race with a swap): a FIFO named
+        ``config.json`` must be refused by name, not block the export forever."""
+        path = self._path(name)
+        try:
+            fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+        except FileNotFoundError as e:
+            raise SourceNotFoundError(f"{path}: no such file", file=name) from e
+        except OSError as e:
+            raise SourceReadError(f"{path}: cannot read: {e.strerror or e}", file=name) from e
+        kind = _kind(os.fstat(fd).st_mode)
+        if kind is not None:
+            os.close(fd)
+            raise SourceReadError(f"{path}: is {kind}, not a regular file; only regular files are read", file=name)
+        if hasattr(os, "set_blocking"):
+            os.set_blocking(fd, True)
+        return os.fdopen(fd, "rb")
+
+    def _regular(self, name: str) -> Path:
+        path = self._path(name)
+        try:
+            kind = _kind(path.stat().st_mode)
+        except FileNotFoundError as e:
+            raise SourceNotFoundError(f"{self.join(name)}: no such file", file=name) from e
+        if kind is not None:
+            raise SourceReadError(f"{path}: is {kind}, not a regular file; only regular files are read", file=name)
         return path
 
     def exists(self) -> bool:
@@ -165,16 +209,35 @@ class LocalFolder(Folder):
                 for fname in filenames + [d for d in dirnames if (Path(dirpath) / d).is_symlink()]:
                     full = Path(dirpath) / fname
                     rel = full.relative_to(self.root).as_posix()
-                    if full.is_symlink():
-                        target = full.resolve()
-                        outside = target != root and root not in target.parents
-                        if outside or not target.is_file():
-                            found.append(ObjectInfo(rel, 0, is_symlink_outside=outside))
-                            continue
-                    found.append(ObjectInfo(rel, full.stat().st_size))
+                    found.append(self._entry(full, rel, root))
         except PermissionError as e:
             raise SourceReadError(f"{self.uri}: cannot list folder: {e.strerror}") from e
         return sorted(found, key=lambda o: o.name)
+
+    @staticmethod
+    def _entry(full: Path, rel: str, root: Path) -> ObjectInfo:
+        """One listing entry, from lstat first: symlinks are resolved (a loop or a
+        dangling link is named, not followed) and anything but a regular file is
+        marked ``not_regular`` so readers refuse it by name."""
+        try:
+            if full.is_symlink():
+                try:
+                    target = full.resolve(strict=True)
+                except RuntimeError:
+                    return ObjectInfo(rel, 0, not_regular="a symlink loop")
+                except OSError:
+                    return ObjectInfo(rel, 0, not_regular="a symlink to nothing")
+                if target != root and root not in target.parents:
+                    return ObjectInfo(rel, 0, is_symlink_outside=True)
+                info = target.stat()
+            else:
+                info = full.lstat()
+        except OSError as e:
+            return ObjectInfo(rel, 0, not_regular=f"unreadable ({e.strerror or e})")
+        kind = _kind(info.st_mode)
+        if kind is not None:
+            return ObjectInfo(rel, 0, not_regular=kind + (" (symlinked)" if full.is_symlink() else ""))
+        return ObjectInfo(rel, info.st_size)
 
     def has(self, name: str) -> bool:
         try:
@@ -183,15 +246,12 @@ class LocalFolder(Folder):
             return False
 
     def size(self, name: str) -> int:
-        try:
-            return self._path(name).stat().st_size
-        except FileNotFoundError as e:
-            raise SourceNotFoundError(f"{self.join(name)}: no such file", file=name) from e
+        return self._regular(name).stat().st_size
 
     def read_range(self, name: str, start: int, length: int) -> bytes:
         path = self._path(name)
         try:
-            with open(path, "rb") as fh:
+            with self._open_regular(name) as fh:
                 fh.seek(start)
                 data = fh.read(max(0, length))
         except FileNotFoundError as e:
@@ -204,7 +264,8 @@ class LocalFolder(Folder):
     def read_bytes(self, name: str) -> bytes:
         path = self._path(name)
         try:
-            data = path.read_bytes()
+            with self._open_regular(name) as fh:
+                data = fh.read()
         except FileNotFoundError as e:
             raise SourceNotFoundError(f"{path}: no such file", file=name) from e
         except OSError as e:
@@ -216,7 +277,8 @@ class LocalFolder(Folder):
         return self._path(name)
 
     def fetch_to(self, name: str, local_path: Path) -> None:
-        shutil.copyfile(self._path(name), local_path)
+        with self._open_regular(name) as src, open(local_path, "wb") as dst:
+            shutil.copyfileobj(src, dst, 8 << 20)
 
     def write_bytes(self, name: str, data: bytes) -> None:
         path = self._path(name)

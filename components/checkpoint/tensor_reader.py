@@ -213,6 +213,8 @@ class CheckpointTensors:
         names = found.safetensors or found.bins
         if not names:
             raise CheckpointError(f"{label}: no weight files (*.safetensors or *.bin) at the top of the folder", file=None)
+        for name in names:
+            folder.size(name)  # refuses a FIFO, device or symlink loop by name before anything opens it
         if index_name:
             index = parse_index(folder, index_name)
             missing = [s for s in index.shards if s not in names]

@@ -47,6 +47,7 @@ class Checkpoint:
     options: ValidateOptions
     sizes: dict[str, int]
     symlinks_outside: list[str]
+    not_regular: dict[str, str]
     weights: WeightFiles
     config: JsonFile
     tokenizer_config: JsonFile
@@ -93,13 +94,14 @@ class Checkpoint:
 
 
 def load_checkpoint(folder: Folder, listing: list[ObjectInfo], options: ValidateOptions) -> Checkpoint:
-    usable = [o for o in listing if not o.is_symlink_outside]
+    usable = [o for o in listing if not o.is_symlink_outside and not o.not_regular]
     sizes = {o.name: o.size for o in usable}
     return Checkpoint(
         folder=folder,
         options=options,
         sizes=sizes,
         symlinks_outside=[o.name for o in listing if o.is_symlink_outside],
+        not_regular={o.name: o.not_regular for o in listing if o.not_regular},
         weights=find_weight_files(usable),
         config=read_json_file(folder, sizes, CONFIG),
         tokenizer_config=read_json_file(folder, sizes, TOKENIZER_CONFIG),

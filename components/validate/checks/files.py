@@ -19,11 +19,14 @@ _CHECKED_EMPTY_SUFFIXES = (".json", ".safetensors", ".bin", ".model", ".jinja")
 
 def check_files(ckpt: Checkpoint) -> list[Finding]:
     found: list[Finding] = []
-    if not ckpt.sizes and not ckpt.symlinks_outside:
+    if not ckpt.sizes and not ckpt.symlinks_outside and not ckpt.not_regular:
         return [error("empty-folder", f"{ckpt.folder.uri} holds no files; point SOURCE at the exported checkpoint folder")]
     for name in ckpt.symlinks_outside:
         found.append(error("symlink-outside", f"{name} is a symlink that leaves the checkpoint folder; "
                                               "copy the real file into the folder", name))
+    for name, kind in sorted(ckpt.not_regular.items()):
+        found.append(error("not-regular-file", f"{name} is {kind}, not a regular file; it is never read. "
+                                               "Replace it with the real file", name))
     if not ckpt.has(CONFIG):
         found.append(error("missing-config", f"{CONFIG} is missing; deploy needs the model config next to the weights", CONFIG))
     found += _weights(ckpt)
