@@ -20,6 +20,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from tune2serve.components.checkpoint import bounded_json
 from tune2serve.components.checkpoint.index import find_weight_files
 from tune2serve.components.checkpoint.manifest import Manifest
 from tune2serve.components.checkpoint.storage import Folder, ObjectInfo, open_folder
@@ -122,7 +123,7 @@ def _has_chat_template(folder: Folder, files: set[str]) -> bool:
         return True
     if "tokenizer_config.json" in files:
         try:
-            return bool(json.loads(folder.read_bytes("tokenizer_config.json")).get("chat_template"))
+            return bool(bounded_json.read_object(folder, "tokenizer_config.json").get("chat_template"))
         except ValueError:
             return False
     return False
@@ -210,7 +211,7 @@ def export_checkpoint(source: str, dest: str, *, base_model: str | None = None, 
     options: LoraOptions | None = None
     base: _Checkpoint | None = None
     if sel.is_adapter:
-        options = LoraOptions.from_config(json.loads(tuned.folder.read_bytes(ADAPTER_CONFIG)), tuned.folder.join(ADAPTER_CONFIG))
+        options = LoraOptions.from_config(bounded_json.read_object(tuned.folder, ADAPTER_CONFIG), tuned.folder.join(ADAPTER_CONFIG))
         base = _open_base(base_model, options, tuned.folder.uri)
         log_event(logger, "export.base", f"merging the adapter into {base.folder.uri}", base_model=base.folder.uri)
     elif base_model:

@@ -16,11 +16,11 @@ and every decision comes with a sentence saying why, for the log and ``--json``.
 
 from __future__ import annotations
 
-import json
 import re
 from dataclasses import dataclass, field
 from pathlib import PurePosixPath
 
+from tune2serve.components.checkpoint import bounded_json
 from tune2serve.components.checkpoint.storage import Folder, ObjectInfo
 from tune2serve.components.errors import CheckpointError, UsageError
 from tune2serve.components.export.producers import unconsolidated
@@ -167,9 +167,9 @@ def _best(folder: Folder, dirs: dict[str, set[str]], latest: str) -> str:
         if "trainer_state.json" in dirs.get(where, set()):
             name = f"{where}/trainer_state.json" if where else "trainer_state.json"
             try:
-                state = json.loads(folder.read_bytes(name))
-            except (ValueError, UnicodeDecodeError) as e:
-                raise CheckpointError(f"{folder.join(name)}: not valid JSON: {e}", file=name) from e
+                state = bounded_json.read_json(folder, name)
+            except bounded_json.JsonLimitError as e:
+                raise CheckpointError(str(e), file=name) from e
             best = state.get("best_model_checkpoint") if isinstance(state, dict) else None
             if not best:
                 raise CheckpointError(

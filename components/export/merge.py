@@ -22,15 +22,17 @@ Keys: ``base_model.model.<module>.lora_A.weight`` belongs to base tensor
 from __future__ import annotations
 
 import math
-import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from tune2serve.components.checkpoint import bounded_json
 from tune2serve.components.checkpoint.bin_loader import load_state_dict
+from tune2serve.components.checkpoint.storage import LocalFolder
 from tune2serve.components.checkpoint.tensor_reader import TensorMeta, torch_dtype
 from tune2serve.components.errors import MergeError
+from tune2serve.components.export.adapter_config import check_values, pattern_value
 from tune2serve.components.export.producers import check_adapter_config
 
 ADAPTER_CONFIG = "adapter_config.json"
@@ -44,11 +46,8 @@ _UNSUPPORTED_OPTIONS = {
 
 
 def _pattern_value(patterns: dict[str, Any], module: str, default: Any) -> Any:
-    """PEFT's ``get_pattern_key``: the first pattern matching the end of ``module``."""
-    for key, value in patterns.items():
-        if re.match(rf"(.*\.)?({key})$", module):
-            return value
-    return default
+    """PEFT's ``get_pattern_key``, time-bounded (``adapter_config.pattern_value``)."""
+    return pattern_value(patterns, module, default)
 
 
 @dataclass(frozen=True)
@@ -71,6 +70,7 @@ class LoraOptions:
         if peft_type != "LORA":
             raise MergeError(f"{file}: peft_type {peft_type} cannot be merged by export; only LoRA (and DoRA) adapters can", file=file)
         check_adapter_config(doc, file)  # residual-base inits, parameter-level LoRA: refused by name
+        check_values(doc, file)  # ranks, alphas, switches, patterns: typed before anything merges
         for key, what in _UNSUPPORTED_OPTIONS.items():
             if doc.get(key):
                 raise MergeError(f"{file}: the adapter uses {what}, which export cannot merge; merge it with PEFT "
@@ -126,14 +126,13 @@ class AdapterPlan:
 
 def read_adapter(root: Path, label: str) -> tuple[LoraOptions, dict[str, Any]]:
     """The adapter's options and tensors from a local adapter folder."""
-    import json
-
     from safetensors.torch import load_file
 
     try:
-        options = LoraOptions.from_config(json.loads((root / ADAPTER_CONFIG).read_text()), f"{label}/{ADAPTER_CONFIG}")
+        options = LoraOptions.from_config(bounded_json.read_object(LocalFolder(root), ADAPTER_CONFIG),
+                                          f"{label}/{ADAPTER_CONFIG}")
     except (OSError, ValueError) as e:
-        if isinstance(e, MergeError):
+        if isinstance(e, (MergeError, bounded_json.JsonLimitError)):
             raise
         raise MergeError(f"{label}/{ADAPTER_CONFIG}: cannot be read: {e}", file=ADAPTER_CONFIG) from e
     st = root / "adapter_model.safetensors"

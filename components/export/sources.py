@@ -120,14 +120,13 @@ def open_weights(folder: Folder, names: list[str], scratch: Path) -> tuple[Check
     """The weights and ``config.json`` of a checkpoint folder. Local: mapped in place.
     GCS: safetensors read by range where they lie (``remote.RemoteSafetensorsFile``);
     ``.bin`` files downloaded to ``scratch`` one by one (a pickle is scanned whole)."""
-    import json
-
+    from tune2serve.components.checkpoint import bounded_json
     from tune2serve.components.export.remote import RemoteSafetensorsFile
 
     if isinstance(folder, LocalFolder):
         tensors = CheckpointTensors.open(folder.root, label=folder.uri)
-        return tensors, json.loads(folder.read_bytes("config.json"))
-    config = json.loads(folder.read_bytes("config.json"))
+        return tensors, bounded_json.read_object(folder, "config.json")
+    config = bounded_json.read_object(folder, "config.json")
     scratch.mkdir(parents=True, exist_ok=True)
 
     def open_file(name: str) -> RemoteSafetensorsFile | BinFile:
