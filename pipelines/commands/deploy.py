@@ -11,7 +11,8 @@ import sys
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("source", metavar="SOURCE", help="the export to deploy: gs://BUCKET/PREFIX written by 'tune2serve export'")
+    parser.add_argument("source", metavar="SOURCE", help="the folder to deploy: gs://BUCKET/PREFIX written by 'tune2serve export', or any "
+                             "Hugging Face model folder uploaded there that validates")
     parser.add_argument("--project", required=True, help="Google Cloud project")
     parser.add_argument("--region", required=True, help="Vertex AI region, e.g. us-central1")
     spec = parser.add_argument_group("machine spec (all three, or none to use Vertex AI's recommendation)")
@@ -20,8 +21,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     spec.add_argument("--accelerator-count", type=int, help="1, 2, 4 or 8")
     parser.add_argument("--min-replica-count", type=int, default=1)
     parser.add_argument("--max-replica-count", type=int, default=None, help="default: the min replica count")
-    parser.add_argument("--endpoint-display-name", help="default: tune2serve-<manifest digest>")
-    parser.add_argument("--model-display-name", help="default: tune2serve-<manifest digest>")
+    parser.add_argument("--endpoint-display-name", help="default: tune2serve-<identity digest>")
+    parser.add_argument("--model-display-name", help="default: tune2serve-<identity digest>")
     parser.add_argument("--enable-private-service-connect", action="store_true",
                         help="a private (PSC) endpoint instead of a public dedicated one")
     parser.add_argument("--psc-project-allowlist", default="", help="comma-separated projects allowed to connect")

@@ -71,8 +71,8 @@ def counts(local_stack: Any) -> tuple[int, int]:
 
 def steps_run(result: Any) -> list[str]:
     """The pipeline's tasks that ran, in order (the timings also hold the job's phases)."""
-    tasks = {"discover", "skip", "export", "validate", "deploy", "smoke-test", "verify-traffic", "record-promotion",
-             "reject", "finalize"}
+    tasks = {"discover", "skip", "export-plan", "export-worker", "export-commit", "validate", "deploy", "smoke-test",
+             "verify-traffic", "record-promotion", "reject", "finalize"}
     return [name for name in result.timings if name in tasks]
 
 
@@ -118,8 +118,8 @@ def test_completed_output_is_promoted_and_recorded(stack_env: Any, local_stack: 
 
     assert result.ok, result.message
     assert result.outcome == "verified"
-    assert steps_run(result) == ["discover", "export", "validate", "deploy", "smoke-test", "verify-traffic",
-                                 "record-promotion", "finalize"]
+    assert steps_run(result) == ["discover", "export-plan", "export-worker", "export-commit", "validate", "deploy",
+                                 "smoke-test", "verify-traffic", "record-promotion", "finalize"]
     story.update(endpoint=result.endpoint, model=result.model)
     assert counts(local_stack) == (before[0] + 1, before[1] + 1)
     export = f"{prefix}/exports/run-1"  # export_dest/<tuning run folder>
