@@ -139,7 +139,7 @@ def find_promotion(source: str, exports_prefix: str) -> PromotionRecord | None:
     try:
         beside = read_promotion_record(source)
     except PromotionError as e:
-        log_event(_log, "promotion_record_unreadable", str(e), logging.WARNING, record=record_uri(source))
+        log_event(_log, "promotion_record_unreadable", str(e), logging.WARNING, source=source)
         beside = None
     if beside is not None and _normal(beside.source) == _normal(source):
         return beside

@@ -111,3 +111,10 @@ def test_a_source_promoted_as_it_is_records_itself_and_is_not_promoted_again(tmp
     out = discover.python_func(source=f"newest:{tmp_path}/tuning", export_dest=f"{tmp_path}/exports")
     assert (out.proceed, out.source) == (False, str(run))
     assert out.reason.startswith(f"nothing to do: {run} was already promoted (export {run}, ")
+
+
+def test_an_unreadable_record_beside_the_source_proves_nothing(tmp_path: Path) -> None:
+    run = _write(tmp_path / "tuning" / "run-1", FINAL)
+    (tmp_path / "tuning" / "run-1.promotion.json").write_text("{not json")
+    out = discover.python_func(source=f"newest:{tmp_path}/tuning", export_dest=f"{tmp_path}/exports")
+    assert (out.proceed, out.source) == (True, str(run))
