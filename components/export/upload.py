@@ -21,17 +21,24 @@ export finds ``manifest.json`` with the same digest: nothing to do (``noop``). A
 ``manifest.json`` with another digest, or files that belong to no export, make the run
 stop with exit 1 before writing anything. On bad input discovered while writing,
 everything this run staged is deleted.
+
+Only what this tool provably wrote is ever deleted or overwritten. ``_staging/`` is
+claimed by a state file carrying ``"writer": "tune2serve-export"`` before anything is
+staged; a file in ``_staging/`` that no such state file accounts for (a user's own
+file, a state file without the claim) stops the run with nothing deleted, and so does
+a file at DEST that a state file names but whose checksum does not match the record,
+or that belongs to another (different digest) unfinished export.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import shutil
 import threading
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
+from tune2serve.components.checkpoint import bounded_json
 from tune2serve.components.checkpoint.manifest import MANIFEST_NAME, Manifest, ManifestEntry, parse_manifest
 from tune2serve.components.checkpoint.storage import Folder, GcsFolder, LocalFolder
 from tune2serve.components.errors import CheckpointError, DestinationError, PromotionError
@@ -39,6 +46,7 @@ from tune2serve.components.export.writer import Written, hash_file
 
 STAGING = "_staging"
 STATE = "state.json"
+WRITER = "tune2serve-export"  # the claim in every state file: staging this tool created
 
 
 class Publisher:
@@ -57,6 +65,8 @@ class Publisher:
         self._pending: list[Future[None]] = []
         self._slots = threading.Semaphore(max(1, max_pending))  # big files waiting for upload
         self._created_dest = isinstance(dest, LocalFolder) and not dest.root.exists()
+        self._claimed: set[str] = set()  # state files (with our claim) found in staging
+        self._known: set[str] = set()    # the files those state files record
 
     # -- before writing ---------------------------------------------------------
     def existing_manifest(self) -> Manifest | None:
@@ -77,14 +87,31 @@ class Publisher:
                 f"{self.dest.uri}: already holds a different export (manifest.json from {manifest.source}); "
                 "choose another DEST or delete that one first"
             )
-        state = self._read_state([n[len(STAGING) + 1:] for n in sizes if n.startswith(f"{STAGING}/")])
+        staged = [n[len(STAGING) + 1:] for n in sizes if n.startswith(f"{STAGING}/")]
+        state = self._read_state(staged)
         known = set(state.get("files", {})) if state else set()
+        foreign = [n for n in staged if not self._ours(n)]
+        if foreign:
+            raise DestinationError(
+                f"{self.dest.join(STAGING + '/' + foreign[0])}: is in the staging folder but was not written by "
+                f"tune2serve export; nothing was deleted. Move it out of {STAGING}/ or choose another DEST")
         stray = [n for n in sizes if not n.startswith(f"{STAGING}/") and n not in known]
         if stray:
             raise DestinationError(
                 f"{self.dest.uri}: is not empty and holds no tune2serve export (found {stray[0]}); "
                 "choose an empty or new DEST, or delete what is there"
             )
+        moved = [n for n in sizes if not n.startswith(f"{STAGING}/") and n in known]
+        if moved and (state is None or state.get("digest") != self.digest):
+            raise DestinationError(
+                f"{self.dest.uri}: holds {moved[0]} from another, unfinished export; nothing was deleted. "
+                "Rerun that export to finish it, or choose another DEST")
+        for n in moved:
+            entry = state["files"][n]  # type: ignore[index]
+            if not self._matches(n, entry):
+                raise DestinationError(
+                    f"{self.dest.join(n)}: is not the file the staging record describes (size or checksum differ); "
+                    "it was not written by this export and nothing was deleted. Choose another DEST or remove it")
         if state and state.get("digest") == self.digest:
             self.previous = {n: ManifestEntry(n, int(e["size"]), e["sha256"], e.get("crc32c")) for n, e in state["files"].items()}
         elif state or any(n.startswith(f"{STAGING}/") for n in sizes):
@@ -92,8 +119,12 @@ class Publisher:
         return None
 
     def probe(self) -> None:
-        """Fails early, before any work, when DEST cannot be written."""
+        """Fails early, before any work, when DEST cannot be written; claims staging
+        (a state file with this tool's mark) before anything else is written there."""
         try:
+            if self.state_name not in self._claimed:
+                self.staging.write_bytes(self.state_name, self._state_json({}))
+                self._claimed.add(self.state_name)
             self.staging.write_bytes(".probe", b"")
             self.staging.delete(".probe")
         except PromotionError as e:
@@ -162,15 +193,21 @@ class Publisher:
     def _record(self, name: str, entry: ManifestEntry) -> None:
         with self._lock:
             self.entries[name] = entry
-            state = {"digest": self.digest, "files": {n: {"size": e.size, "sha256": e.sha256, "crc32c": e.crc32c}
-                                                      for n, e in sorted(self.entries.items())}}
-            self.staging.write_bytes(self.state_name, json.dumps(state, indent=1).encode())
+            self.staging.write_bytes(self.state_name, self._state_json(self.entries))
+            self._claimed.add(self.state_name)
+            self._known.add(name)
+
+    def _state_json(self, entries: dict[str, ManifestEntry]) -> bytes:
+        state = {"writer": WRITER, "digest": self.digest,
+                 "files": {n: {"size": e.size, "sha256": e.sha256, "crc32c": e.crc32c} for n, e in sorted(entries.items())}}
+        return json.dumps(state, indent=1).encode()
 
     def mark(self) -> None:
         """Claims staging for this export (a state file with its digest and no files):
         the fan-out's plan step does this before any worker starts, so that no worker
         mistakes another's staged shards for a stale export and deletes them."""
-        self.staging.write_bytes(STATE, json.dumps({"digest": self.digest, "files": {}}, indent=1).encode())
+        self.staging.write_bytes(STATE, self._state_json({}))
+        self._claimed.add(STATE)
 
     def wait(self) -> None:
         for future in self._pending:
@@ -245,11 +282,14 @@ class Publisher:
         found = False
         for name in sorted(n for n in staged if n == STATE or (n.startswith("state-") and n.endswith(".json"))):
             try:
-                state = json.loads(self.staging.read_bytes(name))
+                state = bounded_json.read_json(self.staging, name)
             except (PromotionError, ValueError):
                 continue
-            if not isinstance(state, dict) or not isinstance(state.get("files"), dict):
-                continue
+            if not (isinstance(state, dict) and state.get("writer") == WRITER and isinstance(state.get("files"), dict)
+                    and all(isinstance(k, str) and isinstance(v, dict) for k, v in state["files"].items())):
+                continue  # not our claim: the file is foreign, and staging with it is not ours to touch
+            self._claimed.add(name)
+            self._known.update(state["files"])
             if found and state.get("digest") != merged["digest"]:
                 return {"digest": None, "files": {}}
             found = True
@@ -257,13 +297,39 @@ class Publisher:
             merged["files"].update(state["files"])
         return merged if found else None
 
-    def _delete_staging(self, names: list[str] | None = None) -> None:
-        if isinstance(self.staging, LocalFolder):
-            shutil.rmtree(self.staging.root, ignore_errors=True)
-            return
+    def _ours(self, name: str) -> bool:
+        """Whether a file in staging is provably this tool's: a claimed state file, a
+        file a claimed state records, or (only under a claim) a writer's ``.partial``
+        or the write probe."""
+        if name in self._claimed or name in self._known or name in self.entries:
+            return True
+        base = name.rsplit("/", 1)[-1]
+        return bool(self._claimed) and (base == ".probe" or base.endswith(".partial"))
+
+    def _matches(self, name: str, entry: dict) -> bool:  # type: ignore[type-arg]
+        """A file at DEST is the one a state file records (local: sha256; GCS: crc32c)."""
         try:
-            names = names if names is not None else [f"{STAGING}/{o.name}" for o in self.staging.list()]
+            if self.is_gcs:
+                return self._gcs_crc(self.dest, name) == (int(entry["size"]), entry.get("crc32c"))
+            path = self.dest.local_path(name)
+            return (path is not None and path.is_file() and path.stat().st_size == int(entry["size"])
+                    and hash_file(path).sha256 == entry.get("sha256"))
+        except (KeyError, TypeError, ValueError, OSError):
+            return False
+
+    def _delete_staging(self, names: list[str] | None = None) -> None:
+        """Deletes what this tool wrote in staging, nothing else: a file there that no
+        claim accounts for stays (and so does the folder holding it)."""
+        try:
+            staged = [o.name for o in self.staging.list()] if self.staging.exists() else []
         except PromotionError:
-            names = []
-        for n in names:
-            self.dest.delete(n)
+            staged = [n[len(STAGING) + 1:] for n in names or []]
+        for n in sorted(staged, key=lambda n: n in self._claimed):  # state files last: a crash keeps the claim
+            if self._ours(n):
+                self.staging.delete(n)
+        if isinstance(self.staging, LocalFolder) and self.staging.root.is_dir():
+            for d in sorted((p for p in self.staging.root.rglob("*") if p.is_dir()), key=lambda p: -len(p.parts)):
+                if not any(d.iterdir()):
+                    d.rmdir()
+            if not any(self.staging.root.iterdir()):
+                self.staging.root.rmdir()
