@@ -39,9 +39,11 @@ PRODUCERS: dict[str, tuple[str, str, str]] = {
     "CorDA / LoftQ / LoRA-GA / unknown `init_lora_weights`":
         ("refused", "named; the base they need is not `--base-model`",
          "tests/export/test_producers.py::test_other_base_changing_inits_are_refused"),
-    "parameter-level LoRA (`target_parameters`, fused MoE experts)":
-        ("refused", "not merged yet; merge with PEFT",
-         "tests/export/test_producers.py::test_target_parameters_are_refused_with_the_reason"),
+    "PEFT parameter-level LoRA on fused MoE experts (`target_parameters`, MoE \"all-linear\")":
+        ("supported", "ΔW per expert as PEFT computes it, split to the on-disk tensors by transformers",
+         "tests/export/test_architectures.py::test_target_parameters_merge_equals_peft"),
+    "expert LoRA matrices that fit no parameter of the base":
+        ("refused", "names the module", "tests/export/test_producers.py::test_expert_lora_fitting_no_parameter_is_refused"),
     "torchtune `epoch_N/` folders":
         ("supported", "latest = highest epoch number",
          "tests/export/test_producers.py::test_torchtune_epochs_are_ordered_by_number"),
@@ -61,17 +63,18 @@ PRODUCERS: dict[str, tuple[str, str, str]] = {
 
 
 def _architectures() -> list[str]:
-    from tests.export.test_architectures import ARCHITECTURES, LINEAR_ONLY
+    from tests.export.test_architectures import ARCHITECTURES, FUSED_EXPERTS_ALL_LINEAR, LINEAR_ONLY, TARGET_PARAMETERS
 
-    rows = ["| class | PEFT `target_modules=\"all-linear\"` | LoRA on explicit `nn.Linear` layers |", "|---|---|---|"]
+    rows = ["| class | PEFT `target_modules=\"all-linear\"` | `target_parameters` by hand |", "|---|---|---|"]
     for cls, (_kwargs, expected) in sorted(ARCHITECTURES.items()):
-        if expected == "merged":
-            rows.append(f"| `{cls}` | merged = PEFT, logits = trained model | (same) |")
-        elif expected == LINEAR_ONLY:
-            rows.append(f"| `{cls}` | {expected} | all but the router: merged = PEFT, logits = trained model |")
+        if expected == LINEAR_ONLY:
+            first = f"{expected}; every other `nn.Linear`: merged = PEFT, logits = trained model"
+        elif cls in FUSED_EXPERTS_ALL_LINEAR:
+            first = "merged = PEFT (incl. parameter-level LoRA on the fused experts), logits = trained model"
         else:
-            rows.append(f"| `{cls}` | refused: parameter-level LoRA on the fused experts (`target_parameters`) | "
-                        "attention: merged = PEFT, logits = trained model |")
+            first = "merged = PEFT, logits = trained model"
+        by_hand = f"{', '.join(f'`{p}`' for p in TARGET_PARAMETERS[cls])}: merged = PEFT" if cls in TARGET_PARAMETERS else ""
+        rows.append(f"| `{cls}` | {first} | {by_hand} |")
     return rows
 
 

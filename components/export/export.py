@@ -30,6 +30,7 @@ from tune2serve.components.export.config_clean import (
 )
 from tune2serve.components.export.layout import CheckpointChoice, Selection, discover
 from tune2serve.components.export.embeddings import untie_trained_embedding
+from tune2serve.components.export.moe import merge_param_lora, split_param_lora
 from tune2serve.components.export.names import DiskNames
 from tune2serve.components.export.producers import check_full_weights
 from tune2serve.components.export import passthrough
@@ -291,7 +292,10 @@ def _execute(tuned: _Checkpoint, root: _Checkpoint | None, base: _Checkpoint | N
             if config.get("quantization_config"):
                 raise MergeError(f"{weights.folder.uri}: the base model is quantized; a LoRA cannot be merged into quantized "
                                  "weights — use the unquantized base as --base-model")
-            adapter = plan_adapter(options, adapter_tensors, tensors.metas, tuned.folder.uri, DiskNames(config).to_disk)
+            disk_names = DiskNames(config)
+            adapter_tensors, param_lora = split_param_lora(adapter_tensors)  # LoRA on fused MoE expert parameters
+            adapter = plan_adapter(options, adapter_tensors, tensors.metas, tuned.folder.uri, disk_names.to_disk)
+            adapter.replacements.update(merge_param_lora(param_lora, options, disk_names, tensors.read, tuned.folder.uri))
             untie_trained_embedding(adapter, tensors, config)  # the output layer kept the base weight in training
         plan = plan_output(tensors.metas, config, output_dtype(dtype, config, tensors.metas), adapter, tuned.folder.uri)
         shards = plan_shards(plan.tensors, max_bytes)

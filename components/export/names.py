@@ -36,6 +36,17 @@ class DiskNames:
                 log_event(_log, "export.names_unmapped", f"cannot build the base architecture to map names: {e}")
         return self._model
 
+    def parameters(self) -> dict[str, tuple[int, ...]] | None:
+        """The in-memory parameter names and shapes of the base architecture."""
+        model = self._build()
+        return None if model is None else {n: tuple(t.shape) for n, t in model.state_dict().items()}
+
+    def revert(self, tensors: dict[str, Any]) -> dict[str, Any]:
+        """In-memory tensors → on-disk tensors (splits fused experts as save_pretrained does)."""
+        from transformers.core_model_loading import revert_weight_conversion
+
+        return dict(revert_weight_conversion(self._build(), dict(tensors)))
+
     def to_disk(self, name: str) -> str | None:
         model = self._build()
         if model is None:

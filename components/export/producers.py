@@ -7,9 +7,6 @@ by name and refused with what to do instead — never guessed at.
   merging it into W gives a model 0.2–0.4 off in the logits with exit 0. PEFT converts
   such an adapter into a plain LoRA when it is saved with
   ``path_initial_model_for_weight_conversion``; that output merges exactly.
-* Parameter-level LoRA (``target_parameters``, ``…mlp.experts.lora_A``): an update of a
-  fused 3-D expert tensor in transformers' in-memory layout, which is stored per expert
-  on disk; not merged by export yet.
 * A full checkpoint whose tensors keep PEFT's wrapper names (``base_model.model.…``,
   ``…base_layer.weight``, ``lora_A``): a PeftModel's state dict saved as if it were the
   model (accelerate/FSDP FULL_STATE_DICT of a PeftModel). transformers would load it with
@@ -53,12 +50,6 @@ def check_adapter_config(doc: dict[str, Any], file: str) -> None:
         raise MergeError(f"{file}: init_lora_weights={init!r} is not an initialisation export knows "
                          f"(it merges {', '.join(map(repr, PLAIN_INITS))}); merge with PEFT and export the merged "
                          "folder", file=file)
-    params = doc.get("target_parameters")
-    if params:
-        raise MergeError(f"{file}: target_parameters {list(params)} — parameter-level LoRA on fused (MoE expert) "
-                         "tensors, which export does not merge yet; merge with PEFT (merge_and_unload + "
-                         "save_pretrained) and export the merged folder, or train with target_modules on the "
-                         "per-expert Linear layers", file=file)
 
 
 _WRAPPED = re.compile(r"(^base_model\.model\.)|(\.base_layer\.)|(\.lora_[AB]\.)|(\.lora_magnitude_vector)")

@@ -5,8 +5,10 @@ Each class is built small (``tests/validate/meta_layouts.TINY``), saved with
 ``target_modules="all-linear"`` and ``init_lora_weights=False``, exported, and compared
 with PEFT's ``merge_and_unload()`` (renamed to the on-disk names by transformers'
 ``revert_weight_conversion``, as ``save_pretrained`` would) tensor by tensor, then
-loaded with transformers: its logits equal the unmerged PEFT model's. Where export
-refuses (parameter-level LoRA on fused experts), the message must say so."""
+loaded with transformers: its logits equal the unmerged PEFT model's. On the MoE classes
+PEFT's "all-linear" becomes parameter-level LoRA on the fused experts
+(``target_parameters``), merged by ``export/moe.py``; gpt-oss and Llama-4 experts are
+tested with ``target_parameters`` given by hand."""
 
 from __future__ import annotations
 
@@ -19,7 +21,6 @@ import pytest
 
 from tests.export.conftest import read_export
 from tests.validate.meta_layouts import BASE
-from tune2serve.components.errors import MergeError
 from tune2serve.components.export.export import export_checkpoint
 
 VOCAB = 384  # the tiny tokenizer's
@@ -32,11 +33,11 @@ _VISION_LLAMA4 = {"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers
 TEXT = {**BASE, "vocab_size": VOCAB}
 MOE = {"num_experts_per_tok": 2}
 LINEAR_ONLY = "not run: PEFT cannot wrap Llama-4's router (it returns a tuple)"
+FUSED_EXPERTS_ALL_LINEAR = {"MixtralForCausalLM", "Qwen3MoeForCausalLM", "Qwen3NextForCausalLM", "DeepseekV3ForCausalLM"}
 
-# class → (config kwargs, what PEFT's target_modules="all-linear" adapter gives: "merged" (that
-# adapter is the one compared), or the refusal's regex — then a LoRA on every nn.Linear of the
-# attention must merge —, or LINEAR_ONLY: all-linear is not run (PEFT's own forward fails) and a
-# LoRA on every nn.Linear but the router is compared)
+# class → (config kwargs, "merged": PEFT's target_modules="all-linear" adapter is compared, or
+# LINEAR_ONLY: all-linear is not run (PEFT's own forward fails) and a LoRA on every nn.Linear but
+# the router is)
 ARCHITECTURES: dict[str, tuple[dict[str, Any], str]] = {
     "LlamaForCausalLM": (TEXT, "merged"),
     "MistralForCausalLM": ({**TEXT, "head_dim": 24}, "merged"),
@@ -47,16 +48,16 @@ ARCHITECTURES: dict[str, tuple[dict[str, Any], str]] = {
     "Gemma3ForCausalLM": ({**TEXT, "head_dim": 16}, "merged"),
     "Gemma3ForConditionalGeneration": ({"text_config": {**TEXT, "head_dim": 16}, "vision_config": _VISION_GEMMA,
                                         "mm_tokens_per_image": 4}, "merged"),
-    "MixtralForCausalLM": ({**TEXT, **MOE, "num_local_experts": 3}, "parameter-level LoRA on fused"),
-    "Qwen3MoeForCausalLM": ({**TEXT, **MOE, "num_experts": 3, "moe_intermediate_size": 24, "head_dim": 16}, "parameter-level LoRA on fused"),
+    "MixtralForCausalLM": ({**TEXT, **MOE, "num_local_experts": 3}, "merged"),
+    "Qwen3MoeForCausalLM": ({**TEXT, **MOE, "num_experts": 3, "moe_intermediate_size": 24, "head_dim": 16}, "merged"),
     "Qwen3NextForCausalLM": ({**TEXT, **MOE, "num_experts": 3, "moe_intermediate_size": 24, "head_dim": 16,
                               "shared_expert_intermediate_size": 40, "linear_num_key_heads": 2,
                               "linear_num_value_heads": 4, "linear_key_head_dim": 8, "linear_value_head_dim": 8,
-                              "num_hidden_layers": 4}, "parameter-level LoRA on fused"),
+                              "num_hidden_layers": 4}, "merged"),
     "DeepseekV3ForCausalLM": ({**TEXT, **MOE, "num_key_value_heads": 4, "n_routed_experts": 3, "moe_intermediate_size": 24,
                                "n_shared_experts": 1, "first_k_dense_replace": 1, "q_lora_rank": 24,
                                "kv_lora_rank": 16, "qk_nope_head_dim": 8, "qk_rope_head_dim": 4, "v_head_dim": 8,
-                               "n_group": 1, "topk_group": 1}, "parameter-level LoRA on fused"),
+                               "n_group": 1, "topk_group": 1}, "merged"),
     "GptOssForCausalLM": ({**TEXT, **MOE, "num_local_experts": 3, "head_dim": 16}, "merged"),
     "Llama4ForConditionalGeneration": ({"text_config": {**TEXT, **MOE, "num_local_experts": 3, "head_dim": 16,
                                                         "intermediate_size_mlp": 80, "interleave_moe_layer_step": 2},
@@ -122,23 +123,15 @@ def _linear_modules(model: Any, attention_only: bool) -> str:
     return "|".join(re.escape(n) for n in names)
 
 
-@pytest.mark.parametrize("class_name", sorted(ARCHITECTURES))
-def test_lora_merge_equals_peft(class_name: str, tiny_llama: Path, tmp_path: Path) -> None:
+def _compare(class_name: str, kwargs: dict[str, Any], tmp_path: Path, tiny_llama: Path, **lora: Any) -> dict[str, Any]:
+    """Adapter made with ``lora`` on a fresh tiny model: export == PEFT's merge, logits ==
+    the trained model's. Returns the adapter config."""
     import torch
     from transformers.core_model_loading import revert_weight_conversion
 
-    kwargs, expected = ARCHITECTURES[class_name]
     base_dir = tmp_path / "base"
     model = _build(class_name, kwargs, base_dir, tiny_llama)
-    refused = expected not in ("merged", LINEAR_ONLY)
-    if refused:  # PEFT's "all-linear" here adds target_parameters on the fused experts
-        _peft, adapter = _adapter(base_dir, model, tmp_path / "all-linear", target_modules="all-linear")
-        assert json.loads((adapter / "adapter_config.json").read_text())["target_parameters"]
-        with pytest.raises(MergeError, match=expected):
-            export_checkpoint(str(adapter), str(tmp_path / "refused"))
-        model = _build(class_name, kwargs, base_dir, tiny_llama)
-    targets = "all-linear" if expected == "merged" else _linear_modules(model, attention_only=refused)
-    peft_model, adapter = _adapter(base_dir, model, tmp_path / "adapter", target_modules=targets)
+    peft_model, adapter = _adapter(base_dir, model, tmp_path / "adapter", **lora)
     trained = _logits(peft_model)
     export_checkpoint(str(adapter), str(tmp_path / "out"))
     merged_model = peft_model.merge_and_unload()
@@ -152,3 +145,29 @@ def test_lora_merge_equals_peft(class_name: str, tiny_llama: Path, tmp_path: Pat
         assert torch.allclose(got, ref, atol=1e-6, rtol=0), f"{name}: {(got - ref).abs().max().item()}"
     exported = type(model).from_pretrained(tmp_path / "out").eval()
     assert torch.allclose(_logits(exported), trained, atol=1e-4)
+    return json.loads((adapter / "adapter_config.json").read_text())
+
+
+@pytest.mark.parametrize("class_name", sorted(ARCHITECTURES))
+def test_lora_merge_equals_peft(class_name: str, tiny_llama: Path, tmp_path: Path) -> None:
+    kwargs, expected = ARCHITECTURES[class_name]
+    targets = "all-linear" if expected == "merged" else \
+        _linear_modules(_build(class_name, kwargs, tmp_path / "probe", tiny_llama), attention_only=False)
+    cfg = _compare(class_name, kwargs, tmp_path, tiny_llama, target_modules=targets)
+    # PEFT turns "all-linear" on fused experts into parameter-level LoRA: that path is exercised
+    assert bool(cfg.get("target_parameters")) == (class_name in FUSED_EXPERTS_ALL_LINEAR)
+
+
+# PEFT target_parameters given by hand (its documented way for gpt-oss and Llama-4 experts)
+TARGET_PARAMETERS = {
+    "GptOssForCausalLM": ["mlp.experts.gate_up_proj", "mlp.experts.down_proj"],
+    "Llama4ForConditionalGeneration": ["feed_forward.experts.gate_up_proj", "feed_forward.experts.down_proj"],
+}
+
+
+@pytest.mark.parametrize("class_name", sorted(TARGET_PARAMETERS))
+def test_target_parameters_merge_equals_peft(class_name: str, tiny_llama: Path, tmp_path: Path) -> None:
+    kwargs, _ = ARCHITECTURES[class_name]
+    cfg = _compare(class_name, kwargs, tmp_path, tiny_llama, target_modules=["q_proj", "v_proj"],
+                   target_parameters=TARGET_PARAMETERS[class_name])
+    assert cfg["target_parameters"]

@@ -101,13 +101,20 @@ def test_other_base_changing_inits_are_refused(init: str, tiny_llama: Path, tmp_
         export_checkpoint(str(adapter), str(tmp_path / "out"))
 
 
-def test_target_parameters_are_refused_with_the_reason(tiny_llama: Path, tmp_path: Path) -> None:
+def test_expert_lora_fitting_no_parameter_is_refused(tiny_llama: Path, tmp_path: Path) -> None:
+    """Parameter-level LoRA keys (``…mlp.experts.lora_A``) on a base without such
+    experts: refused by name, not merged somewhere."""
+    import torch
+    from safetensors.torch import load_file, save_file
+
     adapter = make_adapter(tiny_llama, tmp_path / "adapter", r=4, lora_alpha=8, target_modules=["q_proj"])
-    cfg = json.loads((adapter / "adapter_config.json").read_text())
-    cfg["target_parameters"] = ["mlp.experts.gate_up_proj"]
-    (adapter / "adapter_config.json").write_text(json.dumps(cfg))
-    with pytest.raises(MergeError, match="parameter-level LoRA on fused"):
+    tensors = load_file(str(adapter / "adapter_model.safetensors"))
+    tensors["base_model.model.model.layers.0.mlp.experts.lora_A.weight"] = torch.zeros(12, 64)
+    tensors["base_model.model.model.layers.0.mlp.experts.lora_B.weight"] = torch.zeros(64, 12)
+    save_file(tensors, str(adapter / "adapter_model.safetensors"))
+    with pytest.raises(MergeError, match="cannot tell which parameter of model.layers.0.mlp.experts"):
         export_checkpoint(str(adapter), str(tmp_path / "out"))
+    assert_nothing_published(tmp_path / "out")
 
 
 def test_tied_embedding_lora_exports_the_trained_model_untied(tiny_qwen_sharded: Path, tmp_path: Path,
