@@ -19,6 +19,7 @@ from collections.abc import Sequence
 
 from tune2serve.components import logs
 from tune2serve.components.errors import PromotionError, SourceError, UsageError
+from tune2serve.components.checkpoint.secrets import redact
 
 # verb → (module under pipelines.commands, one-line help)
 VERBS: dict[str, tuple[str, str]] = {
@@ -108,7 +109,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return int(_command_module(args.verb).run(args))
     except PromotionError as e:
-        sys.stderr.write(f"tune2serve {args.verb}: error: {e}\n")
+        sys.stderr.write(f"tune2serve {args.verb}: error: {redact(str(e))}\n")
         return exit_code_for(e, args.verb)
     except KeyboardInterrupt:
         sys.stderr.write(f"tune2serve {args.verb}: interrupted\n")

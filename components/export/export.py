@@ -20,7 +20,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tune2serve.components.checkpoint import bounded_json
+from tune2serve.components.checkpoint import bounded_json, secrets
 from tune2serve.components.checkpoint.index import find_weight_files
 from tune2serve.components.checkpoint.manifest import Manifest
 from tune2serve.components.checkpoint.storage import Folder, ObjectInfo, open_folder
@@ -146,7 +146,7 @@ def _small_files(places: list[_Checkpoint], weights: _Checkpoint, config: dict[s
     tok = next((p for p in places if p.files & {"tokenizer.json", "tokenizer.model", "tokenizer_config.json"}), None)
     if tok is None:
         notes.append("no tokenizer found in the tuned output or the base; validate will refuse this export")
-        return out, notes
+        return _scrubbed(out), notes
     for name in TOKENIZER_FILES:
         if name in tok.files:
             out[name] = tok.folder.read_bytes(name)
@@ -157,8 +157,16 @@ def _small_files(places: list[_Checkpoint], weights: _Checkpoint, config: dict[s
                 if name in p.files:
                     out[name] = p.folder.read_bytes(name)
                     notes.append(f"chat template from {p.folder.join(name)}")
-                    return out, notes
-    return out, notes
+                    return _scrubbed(out), notes
+    return _scrubbed(out), notes
+
+
+def _scrubbed(files: dict[str, bytes]) -> dict[str, bytes]:
+    """Credential-like keys (``token``, ``use_auth_token``...) never leave with the export."""
+    for name, key in secrets.scrub_json_files(files):
+        log_event(logger, "export.secret_dropped", f"{name}: dropped key {key!r}, which holds a credential; "
+                  "it is not copied to the export", level=logging.WARNING, file=name, key=key)
+    return files
 
 
 def _digest(parts: dict[str, Any]) -> str:

@@ -14,6 +14,7 @@ from tune2serve.components.validate.checks import (
     memory,
     pickles,
     quantization,
+    secrets,
     shapes,
     tokenizer,
     weights,
@@ -35,4 +36,5 @@ CHECKS: list[tuple[str, Check]] = [
     ("memory", memory.check_memory),
     ("checksums", checksums.check_checksums),
     ("base-model", base_model.check_base_model),
+    ("secrets", secrets.check_secrets),
 ]

@@ -1,0 +1,70 @@
+"""Credentials never leave with an export: dropped from every copied JSON file with a
+warning naming file and key; validate warns on them; URLs in errors are redacted."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tune2serve.components.checkpoint.secrets import redact, scrub
+from tune2serve.pipelines.cli import main
+
+TOKEN = "hf_" + "a1B2c3D4" * 5
+
+
+def test_export_drops_token_keys_and_names_them(tiny_llama: Path, tmp_path: Path,
+                                               capsys: pytest.CaptureFixture[str]) -> None:
+    src = tmp_path / "src"
+    shutil.copytree(tiny_llama, src)
+    for name, extra in (("config.json", {"use_auth_token": TOKEN, "text_config": {"hub_token": "x"}}),
+                        ("tokenizer_config.json", {"token": TOKEN}),
+                        ("generation_config.json", {"hf_token": "secret-value", "note": TOKEN})):
+        path = src / name
+        doc = json.loads(path.read_text()) if path.exists() else {}
+        path.write_text(json.dumps({**doc, **extra}))
+
+    code = main(["validate", str(src), "--json"])
+    report = json.loads(capsys.readouterr().out)
+    warned = {(f["file"], f["code"]) for f in report["findings"]}
+    assert {("config.json", "secret-in-config"), ("tokenizer_config.json", "secret-in-config"),
+            ("generation_config.json", "secret-in-config")} <= warned
+
+    code = main(["export", str(src), str(tmp_path / "dest")])
+    err = capsys.readouterr().err
+    assert code == 0, err
+    for name, key in (("config.json", "use_auth_token"), ("config.json", "text_config.hub_token"),
+                      ("tokenizer_config.json", "token"), ("generation_config.json", "hf_token"),
+                      ("generation_config.json", "note")):
+        assert f"{name}: dropped key {key!r}" in err
+    exported = "".join(p.read_text(errors="replace") for p in (tmp_path / "dest").iterdir() if p.suffix == ".json")
+    assert TOKEN not in exported and "secret-value" not in exported
+    assert "note" not in json.loads((tmp_path / "dest" / "generation_config.json").read_text())
+    assert main(["validate", str(tmp_path / "dest"), "--json"]) == 0, capsys.readouterr()
+
+
+def test_scrub_keeps_token_settings_that_are_not_credentials() -> None:
+    doc = {"pad_token": "<pad>", "bos_token_id": 1, "token": None, "use_auth_token": False,
+           "added_tokens_decoder": {"0": {"content": "<unk>"}}}
+    assert scrub(doc) == (doc, [])
+
+
+@pytest.mark.parametrize("text, secret", [
+    ("gs://user:pa55@bucket/x unreachable", "pa55"),
+    ("https://oauth2:ghp_abc@host/repo.git: 403", "ghp_abc"),
+    ("https://storage.googleapis.com/b/o?X-Goog-Signature=deadbeef&x=1", "deadbeef"),
+    ("https://host/p?token=abc123", "abc123"),
+])
+def test_redact_removes_credentials_from_urls(text: str, secret: str) -> None:
+    assert secret not in redact(text)
+    assert "***" in redact(text)
+
+
+def test_cli_error_redacts_a_credential_in_the_source_url(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code = main(["export", "https://user:hunter2@example.invalid/model", str(tmp_path / "d")])
+    err = capsys.readouterr().err
+    assert code in (1, 2)
+    assert "hunter2" not in err
