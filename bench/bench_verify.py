@@ -81,10 +81,12 @@ def bake_bench(stack: object, api: object, prod: object, staging: object, runs: 
     client.close()
     assert outcome.outcome == "rolled_back", outcome.reason
     bake = outcome.steps[0].bake
-    print(f"rolled-back bake (canary fails the marked half of its traffic): {len(load.failed)} failed of "
-          f"{load.total} client requests ({len(load.failed) / max(1, load.total):.1%}; canary share 10% x marked 50% "
-          f"= 5% while it serves); the bake saw canary {bake.canary.errors}/{bake.canary.requests} errors vs "
-          f"serving {bake.baseline.errors}/{bake.baseline.requests}")
+    during = sum(1 for t in load.failed_at if bake.window[0] <= t <= bake.window[1])
+    print(f"rolled-back bake (canary fails the marked half of its traffic): {during} client requests failed during "
+          f"the {bake.window[1] - bake.window[0]:.1f} s bake, {len(load.failed)} of {load.total} over the whole "
+          f"promotion ({len(load.failed) / max(1, load.total):.1%}; canary share 10% x marked 50% = 5% while it "
+          f"serves, the probe's time included); the bake saw canary {bake.canary.errors}/{bake.canary.requests} "
+          f"errors vs serving {bake.baseline.errors}/{bake.baseline.requests}")
 
 
 def on_stack(runs: int, bake_only: bool = False, bake_s: float = 5.0) -> None:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import ssl
 import threading
+import time
 from collections import Counter
 from dataclasses import dataclass, field
 from itertools import cycle
@@ -30,6 +31,7 @@ class Load:
     stop: threading.Event = field(default_factory=threading.Event)
     ok: int = 0
     failed: list[str] = field(default_factory=list)
+    failed_at: list[float] = field(default_factory=list)  # time.time() of each failed answer
     answered_by: Counter[str] = field(default_factory=Counter)
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _threads: list[threading.Thread] = field(default_factory=list)
@@ -49,6 +51,7 @@ class Load:
                         self.ok += 1
                     else:
                         self.failed.append(f"{a.status} {a.deployed_model_id} {a.error[:120]}")
+                        self.failed_at.append(time.time())
                     self.answered_by[a.deployed_model_id or "-"] += 1
 
     @property
