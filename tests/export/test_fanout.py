@@ -148,3 +148,16 @@ def test_ranged_reads_return_the_file_bytes_and_keep_no_window_behind(tiny_llama
     finally:
         remote.close()
         local.close()
+
+
+def test_gcs_bin_base_is_downloaded_and_exports_as_from_local(tiny_llama_bin: Path, gcs_bucket: str,
+                                                              tmp_path: Path) -> None:
+    """A ``.bin`` base cannot be read by range (the pickle is scanned whole): it is
+    downloaded file by file and exports exactly as from local disk."""
+    from tests.export.conftest import read_export
+
+    base = upload_folder(tiny_llama_bin, gcs_bucket, "bases/bin")
+    export_checkpoint(base, str(tmp_path / "from-gcs"))
+    export_checkpoint(str(tiny_llama_bin), str(tmp_path / "from-local"))
+    gcs, local = read_export(tmp_path / "from-gcs"), read_export(tmp_path / "from-local")
+    assert set(gcs) == set(local) and all(gcs[k].equal(local[k]) for k in local)
