@@ -24,6 +24,9 @@ PRODUCERS: dict[str, tuple[str, str, str]] = {
     "TRL `SFTTrainer` LoRA, added special token, `modules_to_save=[embed_tokens, lm_head]`":
         ("supported", "resized vocabulary; tokenizer carried; logits = trained model",
          "tests/export/test_producers.py::test_trl_sft_lora_with_added_tokens_exports_the_trained_model"),
+    "TRL `SFTTrainer` LoRA + `trainable_token_indices` (PEFT trainable tokens)":
+        ("supported", "trained rows written into the embedding; logits = trained model",
+         "tests/export/test_producers.py::test_trl_sft_trainable_token_indices_exports_the_trained_model"),
     "PEFT LoRA / rsLoRA / DoRA / rank & alpha patterns / embeddings / `modules_to_save`":
         ("supported", "tensors = PEFT `merge_and_unload()`",
          "tests/export/test_merge_oracle.py::test_merge_equals_peft_float32"),

@@ -39,7 +39,6 @@ ADAPTER_CONFIG = "adapter_config.json"
 _PREFIX = "base_model.model."
 _UNSUPPORTED_OPTIONS = {
     "lora_bias": "lora_bias=True (a trained bias on lora_B)",
-    "trainable_token_indices": "trainable_token_indices (trainable token deltas)",
     "layer_replication": "layer_replication",
     "use_qalora": "use_qalora",
 }
@@ -63,6 +62,7 @@ class LoraOptions:
     alpha_pattern: dict[str, float] = field(default_factory=dict)
     modules_to_save: list[str] = field(default_factory=list)
     base_model_name_or_path: str | None = None
+    trainable_token_indices: Any = None  # list, or {module: list}: see tokens.py
 
     @classmethod
     def from_config(cls, doc: dict[str, Any], file: str = ADAPTER_CONFIG) -> LoraOptions:
@@ -86,6 +86,7 @@ class LoraOptions:
                 alpha_pattern=dict(doc.get("alpha_pattern") or {}),
                 modules_to_save=list(doc.get("modules_to_save") or []),
                 base_model_name_or_path=doc.get("base_model_name_or_path") or None,
+                trainable_token_indices=doc.get("trainable_token_indices"),
             )
         except (KeyError, TypeError, ValueError) as e:
             raise MergeError(f"{file}: not a LoRA adapter config ({type(e).__name__}: {e})", file=file) from e

@@ -291,3 +291,42 @@ def test_trl_sft_lora_with_added_tokens_exports_the_trained_model(tiny_llama: Pa
     assert AutoTokenizer.from_pretrained(tmp_path / "export").convert_tokens_to_ids("<tool_call>") == len(tok) - 1
     assert torch.allclose(_export_logits(tmp_path / "export"), trained, atol=1e-4)
     validate_ok(tmp_path / "export")
+
+
+def test_trl_sft_trainable_token_indices_exports_the_trained_model(tiny_llama: Path, tmp_path: Path,
+                                                                   validate_ok: Any) -> None:
+    """TRL SFTTrainer with LoRA and PEFT trainable tokens (only the rows of chosen token
+    ids trained), really run: the export's logits are the trained model's. (With tied
+    embeddings PEFT 0.21 + transformers 5.24 cannot train this at all: the tied head's
+    TrainableTokensWrapper has no ``bias``.)"""
+    import torch
+    from datasets import Dataset
+    from peft import LoraConfig
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from trl import SFTConfig, SFTTrainer
+
+    base, tied = tiny_llama, False
+    torch.manual_seed(0)
+    tok = AutoTokenizer.from_pretrained(base)
+    data = Dataset.from_dict({"text": ["hello world, the tiny model", "a second line of text"] * 4})
+    ids = sorted(set(tok("hello world second")["input_ids"]))[:3]
+    out = tmp_path / "sft"
+    args = SFTConfig(output_dir=str(out), max_steps=3, save_steps=3, per_device_train_batch_size=4,
+                     learning_rate=5e-2, report_to=[], use_cpu=True, logging_steps=100, disable_tqdm=True,
+                     max_length=32, bf16=False)
+    trainer = SFTTrainer(model=AutoModelForCausalLM.from_pretrained(base), args=args, train_dataset=data,
+                         processing_class=tok,
+                         peft_config=LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"],
+                                                trainable_token_indices=ids))
+    trainer.train()
+    trainer.save_model(str(out))
+    from safetensors import safe_open
+
+    with safe_open(str(out / "adapter_model.safetensors"), "pt") as f:
+        assert any(k.endswith("token_adapter.trainable_tokens_delta") for k in f.keys())
+    trained = _logits(trainer.model.eval())
+    export_checkpoint(str(out), str(tmp_path / "export"), base_model=str(base))
+    config = json.loads((tmp_path / "export" / "config.json").read_text())
+    assert config.get("tie_word_embeddings", True) is tied
+    assert torch.allclose(_export_logits(tmp_path / "export"), trained, atol=1e-4)
+    validate_ok(tmp_path / "export")
