@@ -27,6 +27,9 @@ PRODUCERS: dict[str, tuple[str, str, str]] = {
     "TRL `SFTTrainer` LoRA + `trainable_token_indices` (PEFT trainable tokens)":
         ("supported", "trained rows written into the embedding; logits = trained model",
          "tests/export/test_producers.py::test_trl_sft_trainable_token_indices_exports_the_trained_model"),
+    "TRL `SFTTrainer` full fine-tune (`checkpoint-N/` full weights)":
+        ("supported", "logits = trained model; no training state copied",
+         "tests/export/test_producers.py::test_trl_sft_full_fine_tune_exports_the_trained_model"),
     "PEFT LoRA / rsLoRA / DoRA / rank & alpha patterns / embeddings / `modules_to_save`":
         ("supported", "tensors = PEFT `merge_and_unload()`",
          "tests/export/test_merge_oracle.py::test_merge_equals_peft_float32"),

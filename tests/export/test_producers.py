@@ -330,3 +330,29 @@ def test_trl_sft_trainable_token_indices_exports_the_trained_model(tiny_llama: P
     assert config.get("tie_word_embeddings", True) is tied
     assert torch.allclose(_export_logits(tmp_path / "export"), trained, atol=1e-4)
     validate_ok(tmp_path / "export")
+
+
+def test_trl_sft_full_fine_tune_exports_the_trained_model(tiny_llama: Path, tmp_path: Path, validate_ok: Any) -> None:
+    """TRL SFTTrainer full fine-tune, really run: the output_dir's checkpoint exports as
+    full weights, with the trained model's logits and no training state."""
+    import torch
+    from datasets import Dataset
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from trl import SFTConfig, SFTTrainer
+
+    torch.manual_seed(0)
+    tok = AutoTokenizer.from_pretrained(tiny_llama)
+    data = Dataset.from_dict({"text": ["hello world, the tiny model", "a second line of text"] * 4})
+    out = tmp_path / "sft-full"
+    args = SFTConfig(output_dir=str(out), max_steps=2, save_steps=2, per_device_train_batch_size=4,
+                     learning_rate=1e-2, report_to=[], use_cpu=True, logging_steps=100, disable_tqdm=True,
+                     max_length=32, bf16=False)
+    trainer = SFTTrainer(model=AutoModelForCausalLM.from_pretrained(tiny_llama), args=args, train_dataset=data,
+                         processing_class=tok)
+    trainer.train()
+    trained = _logits(trainer.model.eval())
+    result = export_checkpoint(str(out), str(tmp_path / "export"), checkpoint="latest")
+    assert result.source_kind == "hf-trainer" and "checkpoint-2" in result.explanation
+    assert torch.allclose(_export_logits(tmp_path / "export"), trained, atol=1e-5)
+    assert not {p.name for p in (tmp_path / "export").iterdir()} & {"optimizer.pt", "scheduler.pt", "training_args.bin"}
+    validate_ok(tmp_path / "export")
