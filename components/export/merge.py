@@ -33,6 +33,7 @@ from tune2serve.components.checkpoint.storage import LocalFolder
 from tune2serve.components.checkpoint.tensor_reader import TensorMeta, torch_dtype
 from tune2serve.components.errors import MergeError
 from tune2serve.components.export.adapter_config import check_values, pattern_value
+from tune2serve.components.export.finite import check_finite
 from tune2serve.components.export.producers import check_adapter_config
 
 ADAPTER_CONFIG = "adapter_config.json"
@@ -285,6 +286,7 @@ class RowMerger:
             self.left, self.right = b.contiguous(), a.contiguous()
         self.scaling = d.scaling
         self.magnitude = d.magnitude.float().reshape(-1) if d.magnitude is not None else None
+        self.name = name
 
     def apply(self, source: Any, out: Any, row0: int, scratch: Any, spans: Any) -> None:
         """Writes the merged rows ``row0``… into ``out`` from the base's rows ``source``
@@ -306,6 +308,7 @@ class RowMerger:
         t2 = time.perf_counter()
         if work is not out:
             out.copy_(work)  # round to nearest even, as .to() does
+        check_finite(out, self.name, (row0, row0 + rows))  # NaN/Inf or cast overflow: fail naming the tensor
         t3 = time.perf_counter()
         spans.add("merge: convert to f32", t1 - t0)
         spans.add("merge: GEMM (+DoRA)", t2 - t1)

@@ -28,6 +28,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from tune2serve.components.checkpoint.tensor_reader import FLOAT_NAMES, CheckpointTensors, torch_dtype
+from tune2serve.components.export.finite import check_finite
 from tune2serve.components.errors import CheckpointError
 from tune2serve.components.export.merge import AdapterPlan, RowMerger, cast, merged, row_blockable
 from tune2serve.components.export.timing import Spans
@@ -177,6 +178,8 @@ class TensorStream:
             base = self.tensors.read(t.name) if t.name in self.tensors.metas else None
             value = merged(self.adapter, t.name, base) if self.adapter is not None else base
             value = cast(value, self.out_dtype)
+            if self.adapter is not None:
+                check_finite(value, t.name)  # a merged or replaced tensor: never ship NaN/Inf
         if tuple(value.shape) != t.shape or value.element_size() * value.numel() != t.nbytes:
             raise CheckpointError(f"tensor {t.name} came out as {list(value.shape)} {value.dtype}, planned {list(t.shape)} {t.dtype}")
         yield Chunk(memoryview(value.reshape(-1).view(torch.uint8).numpy()))
