@@ -175,6 +175,8 @@ def test_model_failing_golden_prompts_is_rolled_back(stack_env: Any, local_stack
     result = run(local_stack, uploaded["base"], production=production, tmp=tmp_path)
     assert not result.ok
     assert result.failed_step == "smoke-test" and result.outcome == "rolled_back"
+    # a plain Hugging Face folder, already deployable: export passed it through, no copy
+    assert f"{uploaded['base']} is already a deployable folder" in Path(result.log).read_text()
     endpoints_after, models_after = resources(local_stack)
     assert endpoints_after == made_before[0]  # finalize removed the staging endpoint the run made
     after = endpoint_state(local_stack, production)
