@@ -44,9 +44,11 @@ def run_export(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int
 
 
 def assert_refused(code: int, doc: dict[str, Any], err: str, file: str) -> None:
-    """Exit 1, a finding (or the message) naming ``file``, no traceback."""
+    """Exit 1 or 2, an error finding (its file or its message) or the error message
+    naming ``file``, no traceback."""
     assert code in (1, 2), (code, doc, err)
     assert "Traceback" not in err, err
-    named = [f for f in doc.get("findings", []) if f.get("severity") == "error" and file in (f.get("file") or "")]
+    named = [f for f in doc.get("findings", []) if f.get("severity") == "error"
+             and (file in (f.get("file") or "") or file in f.get("message", ""))]
     assert named or file in err, (file, doc.get("findings"), err)
 
