@@ -72,8 +72,9 @@ def _meta_model(config: dict[str, Any]) -> Any:
     if not isinstance(model_type, str) or model_type not in CONFIG_MAPPING or not archs:
         raise ValueError(f"model_type {model_type!r} / architectures {archs} is not a transformers architecture")
     cls = getattr(transformers, archs[0], None)
-    if cls is None:
-        raise ValueError(f"transformers has no class {archs[0]}")
+    # only a model class of transformers itself: never a factory, never remote code
+    if not (isinstance(cls, type) and issubclass(cls, transformers.PreTrainedModel)):
+        raise ValueError(f"transformers has no model class {archs[0]}")
     rest = {k: v for k, v in config.items() if k not in ("model_type", "architectures", "auto_map", "quantization_config")}
     with torch.device("meta"):
         return cls(CONFIG_MAPPING[model_type](**rest))

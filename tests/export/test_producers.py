@@ -356,3 +356,14 @@ def test_trl_sft_full_fine_tune_exports_the_trained_model(tiny_llama: Path, tmp_
     assert torch.allclose(_export_logits(tmp_path / "export"), trained, atol=1e-5)
     assert not {p.name for p in (tmp_path / "export").iterdir()} & {"optimizer.pt", "scheduler.pt", "training_args.bin"}
     validate_ok(tmp_path / "export")
+
+
+def test_name_mapping_builds_only_transformers_model_classes() -> None:
+    """The base config's ``architectures`` picks the class built on the meta device for
+    name mapping: a name that is not a transformers model class builds nothing."""
+    from tune2serve.components.export.names import DiskNames
+
+    for arch in ("pipeline", "AutoModel", "os", "EvilForCausalLM"):
+        names = DiskNames({"model_type": "llama", "architectures": [arch], "hidden_size": 8})
+        assert names.to_disk("model.layers.0.self_attn.q_proj.weight") is None
+        assert names.parameters() is None
