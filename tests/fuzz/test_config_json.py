@@ -115,3 +115,23 @@ def test_backtracking_patterns_neither_hang_nor_crash(pattern: str, adapter: Pat
     assert code in (0, 1), text
     assert "Traceback" not in text
     assert code == 0 or pattern in text
+
+
+@pytest.mark.timeout(120)
+@FUZZ
+@given(key=st.sampled_from(["num_hidden_layers", "hidden_size", "vocab_size", "num_attention_heads",
+                            "intermediate_size", "num_key_value_heads"]),
+       value=st.one_of(st.integers(10**6 + 1, 2**64), st.integers(max_value=-1), st.sampled_from([1.5, "12", True, [], {}])))
+def test_validate_refuses_absurd_config_sizes_without_exhausting_memory(key: str, value: object, tiny_llama: Path,
+                                                                        tmp_path_factory,
+                                                                        capsys: pytest.CaptureFixture[str]) -> None:
+    """``num_hidden_layers`` of 10⁹ used to build a billion-entry set in the shape check."""
+    folder = tmp_path_factory.mktemp("size") / "ckpt"
+    shutil.copytree(tiny_llama, folder)
+    cfg = json.loads((folder / "config.json").read_text())
+    cfg[key] = value
+    (folder / "config.json").write_text(json.dumps(cfg))
+
+    code, doc, err = run_validate(folder, capsys)
+
+    assert_refused(code, doc, err, "config.json")

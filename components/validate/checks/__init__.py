@@ -9,6 +9,7 @@ from tune2serve.components.validate.checks import (
     base_model,
     checksums,
     config,
+    config_bounds,
     family,
     files,
     memory,
@@ -27,6 +28,7 @@ Check = Callable[[Checkpoint], list[Finding]]
 CHECKS: list[tuple[str, Check]] = [
     ("files", files.check_files),
     ("config", config.check_config),
+    ("config-bounds", config_bounds.check_config_bounds),
     ("weights", weights.check_weights),
     ("pickles", pickles.check_pickles),
     ("family", family.check_family_and_size),
