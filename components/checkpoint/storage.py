@@ -337,6 +337,19 @@ def storage_client() -> Any:
     return storage.Client()
 
 
+# The first call to a source (its listing) says whether it can be reached at all: a
+# short, bounded retry, so an unreachable bucket fails in seconds, not after the
+# client's default two minutes; later reads keep the client's default policy.
+REACH_DEADLINE_S = 15.0
+REACH_TIMEOUT_S = 10.0
+
+
+def _reach_retry() -> Any:
+    from google.cloud.storage.retry import DEFAULT_RETRY
+
+    return DEFAULT_RETRY.with_timeout(REACH_DEADLINE_S)
+
+
 class GcsFolder(Folder):
     def __init__(self, uri: str, client: Any = None) -> None:
         self.bucket_name, self.prefix = parse_gcs_uri(uri)
@@ -367,12 +380,20 @@ class GcsFolder(Folder):
             return SourceNotFoundError(f"{where}: not found", file=name)
         if isinstance(e, gexc.Forbidden):
             return SourceReadError(f"{where}: permission denied: {e.message}", file=name)
+        if isinstance(e, (gexc.RetryError, gexc.ServiceUnavailable, gexc.DeadlineExceeded, ConnectionError,
+                          TimeoutError)) or "Connection" in type(e).__name__:
+            host = os.environ.get("STORAGE_EMULATOR_HOST") or "storage.googleapis.com"
+            return SourceReadError(
+                f"{where}: Cloud Storage cannot be reached at {host} (gave up after {REACH_DEADLINE_S:g} s); "
+                "check the network, STORAGE_EMULATOR_HOST for a local stack, and your credentials "
+                "(gcloud auth application-default login)", file=name)
         return SourceReadError(f"{where}: {type(e).__name__}: {e}", file=name)
 
     def list(self) -> list[ObjectInfo]:
         prefix = f"{self.prefix}/" if self.prefix else ""
         try:
-            blobs = list(self.client.list_blobs(self.bucket_name, prefix=prefix))
+            blobs = list(self.client.list_blobs(self.bucket_name, prefix=prefix, retry=_reach_retry(),
+                                                timeout=REACH_TIMEOUT_S))
         except Exception as e:  # google.api_core errors and transport errors alike
             raise self._translate(e, None) from e
         self._count(0)
@@ -389,7 +410,8 @@ class GcsFolder(Folder):
     def exists(self) -> bool:
         prefix = f"{self.prefix}/" if self.prefix else ""
         try:
-            return any(True for _ in self.client.list_blobs(self.bucket_name, prefix=prefix, max_results=1))
+            return any(True for _ in self.client.list_blobs(self.bucket_name, prefix=prefix, max_results=1,
+                                                            retry=_reach_retry(), timeout=REACH_TIMEOUT_S))
         except Exception as e:
             from google.api_core import exceptions as gexc
 
