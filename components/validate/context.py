@@ -30,6 +30,7 @@ class ValidateOptions:
     machine_spec: MachineSpec | None = None
     verify_checksums: bool = False
     base_model: str | None = None
+    scan_values: bool = False  # stream every float tensor and check it is finite (reads all the data)
 
 
 @dataclass(frozen=True)

@@ -20,6 +20,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--accelerator-count", type=int, default=None, help="1, 2, 4 or 8")
     parser.add_argument("--verify-checksums", action="store_true",
                         help="hash every file against manifest.json (reads all the data)")
+    parser.add_argument("--scan-values", action="store_true",
+                        help="stream every float tensor and check it holds no NaN/Inf (reads all the data)")
     parser.add_argument("--base-model", default=None, metavar="SRC",
                         help="compare tensor names and shapes with this base model folder")
     parser.add_argument("--report-dir", default=None, metavar="DIR",
@@ -32,7 +34,7 @@ def run(args: argparse.Namespace) -> int:
 
     spec = parse_machine_spec(args.machine_type, args.accelerator_type, args.accelerator_count)
     options = ValidateOptions(strict=args.strict, machine_spec=spec, verify_checksums=args.verify_checksums,
-                              base_model=args.base_model)
+                              base_model=args.base_model, scan_values=args.scan_values)
     report = validate_checkpoint(args.source, options)
     if args.report_dir:
         paths = write_reports(report, Path(args.report_dir))

@@ -18,6 +18,7 @@ from tune2serve.components.validate.checks import (
     secrets,
     shapes,
     tokenizer,
+    values,
     weights,
 )
 from tune2serve.components.validate.context import Checkpoint
@@ -39,4 +40,5 @@ CHECKS: list[tuple[str, Check]] = [
     ("checksums", checksums.check_checksums),
     ("base-model", base_model.check_base_model),
     ("secrets", secrets.check_secrets),
+    ("values", values.check_values),
 ]
