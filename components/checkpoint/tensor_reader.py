@@ -227,7 +227,11 @@ class CheckpointTensors:
         for name in names:
             files[name] = open_file(name)
             for tensor in files[name].metas:
-                owner.setdefault(tensor, name)
+                if tensor in owner:  # loaders disagree on which copy wins: refuse, as validate does
+                    raise CheckpointError(
+                        f"{label}: tensor {tensor!r} is in both {owner[tensor]} and {name}; a checkpoint holds each "
+                        "tensor once. Re-save it", file=name)
+                owner[tensor] = name
         if index_name:
             for tensor, shard in index.weight_map.items():
                 if tensor not in files[shard].metas:

@@ -63,3 +63,21 @@ def test_every_broken_index_is_named(kind: str, draw: st.DataObject, tiny_qwen_s
     code, text = run_export([str(folder), str(folder.parent / "dest")], capsys)
     assert code in (1, 2), text
     assert "Traceback" not in text and INDEX in text
+
+
+def test_a_tensor_in_two_shards_is_refused_by_export(tiny_qwen_sharded: Path, tmp_path: Path,
+                                                     capsys: pytest.CaptureFixture[str]) -> None:
+    """The index names one shard, but a second shard holds the same tensor too."""
+    from safetensors.torch import load_file, save_file
+
+    folder = tmp_path / "ckpt"
+    shutil.copytree(tiny_qwen_sharded, folder)
+    shards = sorted(p.name for p in folder.glob("*.safetensors"))
+    first, second = load_file(folder / shards[0]), load_file(folder / shards[1])
+    name = sorted(first)[0]
+    save_file({**second, name: first[name]}, folder / shards[1], metadata={"format": "pt"})
+
+    code, text = run_export([str(folder), str(tmp_path / "dest")], capsys)
+
+    assert code == 1 and "Traceback" not in text
+    assert f"tensor {name!r} is in both" in text
