@@ -9,10 +9,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
-from tests.export.conftest import assert_nothing_published, make_adapter
 from tune2serve.components.errors import MergeError
 from tune2serve.components.export.finite import check_finite
+
+from tests.export.conftest import assert_nothing_published, make_adapter
 
 
 @pytest.fixture(scope="module")

@@ -6,10 +6,8 @@ from __future__ import annotations
 import json
 import shutil
 from pathlib import Path
-from typing import Any
 
 import pytest
-
 from tune2serve.components.checkpoint.secrets import redact, scrub
 from tune2serve.pipelines.cli import main
 

@@ -8,8 +8,9 @@ import json
 from pathlib import Path
 from typing import Any
 
-from tests.export.conftest import make_adapter
 from tune2serve.components.export.upload import WRITER
+
+from tests.export.conftest import make_adapter
 
 
 def _snapshot(folder: Path) -> dict[str, bytes]:

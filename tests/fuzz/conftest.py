@@ -12,7 +12,6 @@ from typing import Any
 
 import pytest
 from hypothesis import HealthCheck, settings
-
 from tune2serve.pipelines.cli import main
 
 settings.register_profile(

@@ -27,10 +27,10 @@ from pathlib import Path
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
-
-from tests.fuzz.conftest import FUZZ, assert_refused, run_validate
 from tune2serve.components.checkpoint.pickle_scan import LEGACY_MAGIC, unsafe_globals
 from tune2serve.components.errors import UnsafePickleError
+
+from tests.fuzz.conftest import FUZZ, assert_refused, run_validate
 
 BIN = "pytorch_model.bin"
 

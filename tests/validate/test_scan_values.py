@@ -9,7 +9,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
 from tune2serve.components.checkpoint.safetensors_header import read_header
 from tune2serve.components.checkpoint.storage import LocalFolder
 
