@@ -1,7 +1,7 @@
 """Local-stack fixtures: a real `tune2serve local up` stack for the test session.
 
 - ``local_stack`` (session): a stack in a temporary home; yields a ``StackHandle`` with
-  ``.env`` (the four variables `local env` prints), ``.api_endpoint``, ``.home``,
+  ``.env`` (the variables `local env` prints), ``.api_endpoint``, ``.home``,
   ``.project``, ``.region``, ``.bucket``. Every process it started (model servers
   included) is stopped at the end of the session, on failure too.
 - ``stack_env`` (function): applies ``local_stack.env`` with monkeypatch and returns the

@@ -90,16 +90,18 @@ def _validate(export_uri: str, machine: MachineSpec | None) -> Any:
 
 
 def _serving_bytes(folder: Any, report: Any) -> int | None:
-    import json
-
+    from tune2serve.components.checkpoint import bounded_json
+    from tune2serve.components.errors import CheckpointError
+    from tune2serve.components.validate.architectures import effective_text_config
     from tune2serve.components.validate.memory import estimate_serving_memory
 
     weight_bytes = report.summary.get("weight_bytes")
     try:
-        config = json.loads(folder.read_text("config.json"))
-    except (ValueError, OSError):
+        config = bounded_json.read_object(folder, "config.json")
+    except (CheckpointError, OSError):
         return None
-    text_config = config.get("text_config") or config
+    # the same view of the config as validate's memory check (class defaults, text_config)
+    text_config = effective_text_config(config)
     return estimate_serving_memory(int(weight_bytes), text_config).total_bytes if weight_bytes else None
 
 

@@ -73,6 +73,16 @@ class ExportResult:
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
 
+    def model_metadata(self) -> dict[str, Any]:
+        """The ``dsl.Model`` artifact's metadata: what the Vertex UI shows of an export
+        (the file list stays in the manifest)."""
+        return {
+            "source": self.source, "source_kind": self.source_kind, "base_model": self.base_model or "",
+            "merge": self.merge or {}, "bytes": self.bytes, "parameter_count": self.parameter_count,
+            "manifest_digest": self.manifest_digest, "dtype": self.dtype, "noop": self.noop,
+            "passthrough": self.passthrough, "notes": self.notes,
+        }
+
 
 @dataclass
 class _Checkpoint:

@@ -86,10 +86,5 @@ def export_commit(
     result = commit_export(source, dest, base_model=base_model or None, checkpoint=checkpoint, dtype=dtype,
                            max_shard_size=max_shard_size)
     model.uri = result.dest
-    model.metadata.update({
-        "source": result.source, "source_kind": result.source_kind, "base_model": result.base_model or "",
-        "merge": result.merge or {}, "bytes": result.bytes, "parameter_count": result.parameter_count,
-        "manifest_digest": result.manifest_digest, "dtype": result.dtype, "noop": result.noop,
-        "passthrough": result.passthrough, "notes": result.notes,
-    })
+    model.metadata.update(result.model_metadata())
     return namedtuple("ExportOutputs", ["export_uri"])(result.dest)

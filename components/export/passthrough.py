@@ -29,13 +29,14 @@ log says which did not):
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import PurePosixPath
 from typing import Any
 
+from tune2serve.components.checkpoint import bounded_json
 from tune2serve.components.checkpoint.identity import folder_identity
 from tune2serve.components.checkpoint.manifest import MANIFEST_NAME
+from tune2serve.components.errors import CheckpointError
 from tune2serve.components.checkpoint.storage import GCS_SCHEME, Folder, GcsFolder, ObjectInfo, open_folder
 from tune2serve.components.export.config_clean import TOKENIZER_FILES, TRAINING_ONLY_KEYS, config_dtype
 from tune2serve.components.export.layout import CheckpointChoice, Selection, discover
@@ -79,11 +80,9 @@ def decide(source: Folder, dest: Folder, selection: Selection, listing: list[Obj
         return _copy(f"{source.join(o.name)} is not a file of a deployable folder (export leaves it out"
                      f"{' and converts .bin weights to safetensors' if o.name.endswith('.bin') else ''})")
     try:
-        config = json.loads(source.read_bytes("config.json"))
-    except ValueError:
-        config = None
-    if not isinstance(config, dict):
-        return _copy(f"{source.join('config.json')} is not a JSON object")
+        config = bounded_json.read_object(source, "config.json")
+    except CheckpointError as e:  # export proper then refuses it, naming the problem
+        return _copy(str(e))
     marks = sorted(k for k in TRAINING_ONLY_KEYS if k in config) + (["use_cache: false"]
                                                                      if config.get("use_cache") is False else [])
     if marks:
@@ -102,7 +101,7 @@ def described(folder: Folder, selection: Selection, decision: Decision) -> dict[
     identity = folder_identity(folder)
     sha = {e.name: e.sha256 for e in identity.manifest.files} if identity.manifest else {}
     objects = folder.list()
-    config = json.loads(folder.read_bytes("config.json"))
+    config = bounded_json.read_object(folder, "config.json")
     return {
         "ok": True, "dest": folder.uri, "noop": False, "passthrough": True,
         "files": [{"name": o.name, "size": o.size, "sha256": sha.get(o.name), **({"crc32c": o.crc32c} if o.crc32c else {})}

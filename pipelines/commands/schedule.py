@@ -76,6 +76,7 @@ def run(args: argparse.Namespace) -> int:
 
 def _create(args: argparse.Namespace) -> dict[str, Any]:
     from tune2serve.components.errors import UsageError
+    from tune2serve.components.scheduling.discover import NEWEST_PREFIX
     from tune2serve.pipelines import schedule
     from tune2serve.pipelines.commands.submit import submission_from_args
 
@@ -83,7 +84,7 @@ def _create(args: argparse.Namespace) -> dict[str, Any]:
     if args.source_prefix:
         if not args.source_prefix.startswith("gs://"):
             raise UsageError(f"--source-prefix {args.source_prefix!r}: give gs://BUCKET/PREFIX")
-        args.param = [*args.param, f"source={schedule.NEWEST_PREFIX}{args.source_prefix.rstrip('/')}"]
+        args.param = [*args.param, f"source={NEWEST_PREFIX}{args.source_prefix.rstrip('/')}"]
     submission = submission_from_args(args)
     return schedule.create_schedule(
         submission, cron=args.cron, display_name=args.display_name,

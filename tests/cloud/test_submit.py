@@ -156,6 +156,6 @@ def test_the_compiled_promotion_pipeline_runs_and_fails_at_export_for_a_missing_
     assert main(argv) == 1
     out = json.loads(capsys.readouterr().out)
     assert out["state"] == "PIPELINE_STATE_FAILED"
-    assert out["error"].startswith("The DAG failed because some tasks failed: 'export' inside 'condition-2' inside "
+    assert out["error"].startswith("The DAG failed because some tasks failed: 'export-plan' inside 'export' inside 'condition-2' inside "
                                    "'condition-branches-1' inside 'promote-if-due' inside 'exit-handler-1'. "
                                    f"SourceNotFoundError: gs://{gcs_bucket}/nothing-here: no objects under this prefix")
