@@ -30,6 +30,7 @@ Usage: python bench/bench_export.py [--sizes 1B 2B] [--quick] [--runs 3] [--prof
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import shutil
@@ -38,6 +39,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 SIZES = {  # hidden, intermediate, layers, vocab
@@ -189,22 +191,35 @@ def _cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+@contextlib.contextmanager
+def fake_gcs(root: Path) -> Iterator[subprocess.Popen]:
+    """A fake-gcs-server on loopback with its data under ``root``, for the duration;
+    ``STORAGE_EMULATOR_HOST`` points the storage client at it meanwhile."""
+    from tune2serve.pipelines.local import gcs
+    from tune2serve.pipelines.local.ports import free_port
+
+    root.mkdir()
+    port = free_port()
+    proc = subprocess.Popen(gcs.command(root, port), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        os.environ["STORAGE_EMULATOR_HOST"] = f"http://127.0.0.1:{port}"
+        gcs.wait_ready(os.environ["STORAGE_EMULATOR_HOST"], process=proc)
+        yield proc
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+        os.environ.pop("STORAGE_EMULATOR_HOST", None)
+
+
 def bench_upload(export_dir: Path, scratch: Path) -> dict[str, float]:
     """One stream (file after file) vs transfer_manager (8 threads), same files, each
     into a fresh prefix; the server's CPU seconds are read from /proc."""
     from google.cloud.storage import transfer_manager
 
     from tune2serve.components.checkpoint.storage import storage_client
-    from tune2serve.pipelines.local import gcs
-    from tune2serve.pipelines.local.ports import free_port
 
-    port = free_port()
     root = scratch / "fake-gcs"
-    root.mkdir()
-    proc = subprocess.Popen(gcs.command(root, port), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        os.environ["STORAGE_EMULATOR_HOST"] = f"http://127.0.0.1:{port}"
-        gcs.wait_ready(os.environ["STORAGE_EMULATOR_HOST"], process=proc)
+    with fake_gcs(root) as proc:
         bucket = storage_client().create_bucket("bench")
         names = sorted(p.name for p in export_dir.iterdir() if p.is_file())
         total = sum((export_dir / n).stat().st_size for n in names)
@@ -220,10 +235,6 @@ def bench_upload(export_dir: Path, scratch: Path) -> dict[str, float]:
         parallel, parallel_cpu = time.perf_counter() - start, _cpu_seconds(proc.pid) - cpu0
         return {"bytes": total, "single_s": single, "parallel_s": parallel,
                 "server_cpu_per_gb": (single_cpu + parallel_cpu) / (2 * total / 1e9)}
-    finally:
-        proc.terminate()
-        proc.wait(timeout=10)
-        os.environ.pop("STORAGE_EMULATOR_HOST", None)
 
 
 def _load() -> str:

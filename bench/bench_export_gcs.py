@@ -30,7 +30,6 @@ import json
 import os
 import shutil
 import statistics
-import struct
 import subprocess
 import sys
 import tempfile
@@ -40,7 +39,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from bench_export import _PEAK_RSS, _load, generate  # noqa: E402
+from bench_export import _PEAK_RSS, _load, fake_gcs, generate  # noqa: E402
+from bench_validate import write_sparse  # noqa: E402  (the same sparse layouts)
 
 _CHILD = """
 import json, sys, tempfile, time
@@ -108,17 +108,10 @@ def _child(code: str, args: list[str], scratch: Path) -> tuple[float, dict, int]
 def bench_gcs(size: str, runs: int, work: Path) -> None:
     from tests.conftest import upload_folder
     from tune2serve.components.checkpoint.storage import storage_client
-    from tune2serve.pipelines.local import gcs
-    from tune2serve.pipelines.local.ports import free_port
 
     base, adapter, nbytes = generate(work / "model", size)
-    port = free_port()
     root = work / "fake-gcs"
-    root.mkdir()
-    proc = subprocess.Popen(gcs.command(root, port), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        os.environ["STORAGE_EMULATOR_HOST"] = f"http://127.0.0.1:{port}"
-        gcs.wait_ready(os.environ["STORAGE_EMULATOR_HOST"], process=proc)
+    with fake_gcs(root):
         storage_client().create_bucket("bench")
         base_uri = upload_folder(base, "bench", "base")
         adapter_uri = upload_folder(adapter, "bench", "runs/1")
@@ -141,10 +134,6 @@ def bench_gcs(size: str, runs: int, work: Path) -> None:
               f"(ratio {med['ratio']:.2f}), {nbytes / 1e9 / med['export']:.2f} GB/s; peak local disk "
               f"{med['disk'] / 1e9:.2f} GB ({med['disk'] / nbytes:.2f}× the model; copy {med['copy_disk'] / 1e9:.2f} GB); "
               f"peak RSS {med['rss'] / 2**20:.0f} MiB (copy {med['copy_rss'] / 2**20:.0f} MiB); load {_load()}")
-    finally:
-        proc.terminate()
-        proc.wait(timeout=10)
-        os.environ.pop("STORAGE_EMULATOR_HOST", None)
 
 
 # -- (b) the plan of the largest layouts -------------------------------------------------
@@ -172,46 +161,6 @@ def qwen3_coder_480b_tensors() -> list[tuple[str, list[int]]]:
             q = f"{p}mlp.experts.{x}."
             out += [(q + "gate_proj.weight", [mi, h]), (q + "up_proj.weight", [mi, h]), (q + "down_proj.weight", [h, mi])]
     return out + [("model.norm.weight", [h]), ("lm_head.weight", [v, h])]
-
-
-def write_sparse(folder: Path, tensors: list[tuple[str, list[int]]], config: dict, shards: int) -> int:
-    """Safetensors shards with real headers and holes for data (bench_validate's way)."""
-    folder.mkdir(parents=True)
-    nbytes = [2 * _numel(s) for _, s in tensors]
-    target = sum(nbytes) / shards
-    groups: list[list[int]] = [[]]
-    size = 0
-    for k, n in enumerate(nbytes):
-        if groups[-1] and size + n > target and len(groups) < shards:
-            groups.append([])
-            size = 0
-        groups[-1].append(k)
-        size += n
-    weight_map, total = {}, 0
-    for s, group in enumerate(groups):
-        name = f"model-{s + 1:05d}-of-{len(groups):05d}.safetensors"
-        header, offset = {"__metadata__": {"format": "pt"}}, 0
-        for k in group:
-            header[tensors[k][0]] = {"dtype": "BF16", "shape": tensors[k][1], "data_offsets": [offset, offset + nbytes[k]]}
-            weight_map[tensors[k][0]] = name
-            offset += nbytes[k]
-        raw = json.dumps(header).encode()
-        raw += b" " * (-len(raw) % 8)
-        with open(folder / name, "wb") as fh:
-            fh.write(struct.pack("<Q", len(raw)) + raw)
-            fh.truncate(8 + len(raw) + offset)
-        total += offset
-    (folder / "model.safetensors.index.json").write_text(json.dumps({"metadata": {"total_size": total},
-                                                                     "weight_map": weight_map}))
-    (folder / "config.json").write_text(json.dumps(config))
-    return total
-
-
-def _numel(shape: list[int]) -> int:
-    n = 1
-    for d in shape:
-        n *= d
-    return n
 
 
 def bench_plan(work: Path, mbps: float, runs: int) -> None:

@@ -48,17 +48,17 @@ def llama70b_tensors() -> list[tuple[str, list[int]]]:
     return out + [("model.norm.weight", [h]), ("lm_head.weight", [v, h])]
 
 
-def write_sparse_checkpoint(folder: Path) -> None:
-    from tune2serve.pipelines.demo.tiny_models import train_tokenizer
-
+def write_sparse(folder: Path, tensors: list[tuple[str, list[int]]], config: dict, shards: int,
+                 slack: float = 1.0) -> int:
+    """bf16 safetensors shards with real headers and a hole for the data, their index and
+    config.json; returns the data bytes. A shard may run ``slack`` over its even share."""
     folder.mkdir(parents=True, exist_ok=True)
-    tensors = llama70b_tensors()
     nbytes = [2 * _numel(shape) for _, shape in tensors]
-    target = sum(nbytes) / SHARDS
+    target = sum(nbytes) / shards
     groups: list[list[int]] = [[]]
     size = 0
     for k, n in enumerate(nbytes):
-        if groups[-1] and size + n > target * 1.02 and len(groups) < SHARDS:
+        if groups[-1] and size + n > target * slack and len(groups) < shards:
             groups.append([])
             size = 0
         groups[-1].append(k)
@@ -80,7 +80,14 @@ def write_sparse_checkpoint(folder: Path) -> None:
         total += offset
     (folder / "model.safetensors.index.json").write_text(json.dumps(
         {"metadata": {"total_size": total}, "weight_map": weight_map}, indent=2))
-    (folder / "config.json").write_text(json.dumps(CONFIG, indent=2))
+    (folder / "config.json").write_text(json.dumps(config, indent=2))
+    return total
+
+
+def write_sparse_checkpoint(folder: Path) -> None:
+    from tune2serve.pipelines.demo.tiny_models import train_tokenizer
+
+    write_sparse(folder, llama70b_tensors(), CONFIG, SHARDS, slack=1.02)
     train_tokenizer(folder)
 
 
