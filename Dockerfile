@@ -36,8 +36,8 @@ ENV PATH=/opt/venv/bin:$PATH
 # Exactly the runtime lock, every file checked against its sha256: the kfp whose
 # executor runs each step (the compiled steps install nothing), the SDKs, torch.
 WORKDIR /src
-COPY locks/runtime.txt ./locks/runtime.txt
-RUN pip install --require-hashes --no-deps --extra-index-url "${TORCH_INDEX_URL}" -r locks/runtime.txt
+COPY requirements.txt ./requirements.txt
+RUN pip install --require-hashes --no-deps --extra-index-url "${TORCH_INDEX_URL}" -r requirements.txt
 
 COPY pyproject.toml setup.py README.md ./
 COPY components ./components

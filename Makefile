@@ -1,7 +1,7 @@
 # The two set-up commands of the README are `make demo` and `make test`; both install
 # everything they need into .venv first (idempotent), so each works on a fresh machine.
 #
-# What is installed is exactly locks/test.txt (a superset of locks/runtime.txt, which the
+# What is installed is exactly requirements-test.txt (a superset of requirements.txt, which the
 # container image installs): every package pinned with its sha256, nothing resolved on
 # the day. `make lock` regenerates both from pyproject.toml (README: "Upgrading a dependency").
 PYTHON ?= python3
@@ -18,10 +18,10 @@ install: $(STAMP)
 
 # torch is locked as 2.13.0+cpu: the CPU build that lies on this kind of machine
 # (pip finds it through the machine's find-links); a looser spec pulls GBs of CUDA.
-$(STAMP): locks/test.txt pyproject.toml setup.py
+$(STAMP): requirements-test.txt pyproject.toml setup.py
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet "pip==$(PIP_VERSION)"
-	$(PY) -m pip install --quiet --require-hashes --no-deps -r locks/test.txt
+	$(PY) -m pip install --quiet --require-hashes --no-deps -r requirements-test.txt
 	# The project itself, with nothing more: its build backend (setuptools) is in the lock.
 	$(PY) -m pip install --quiet --no-deps --no-build-isolation -e .
 	$(PY) -m pip check
@@ -50,7 +50,7 @@ bench: install
 lock:
 	rm -rf $(VENV)-lock && $(PYTHON) -m venv $(VENV)-lock
 	$(VENV)-lock/bin/pip install --quiet "pip==$(PIP_VERSION)" "pip-tools==$(PIP_TOOLS_VERSION)"
-	$(VENV)-lock/bin/python locks/relock.py
+	$(VENV)-lock/bin/python tools/relock.py
 	rm -rf $(VENV)-lock
 
 clean:

@@ -1,7 +1,7 @@
 """The one decorator every step's KFP component is made with.
 
 - ``base_image``: the project image (``image.DEFAULT_IMAGE``), which holds the package
-  and everything it needs, installed from ``locks/runtime.txt``.
+  and everything it needs, installed from ``requirements.txt``.
 - ``install_kfp_package=False``: by default kfp makes every compiled step start with
   ``pip install kfp==<the version that compiled it>``. That reaches PyPI at run time
   (impossible inside VPC Service Controls, and as the image's non-root user), and makes

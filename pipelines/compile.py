@@ -7,7 +7,7 @@ checked in and a test can hold it in sync with the source.
 Nor does it depend on which kfp patch release compiled it: the steps install nothing
 (``components/step_component.py``), so the only trace kfp leaves is the spec's
 ``sdkVersion``, and that is written as the kfp the steps run with, the one pinned in
-``locks/runtime.txt`` (the image installs exactly that lock). Where the lock is not at
+``requirements.txt`` (the image installs exactly that lock). Where the lock is not at
 hand (an installed package, as in the image itself) the installed kfp is that version.
 
 ``image`` overrides the container image of every step for a build (for example a tag
@@ -57,7 +57,7 @@ def load_spec_dict(path: Path) -> dict[str, Any]:
 
 
 _LOCKED_KFP = re.compile(r"^kfp==([^\s\\]+)", re.M)
-_RUNTIME_LOCK = Path(__file__).resolve().parents[1] / "locks" / "runtime.txt"
+_RUNTIME_LOCK = Path(__file__).resolve().parents[1] / "requirements.txt"
 
 
 def runtime_kfp_version() -> str:

@@ -14,8 +14,8 @@ from packaging.utils import canonicalize_name
 from packaging.version import Version
 
 REPO = Path(__file__).resolve().parents[1]
-RUNTIME_LOCK = REPO / "locks" / "runtime.txt"
-TEST_LOCK = REPO / "locks" / "test.txt"
+RUNTIME_LOCK = REPO / "requirements.txt"
+TEST_LOCK = REPO / "requirements-test.txt"
 
 _PIN = re.compile(r"^([A-Za-z0-9][A-Za-z0-9._-]*)==(\S+)")
 
@@ -23,7 +23,7 @@ _PIN = re.compile(r"^([A-Za-z0-9][A-Za-z0-9._-]*)==(\S+)")
 def _relock_module():
     import importlib.util
 
-    spec = importlib.util.spec_from_file_location("relock", REPO / "locks" / "relock.py")
+    spec = importlib.util.spec_from_file_location("relock", REPO / "tools" / "relock.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module

@@ -92,7 +92,7 @@ def test_multi_stage_with_a_slim_python_matching_requires_python(dockerfile, pyp
     assert {s.base for s in stages} == {"${PYTHON_IMAGE}"}  # same base: the venv copies across
 
 
-RUNTIME_LOCK = REPO / "locks" / "runtime.txt"
+RUNTIME_LOCK = REPO / "requirements.txt"
 
 
 def _locked_version(name: str) -> str:
@@ -105,19 +105,19 @@ def test_the_build_installs_the_runtime_lock_then_the_package_alone(dockerfile) 
     installs = _pip_installs(build)
     assert len(installs) == 2, installs
     lock_install, package_install = installs
-    assert lock_install[-2:] == ["-r", "locks/runtime.txt"]
+    assert lock_install[-2:] == ["-r", "requirements.txt"]
     assert {"--require-hashes", "--no-deps"} <= set(lock_install)
     assert "--index-url" not in lock_install  # PyPI stays the index; the CPU index is an extra
     assert package_install == ["--no-deps", "--no-build-isolation", "."]
     copies = build.args("COPY")
-    assert copies.index("locks/runtime.txt ./locks/runtime.txt") < copies.index("pyproject.toml setup.py README.md ./")
+    assert copies.index("requirements.txt ./requirements.txt") < copies.index("pyproject.toml setup.py README.md ./")
     assert copies[1:] == ["pyproject.toml setup.py README.md ./", "components ./components", "pipelines ./pipelines"]
     assert "pip check" in " ".join(build.args("RUN"))
 
 
 def test_torch_is_the_locked_cpu_build_from_the_cpu_index(dockerfile, pyproject) -> None:
     build = dockerfile[1][0]
-    [lock_install] = [w for w in _pip_installs(build) if "locks/runtime.txt" in w]
+    [lock_install] = [w for w in _pip_installs(build) if "requirements.txt" in w]
     index = lock_install[lock_install.index("--extra-index-url") + 1]
     assert index == "https://download.pytorch.org/whl/cpu"
     assert _locked_version("torch") == "2.13.0+cpu"
@@ -163,15 +163,15 @@ def _ignored(rel: str, patterns: list[str]) -> bool:
 
 def test_dockerignore_lets_in_the_sources_and_nothing_else() -> None:
     patterns = [p.strip() for p in (REPO / ".dockerignore").read_text().splitlines() if p.strip() and not p.startswith("#")]
-    for needed in ("pyproject.toml", "setup.py", "README.md", "locks/runtime.txt", "components/errors.py", "pipelines/cli.py",
+    for needed in ("pyproject.toml", "setup.py", "README.md", "requirements.txt", "components/errors.py", "pipelines/cli.py",
                    "components/validate/supported_models.json"):
         assert not _ignored(needed, patterns), needed
     for kept_out in (".venv/bin/python", ".git/HEAD", "tests/conftest.py", "compiled/promote_checkpoint.yaml",
                      ".tune2serve/stack.json", "components/__pycache__/errors.cpython-311.pyc", "bench/run.py",
-                     "pipelines/local/tls/ca.key", "locks/test.txt", "locks/relock.py"):
+                     "pipelines/local/tls/ca.key", "requirements-test.txt", "tools/relock.py"):
         assert _ignored(kept_out, patterns), kept_out
 
 
 def test_every_copied_source_exists() -> None:
-    for name in ("pyproject.toml", "setup.py", "README.md", "locks/runtime.txt", "components", "pipelines"):
+    for name in ("pyproject.toml", "setup.py", "README.md", "requirements.txt", "components", "pipelines"):
         assert (REPO / name).exists(), f"the Dockerfile copies {name}, which is missing"

@@ -16,7 +16,7 @@ REPO = Path(__file__).resolve().parents[2]
 CHECKED_IN = REPO / "compiled" / "promote_checkpoint.yaml"
 
 
-RUNTIME_LOCK = REPO / "locks" / "runtime.txt"
+RUNTIME_LOCK = REPO / "requirements.txt"
 
 
 def test_checked_in_yaml_matches_the_source(tmp_path: Path) -> None:

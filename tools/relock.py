@@ -1,8 +1,8 @@
 """Regenerates the dependency locks from pyproject.toml (``make lock``).
 
 Two locks, one source of truth:
-- ``locks/runtime.txt``: what the container image and every pipeline step run with;
-- ``locks/test.txt``: the same pins plus the test extra, for ``make demo``/``make test``/CI.
+- ``requirements.txt``: what the container image and every pipeline step run with;
+- ``requirements-test.txt``: the same pins plus the test extra, for ``make demo``/``make test``/CI.
 
 The test lock is compiled under the runtime lock as a constraint, so a package pinned in
 both has the same version in both: what the tests prove is what the image runs. Every
@@ -27,9 +27,8 @@ import tomllib
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-LOCKS = REPO / "locks"
-RUNTIME_LOCK = LOCKS / "runtime.txt"
-TEST_LOCK = LOCKS / "test.txt"
+RUNTIME_LOCK = REPO / "requirements.txt"
+TEST_LOCK = REPO / "requirements-test.txt"
 DIGEST_PREFIX = "# pyproject-digest: sha256:"
 
 
