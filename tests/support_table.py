@@ -33,6 +33,18 @@ PRODUCERS: dict[str, tuple[str, str, str]] = {
     "PEFT LoRA / rsLoRA / DoRA / rank & alpha patterns / embeddings / `modules_to_save`":
         ("supported", "tensors = PEFT `merge_and_unload()`",
          "tests/export/test_merge_oracle.py::test_merge_equals_peft_float32"),
+    "PEFT `bias=\"lora_only\"` / `\"all\"`, `lora_bias=True` (Qwen2 q/k/v biases; Llama `attention_bias`, `mlp_bias`)":
+        ("supported", "trained biases written; tensors = PEFT `merge_and_unload()`, logits = PEFT model",
+         "tests/export/test_producers_peft.py::test_trained_biases_merge_as_peft"),
+    "PEFT `lora_bias=True` on a layer without a bias":
+        ("refused", "names the layer; PEFT cannot merge it either",
+         "tests/export/test_producers_peft.py::test_lora_bias_on_a_layer_without_bias_is_refused"),
+    "PEFT `.bin` adapter (`save_pretrained(safe_serialization=False)`)":
+        ("supported", "pickle scanned, `torch.load(weights_only=True)`; tensors = PEFT",
+         "tests/export/test_producers_peft.py::test_bin_adapter_merges_as_peft"),
+    "`adapter_model.bin` carrying a hostile pickle (`__reduce__` → `os.system`)":
+        ("refused", "exit 1 naming the file; payload never run; nothing written",
+         "tests/export/test_producers_peft.py::test_hostile_bin_adapter_is_refused_unrun"),
     "LoRA on `embed_tokens` of a tied model":
         ("supported, untied", "the output layer kept the base weight in training; PEFT's merge is off",
          "tests/export/test_producers.py::test_tied_embedding_lora_exports_the_trained_model_untied"),

@@ -13,7 +13,10 @@ base tensor as it streams past and returns the tensor to write. The maths follow
 * DoRA: W' = m · (W + ΔW) / ‖W + ΔW‖, the norm taken per output feature (per row of a
   Linear weight, per column of an embedding or a Conv1D weight);
 * ``modules_to_save`` and saved base layers (``…base_layer.weight``, written by PEFT when
-  it saves resized embeddings) replace the base tensor whole.
+  it saves resized embeddings; ``…base_layer.bias`` with ``bias="lora_only"``/``"all"``)
+  replace the base tensor whole;
+* ``lora_bias=True``: b' = b + scaling · lora_B.bias, added to the (possibly replaced)
+  base bias; a layer without a bias is refused, as PEFT's own merge refuses it.
 
 Keys: ``base_model.model.<module>.lora_A.weight`` belongs to base tensor
 ``<module>.weight``. Anything the merge does not understand is refused with its name.
@@ -39,7 +42,6 @@ from tune2serve.components.export.producers import check_adapter_config
 ADAPTER_CONFIG = "adapter_config.json"
 _PREFIX = "base_model.model."
 _UNSUPPORTED_OPTIONS = {
-    "lora_bias": "lora_bias=True (a trained bias on lora_B)",
     "layer_replication": "layer_replication",
     "use_qalora": "use_qalora",
 }
@@ -124,6 +126,10 @@ class AdapterPlan:
     options: LoraOptions
     deltas: dict[str, ModuleDelta]       # base tensor name → update
     replacements: dict[str, Any]         # base tensor name → whole new tensor
+    bias_deltas: dict[str, Any] = field(default_factory=dict)  # base bias name → scaling · lora_B.bias (float32)
+
+    def touches(self, name: str) -> bool:
+        return name in self.deltas or name in self.replacements or name in self.bias_deltas
 
 
 def read_adapter(root: Path, label: str) -> tuple[LoraOptions, dict[str, Any]]:
@@ -149,9 +155,9 @@ def read_adapter(root: Path, label: str) -> tuple[LoraOptions, dict[str, Any]]:
 
 
 def _split_key(key: str) -> tuple[str, str]:
-    """(module or tensor path, part) where part is A, B, eA, eB, m, full or skip."""
+    """(module or tensor path, part) where part is A, B, Bb (lora_B's bias), eA, eB, m, full or skip."""
     name = key[len(_PREFIX):] if key.startswith(_PREFIX) else key
-    for suffix, part in ((".lora_A.weight", "A"), (".lora_B.weight", "B"), (".lora_embedding_A", "eA"),
+    for suffix, part in ((".lora_A.weight", "A"), (".lora_B.weight", "B"), (".lora_B.bias", "Bb"), (".lora_embedding_A", "eA"),
                          (".lora_embedding_B", "eB"), (".lora_magnitude_vector.weight", "m"),
                          (".lora_magnitude_vector", "m")):
         if name.endswith(suffix):
@@ -175,6 +181,7 @@ def plan_adapter(options: LoraOptions, tensors: dict[str, Any], base: dict[str, 
     name the base does not hold to its on-disk name (``names.DiskNames``)."""
     deltas: dict[str, ModuleDelta] = {}
     replacements: dict[str, Any] = {}
+    lora_biases: dict[str, Any] = {}  # module path → lora_B.bias
 
     def on_disk(name: str) -> str:
         if name in base or disk_name is None:
@@ -188,6 +195,9 @@ def plan_adapter(options: LoraOptions, tensors: dict[str, Any], base: dict[str, 
         if part == "full":
             replacements[on_disk(path)] = tensor
             continue
+        if part == "Bb":
+            lora_biases[path] = tensor
+            continue
         target = f"{path}.weight"
         if target not in base and f"model.{target}" in base:
             path, target = f"model.{path}", f"model.{target}"
@@ -200,7 +210,31 @@ def plan_adapter(options: LoraOptions, tensors: dict[str, Any], base: dict[str, 
                              f"{list(base[name].shape)}; the adapter was trained on a different base model — pass the right --base-model")
     for target, d in deltas.items():
         _check_delta(options, target, d, base, replacements, label)
-    return AdapterPlan(options, deltas, replacements)
+    bias_deltas = {}
+    for path, bias in lora_biases.items():
+        target, d = _bias_target(path, bias, deltas, base, replacements, label)
+        bias_deltas[target] = bias.float() * d.scaling
+    return AdapterPlan(options, deltas, replacements, bias_deltas)
+
+
+def _bias_target(path: str, bias: Any, deltas: dict[str, ModuleDelta], base: dict[str, TensorMeta],
+                 replacements: dict[str, Any], label: str) -> tuple[str, ModuleDelta]:
+    """The base bias tensor a ``lora_B.bias`` (``lora_bias=True``) is added to, and the
+    module's update, whose scaling it shares."""
+    weight = next((t for t, d in deltas.items() if d.module in (path, f"model.{path}")), None)
+    if weight is None:
+        raise MergeError(f"{label}: the adapter has a lora_B bias for {path} but no LoRA matrices for it; "
+                         "the adapter file is incomplete")
+    target = weight[: -len("weight")] + "bias"
+    shape = tuple(replacements[target].shape) if target in replacements else tuple(base[target].shape) if target in base else None
+    if shape is None:
+        raise MergeError(f"{label}: the adapter trains a bias on lora_B of {deltas[weight].module} (lora_bias=True), but "
+                         f"the base layer has no bias ({target} is not in the base model), so there is nowhere to merge "
+                         "it (PEFT cannot merge it either); retrain with lora_bias=False, or use a base whose layer has a bias")
+    if shape != tuple(bias.shape):
+        raise MergeError(f"{label}: the lora_B bias of {deltas[weight].module} has shape {list(bias.shape)} but {target} "
+                         f"is {list(shape)}; the adapter was trained on a different base model — pass the right --base-model")
+    return target, deltas[weight]
 
 
 def _is_vocab_resize(name: str, meta: TensorMeta, tensor: Any) -> bool:
@@ -239,6 +273,8 @@ def merged(plan: AdapterPlan, name: str, base_tensor: Any) -> Any:
     """The tensor to write for base tensor ``name``: replaced, merged (float32), or the
     base tensor itself when the adapter does not touch it."""
     tensor = plan.replacements.get(name, base_tensor)
+    if name in plan.bias_deltas:  # PEFT: bias += lora_B.bias · scaling
+        return tensor.float() + plan.bias_deltas[name]
     d = plan.deltas.get(name)
     if d is None:
         return tensor

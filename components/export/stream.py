@@ -89,7 +89,7 @@ class TensorStream:
         meta = self.tensors.metas.get(t.name)
         if meta is None or meta.dtype != t.dtype or tuple(meta.shape) != t.shape or self.tensors.safetensors_file(t.name) is None:
             return "whole"
-        if self.adapter is None or (t.name not in self.adapter.deltas and t.name not in self.adapter.replacements):
+        if self.adapter is None or not self.adapter.touches(t.name):
             return "raw"
         rows_merge = meta.dtype in FLOAT_NAMES and len(meta.shape) == 2 and row_blockable(self.adapter, t.name)
         # A tensor at an offset that is not a multiple of its element size cannot be viewed in place.

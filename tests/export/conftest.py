@@ -144,3 +144,25 @@ def tiny_gpt2(tmp_path_factory: pytest.TempPathFactory, tiny_llama: Path) -> Pat
     for name in ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json"):
         shutil.copy(tiny_llama / name, out / name)
     return out
+
+
+class RunsShell:
+    """Unpickling this runs ``touch MARKER`` through os.system: the payload a hostile
+    ``.bin``/``.pt`` file carries. The marker existing afterwards means it ran."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self) -> tuple[Any, tuple[str]]:
+        import os
+
+        return os.system, (f"touch {self.marker}",)
+
+
+def hostile_pickle(path: Path, marker: Path, state: dict[str, Any] | None = None) -> Path:
+    """``torch.save`` of ``state`` (real tensors, or a training-state dict) with a
+    ``RunsShell`` payload beside them, as a tampered checkpoint file would hold."""
+    import torch
+
+    torch.save({**(state or {}), "payload": RunsShell(marker)}, path)
+    return path
