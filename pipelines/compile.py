@@ -48,6 +48,35 @@ def executor_images(spec: dict[str, Any]) -> dict[str, str]:
     return {name: e.get("container", {}).get("image", "") for name, e in executors.items()}
 
 
+def worker_pool_images(spec: dict[str, Any]) -> set[str]:
+    """The ``image_uri`` of every custom job worker pool in a compiled spec: the image the
+    export worker runs in when it runs as a custom job (the task's own executor is GCPC's
+    launcher, which only submits the job)."""
+    found: set[str] = set()
+
+    def walk(node: Any) -> None:
+        if isinstance(node, dict):
+            for key, value in node.items():
+                if key == "image_uri" and isinstance(value, str):
+                    found.add(value)
+                else:
+                    walk(value)
+        elif isinstance(node, list):
+            for value in node:
+                walk(value)
+
+    walk(spec)
+    return found
+
+
+def step_images(spec: dict[str, Any]) -> set[str]:
+    """Every image that runs tune2serve's code: the executors' images but GCPC's launcher,
+    and the custom job worker pools' images."""
+    from google_cloud_pipeline_components._image import GCPC_IMAGE_TAG
+
+    return {i for i in executor_images(spec).values() if i != GCPC_IMAGE_TAG} | worker_pool_images(spec)
+
+
 def load_spec_dict(path: Path) -> dict[str, Any]:
     """Reads a compiled pipeline YAML (the first document: the PipelineSpec)."""
     import yaml
@@ -76,9 +105,10 @@ def _set_sdk_version(text: str, version: str) -> str:
 
 
 def _replace_images(text: str, old: str, new: str) -> str:
-    # The compiler writes each executor's image as one `image: REF` line; replace
-    # exactly those lines so the rest of the file keeps the compiler's own formatting.
-    pattern = re.compile(rf"^(\s+image: ){re.escape(old)}$", re.M)
+    # The compiler writes each executor's image as one `image: REF` line, and a custom
+    # job's worker pool image as one `image_uri: REF` line; replace exactly those lines so
+    # the rest of the file keeps the compiler's own formatting.
+    pattern = re.compile(rf"^(\s+(?:image|image_uri): ){re.escape(old)}$", re.M)
     return pattern.sub(lambda m: m.group(1) + new, text)
 
 
@@ -115,7 +145,7 @@ def compile_pipeline(output_path: str | Path = DEFAULT_OUTPUT, image: str | None
             if image is not None and image != DEFAULT_IMAGE:
                 text = _replace_images(tmp_path.read_text(encoding="utf-8"), DEFAULT_IMAGE, image)
                 tmp_path.write_text(text, encoding="utf-8")
-                images = set(executor_images(load_spec_dict(tmp_path)).values())
+                images = step_images(load_spec_dict(tmp_path))
                 if images != {image}:  # a component that does not use DEFAULT_IMAGE
                     raise UsageError(
                         f"cannot set --image: the compiled executors name {sorted(images)}; "
@@ -130,4 +160,5 @@ def compile_pipeline(output_path: str | Path = DEFAULT_OUTPUT, image: str | None
     return output
 
 
-__all__ = ["DEFAULT_OUTPUT", "check_image", "compile_pipeline", "executor_images", "load_spec_dict", "runtime_kfp_version"]
+__all__ = ["DEFAULT_OUTPUT", "check_image", "compile_pipeline", "executor_images", "load_spec_dict", "runtime_kfp_version",
+           "step_images", "worker_pool_images"]

@@ -54,6 +54,20 @@ PARAMETER_DOCS: dict[str, str] = {
         'memory of each export worker, for example 32G: flat in the model size (~1 GB) plus '
         'the LoRA adapter, which is read whole.'
     ),
+    'export_machine_type': (
+        'machine type of each export worker, for example n2-highmem-32; empty runs the workers '
+        'as pipeline steps sized by export_cpu / export_memory. Set, each worker runs as a '
+        'Vertex AI custom job on that machine with export_boot_disk_size_gb of disk.'
+    ),
+    'export_boot_disk_size_gb': (
+        'boot disk of each export worker custom job, in GB (used with export_machine_type). '
+        'A gs:// export holds ~2 output shards on disk; a .bin base, each file whole.'
+    ),
+    'export_service_account': (
+        'service account the export worker custom jobs run as (with export_machine_type); it '
+        "needs the buckets' read/write roles. Empty: the pipeline's own (tune2serve submit "
+        'fills it from --service-account), else the Vertex AI Custom Code Service Agent.'
+    ),
     'strict': 'treat validation warnings as errors.',
     'verify_checksums': (
         "also hash every exported file against the export's manifest during validation (reads"

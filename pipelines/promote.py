@@ -37,9 +37,13 @@ Why it is shaped this way:
   distributed engine; kfp.local runs the same DAG, the workers one after another.
 - Workers and commit get ``export_cpu`` / ``export_memory`` (``set_cpu_limit`` /
   ``set_memory_limit``: Vertex AI Pipelines picks a machine with at least that much;
-  network bandwidth grows with vCPUs). No disk setting is needed: a gs:// → gs:// export
-  holds ~2 output shards on local disk whatever the model size, well within a step's
-  default boot disk.
+  network bandwidth grows with vCPUs). A gs:// → gs:// export holds ~2 output shards on
+  local disk whatever the model size, within a step's default boot disk. Where a user
+  wants a named machine (network bandwidth, a reservation) or more disk, the worker runs
+  as a Vertex AI custom job instead (``export_machine_type``, ``export_boot_disk_size_gb``,
+  ``export_service_account``) through GCPC's ``create_custom_training_job_from_component``:
+  a ``dsl.If`` on the parameter picks the branch, so ``kfp.local`` (default: empty)
+  runs the pipeline-step worker, the same code as the custom job's container.
 - ``finalize`` runs whatever happens (``dsl.ExitHandler``) with the run's final status:
   on failure it rolls the production endpoint back and deletes what this run made
   (found by the ``tune2serve-run`` label = the pipeline job name), so the model that
@@ -61,6 +65,10 @@ default, so ``compiled/`` does not depend on who compiled it.
 """
 
 # No `from __future__ import annotations`: KFP reads the real type objects of signatures.
+import copy
+from typing import Any
+
+from google_cloud_pipeline_components.v1.custom_job import create_custom_training_job_from_component
 from kfp import dsl
 
 from tune2serve.components.deploy.component import deploy
@@ -88,6 +96,7 @@ DISPLAY_NAMES = {
     "export-plan": "Plan export (headers only)",
     "export-group": "Export shard group",
     "export-worker": "Write and stage shards",
+    "export-worker-job": "Write and stage shards (custom job)",
     "export-commit": "Commit export (index, manifest)",
     "validate": "Validate export",
     "deploy": "Deploy to endpoint",
@@ -128,9 +137,28 @@ def skip(reason: str) -> str:
     return reason
 
 
+# The worker as a Vertex AI custom job (GCPC's standard wrapper), for when the user names
+# a machine type. Its default worker pool is the worker's own container; the pipeline
+# overrides machine type and boot disk with its parameters (``sized_worker_pool``).
+export_worker_job = create_custom_training_job_from_component(
+    export_worker, display_name="tune2serve-export-worker", labels={"managed-by": "tune2serve"})
+export_worker_job.component_spec.name = "export-worker-job"
+
+
+def sized_worker_pool(machine_type: Any, boot_disk_size_gb: Any) -> list[dict[str, Any]]:
+    """The custom job's worker pool with machine type and boot disk from the pipeline's
+    parameters (KFP compiles the channels inside the list into placeholders, which
+    Vertex AI resolves); the container, command and arguments stay GCPC's."""
+    (pool,) = copy.deepcopy(export_worker_job.component_spec.inputs["worker_pool_specs"].default)
+    pool["machine_spec"]["machine_type"] = machine_type
+    pool["disk_spec"]["boot_disk_size_gb"] = boot_disk_size_gb
+    return [pool]
+
+
 @dsl.pipeline(name="export-group")
 @documented(
-    "One export worker: writes and stages one group of shards.",
+    "One export worker: writes and stages one group of shards, as a pipeline step or (with "
+    "export_machine_type) as a custom job on that machine.",
     source="the tuning output to export, as discover resolved it.",
     dest="where the export is written, as discover resolved it.",
     group="one group of shards, an item of the plan step's output.",
@@ -145,19 +173,34 @@ def export_group(
     max_shard_size: str,
     export_cpu: str,
     export_memory: str,
+    export_machine_type: str,
+    export_boot_disk_size_gb: int,
+    export_service_account: str,
 ) -> None:
     # A sub-pipeline of its own so that the resource requests read DAG inputs: the kfp
     # 2.17 compiler does not pass parameters used only in set_cpu_limit/set_memory_limit
-    # into a ParallelFor body, which then names inputs it does not have.
-    (
-        export_worker(source=source, dest=dest, group=group, base_model=base_model, checkpoint=checkpoint,
-                      dtype=dtype, max_shard_size=max_shard_size)
-        .set_display_name(DISPLAY_NAMES["export-worker"])
-        .set_caching_options(False)
-        .set_cpu_limit(export_cpu)
-        .set_memory_limit(export_memory)
-        .set_retry(num_retries=1, backoff_duration="30s")  # a rerun reuses the shards it staged
-    )
+    # into a ParallelFor body, which then names inputs it does not have. The branch reads
+    # a DAG input too, which kfp.local evaluates (it runs the pipeline-step branch).
+    with dsl.If(export_machine_type == "", name="on-pipeline-step"):
+        (
+            export_worker(source=source, dest=dest, group=group, base_model=base_model, checkpoint=checkpoint,
+                          dtype=dtype, max_shard_size=max_shard_size)
+            .set_display_name(DISPLAY_NAMES["export-worker"])
+            .set_caching_options(False)
+            .set_cpu_limit(export_cpu)
+            .set_memory_limit(export_memory)
+            .set_retry(num_retries=1, backoff_duration="30s")  # a rerun reuses the shards it staged
+        )
+    with dsl.Else(name="on-custom-job"):
+        (
+            export_worker_job(source=source, dest=dest, group=group, base_model=base_model, checkpoint=checkpoint,
+                              dtype=dtype, max_shard_size=max_shard_size,
+                              worker_pool_specs=sized_worker_pool(export_machine_type, export_boot_disk_size_gb),
+                              service_account=export_service_account)
+            .set_display_name(DISPLAY_NAMES["export-worker-job"])
+            .set_caching_options(False)
+            .set_retry(num_retries=1, backoff_duration="30s")
+        )
 
 
 # Requests for the plan step, which reads headers only.
@@ -182,6 +225,9 @@ def export_fanout(
     export_min_worker_size: str,
     export_cpu: str,
     export_memory: str,
+    export_machine_type: str,
+    export_boot_disk_size_gb: int,
+    export_service_account: str,
 ) -> str:
     planned = (
         export_plan(source=source, dest=dest, workers=export_workers, min_worker_size=export_min_worker_size,
@@ -196,6 +242,8 @@ def export_fanout(
         worker = export_group(
             source=source, dest=dest, group=group, base_model=base_model, checkpoint=checkpoint, dtype=dtype,
             max_shard_size=max_shard_size, export_cpu=export_cpu, export_memory=export_memory,
+            export_machine_type=export_machine_type, export_boot_disk_size_gb=export_boot_disk_size_gb,
+            export_service_account=export_service_account,
         ).set_display_name(DISPLAY_NAMES["export-group"])
     committed = (
         export_commit(source=source, dest=dest, base_model=base_model, checkpoint=checkpoint, dtype=dtype,
@@ -329,6 +377,9 @@ def promote_if_due(
     export_min_worker_size: str,
     export_cpu: str,
     export_memory: str,
+    export_machine_type: str,
+    export_boot_disk_size_gb: int,
+    export_service_account: str,
     strict: bool,
     verify_checksums: bool,
     machine_type: str,
@@ -364,6 +415,9 @@ def promote_if_due(
             export_min_worker_size=export_min_worker_size,
             export_cpu=export_cpu,
             export_memory=export_memory,
+            export_machine_type=export_machine_type,
+            export_boot_disk_size_gb=export_boot_disk_size_gb,
+            export_service_account=export_service_account,
         ).set_display_name(DISPLAY_NAMES["export"])
         validated = (
             validate(
@@ -428,6 +482,9 @@ def promote_checkpoint(
     export_min_worker_size: str = "20GB",
     export_cpu: str = "8",
     export_memory: str = "32G",
+    export_machine_type: str = "",
+    export_boot_disk_size_gb: int = 100,
+    export_service_account: str = "",
     strict: bool = False,
     verify_checksums: bool = False,
     machine_type: str = "",
@@ -479,6 +536,9 @@ def promote_checkpoint(
             export_min_worker_size=export_min_worker_size,
             export_cpu=export_cpu,
             export_memory=export_memory,
+            export_machine_type=export_machine_type,
+            export_boot_disk_size_gb=export_boot_disk_size_gb,
+            export_service_account=export_service_account,
             strict=strict,
             verify_checksums=verify_checksums,
             machine_type=machine_type,

@@ -21,7 +21,14 @@ DEFAULT_TEMPLATE = Path("compiled") / "promote_checkpoint.yaml"
 _LABEL = re.compile(r"^[a-z][a-z0-9_-]{0,62}$")
 _LABEL_VALUE = re.compile(r"^[a-z0-9_-]{0,63}$")
 # Filled from --project/--region when the pipeline declares them and they are not given.
-_TARGET_PARAMETERS = {"project": "project", "region": "region"}
+def target_defaults(vertex: Any, service_account: str | None) -> dict[str, Any]:
+    """Parameters that follow from where the run goes, unless given: project, region,
+    and the service account of the export's custom jobs, the run's own (so that an export
+    on its own machine reads and writes what the run can)."""
+    defaults: dict[str, Any] = {"project": vertex.project, "region": vertex.region}
+    if service_account:
+        defaults["export_service_account"] = service_account
+    return defaults
 
 
 @dataclass(frozen=True)
@@ -197,8 +204,7 @@ def prepare(*, project: str, region: str, template_path: str | Path, pipeline_ro
     root = check_pipeline_root(pipeline_root)
     template = load_template(template_path)
     from_file = load_params_file(params_file) if params_file else {}
-    values = resolve_parameters(template, from_file, params or {},
-                                defaults={p: getattr(vertex, a) for p, a in _TARGET_PARAMETERS.items()})
+    values = resolve_parameters(template, from_file, params or {}, defaults=target_defaults(vertex, service_account))
     return prepare_from_values(vertex=vertex, template=template, pipeline_root=root, values=values,
                                labels=labels, display_name=display_name, job_id=job_id,
                                service_account=service_account, network=network,

@@ -209,7 +209,8 @@ def _prepare(config: TriggerConfig, vertex: Any, event: TuningJobEvent) -> Any:
     params = {**config.parameters, config.source_parameter: event.output_uri}
     if config.export_prefix:  # one export folder per tuning job: an export_dest never holds two
         params[EXPORT_PARAMETER] = f"{config.export_prefix}/{event.tuning_job.rsplit('/', 1)[-1]}"
-    values = submit.resolve_parameters(template, params, {}, defaults={"project": vertex.project, "region": vertex.region})
+    values = submit.resolve_parameters(template, params, {},
+                                       defaults=submit.target_defaults(vertex, config.service_account))
     return submit.prepare_from_values(
         vertex=vertex, template=template, pipeline_root=config.pipeline_root, values=values,
         job_id=pipeline_job_id(event.tuning_job), labels={"tune2serve-trigger": "tuning-job"},

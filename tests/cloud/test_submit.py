@@ -159,3 +159,23 @@ def test_the_compiled_promotion_pipeline_runs_and_fails_at_export_for_a_missing_
     assert out["error"].startswith("The DAG failed because some tasks failed: 'export-plan' inside 'export' inside 'condition-2' inside "
                                    "'condition-branches-1' inside 'promote-if-due' inside 'exit-handler-1'. "
                                    f"SourceNotFoundError: gs://{gcs_bucket}/nothing-here: no objects under this prefix")
+
+
+def test_the_export_custom_jobs_run_as_the_runs_service_account() -> None:
+    """An export on its own machine (export_machine_type) is a custom job, which would
+    otherwise run as the Custom Code Service Agent; submit gives it the run's account
+    unless export_service_account is given."""
+    template = Path(__file__).resolve().parents[2] / "compiled" / "promote_checkpoint.yaml"
+    given = {"source": "gs://b/t", "export_dest": "gs://b/e"}
+    sa = "pipeline@p.iam.gserviceaccount.com"
+    prepared = submit.prepare(project="p", region="europe-west4", template_path=template, pipeline_root="gs://b/r",
+                              params=given, service_account=sa)
+    values = prepared.run_spec.parameter_values
+    assert (values["export_service_account"], values["project"], values["region"]) == (sa, "p", "europe-west4")
+    own = submit.prepare(project="p", region="europe-west4", template_path=template, pipeline_root="gs://b/r",
+                         params={**given, "export_service_account": "export@p.iam.gserviceaccount.com"},
+                         service_account=sa)
+    assert own.run_spec.parameter_values["export_service_account"] == "export@p.iam.gserviceaccount.com"
+    none = submit.prepare(project="p", region="europe-west4", template_path=template, pipeline_root="gs://b/r",
+                          params=given)
+    assert "export_service_account" not in none.run_spec.parameter_values  # the compiled default, ""

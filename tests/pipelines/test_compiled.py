@@ -8,9 +8,10 @@ import re
 from pathlib import Path
 
 import pytest
+from google_cloud_pipeline_components._image import GCPC_IMAGE_TAG
 
 from tune2serve.components.errors import UsageError
-from tune2serve.pipelines.compile import compile_pipeline, executor_images, load_spec_dict
+from tune2serve.pipelines.compile import compile_pipeline, executor_images, load_spec_dict, step_images
 
 REPO = Path(__file__).resolve().parents[2]
 CHECKED_IN = REPO / "compiled" / "promote_checkpoint.yaml"
@@ -36,8 +37,12 @@ def test_no_step_installs_anything_at_run_time() -> None:
         words = " ".join(container.get("command", []) + container.get("args", []))
         assert "pip install" not in words and "ensurepip" not in words, f"{name} installs packages at run time"
         assert "kfp==" not in words, f"{name} names a kfp version"
+        if container["image"] == GCPC_IMAGE_TAG:  # the custom-job launcher: GCPC's own image and module
+            assert container["command"][-1] == "google_cloud_pipeline_components.container.v1.custom_job.launcher"
+            continue
         # the step still runs through kfp's executor, which the image holds
         assert "kfp.dsl.executor_main" in words, name
+    # nor does the custom job the launcher submits (its worker pool carries the same container)
     assert "pip install" not in CHECKED_IN.read_text()
 
 
@@ -67,14 +72,17 @@ def test_compiling_twice_gives_the_same_bytes(tmp_path: Path) -> None:
 def test_image_override_reaches_every_executor(tmp_path: Path) -> None:
     image = "europe-docker.pkg.dev/acme/ml/tune2serve:ci-1234"
     out = compile_pipeline(tmp_path / "custom.yaml", image=image)
-    images = executor_images(load_spec_dict(out))
-    assert len(images) == 12  # discover, export plan/worker/commit, four steps, record-promotion, skip, finalize, reject
-    assert set(images.values()) == {image}
+    compiled = load_spec_dict(out)
+    # discover, export plan/worker/worker-job/commit, four steps, record-promotion, skip, finalize, reject
+    assert len(executor_images(compiled)) == 13
+    assert set(executor_images(compiled).values()) == {image, GCPC_IMAGE_TAG}  # GCPC's launcher keeps its own
+    assert step_images(compiled) == {image}  # incl. the custom job's worker pool
     # nothing but the image lines changed
     default = compile_pipeline(tmp_path / "default.yaml").read_text()
     from tune2serve.components.image import DEFAULT_IMAGE
 
-    assert out.read_text() == default.replace(f"image: {DEFAULT_IMAGE}\n", f"image: {image}\n")
+    assert out.read_text() == default.replace(f"image: {DEFAULT_IMAGE}\n", f"image: {image}\n").replace(
+        f"image_uri: {DEFAULT_IMAGE}\n", f"image_uri: {image}\n")
 
 
 @pytest.mark.parametrize("bad", ["", "not an image", "gs://bucket/image", "UPPER CASE:1"])
@@ -94,7 +102,7 @@ def test_compile_verb_writes_the_file(tmp_path: Path, capsys: pytest.CaptureFixt
 
     out = tmp_path / "sub" / "p.yaml"
     assert main(["compile", "--output", str(out), "--image", "gcr.io/acme/t2s:1"]) == 0
-    assert set(executor_images(load_spec_dict(out)).values()) == {"gcr.io/acme/t2s:1"}
+    assert step_images(load_spec_dict(out)) == {"gcr.io/acme/t2s:1"}
     captured = capsys.readouterr()
     assert captured.out == ""
     assert str(out) in captured.err

@@ -4,21 +4,27 @@ image, documented parameters, side effects uncached."""
 
 from __future__ import annotations
 
+import json
+import re
 from pathlib import Path
 from typing import Any
 
 import pytest
 from google.protobuf import json_format
+from google_cloud_pipeline_components._image import GCPC_IMAGE_TAG
 from kfp import components
 from kfp.pipeline_spec import pipeline_spec_pb2
 
 from tune2serve.components.image import DEFAULT_IMAGE
-from tune2serve.pipelines.compile import load_spec_dict
+from tune2serve.pipelines.compile import load_spec_dict, step_images
 
 COMPILED = Path(__file__).resolve().parents[2] / "compiled" / "promote_checkpoint.yaml"
 STEPS = ["export", "validate", "deploy", "smoke-test", "verify-traffic"]
 EXPORT_STEPS = ["export-plan", "export-worker", "export-commit"]  # the export sub-pipeline's steps
-EXECUTORS = {"discover", *STEPS[1:], *EXPORT_STEPS, "record-promotion", "skip", "finalize", "reject"}
+WORKER_JOB = "export-worker-job"  # the worker as a custom job, when export_machine_type is set
+EXECUTORS = {"discover", *STEPS[1:], *EXPORT_STEPS, WORKER_JOB, "record-promotion", "skip", "finalize", "reject"}
+ON_STEP = "inputs.parameter_values['pipelinechannel--export_machine_type'] == ''"
+ON_JOB = f"!({ON_STEP})"
 ALL_DONE = pipeline_spec_pb2.PipelineTaskSpec.TriggerPolicy.TriggerStrategy.ALL_UPSTREAM_TASKS_COMPLETED
 
 
@@ -128,7 +134,8 @@ def export_tasks(spec: pipeline_spec_pb2.PipelineSpec) -> dict[str, Any]:
     tasks = dict(dag_of(spec, due_branch(spec)["export"]).tasks)
     (loop,) = [n for n in tasks if n.startswith("for-loop")]
     tasks.update(dag_of(spec, tasks[loop]).tasks)
-    tasks.update(dag_of(spec, tasks["export-group"]).tasks)
+    for branch in branches_of(spec, tasks["export-group"]).values():
+        tasks.update(dag_of(spec, branch).tasks)
     return tasks
 
 
@@ -144,8 +151,10 @@ def test_export_fans_out_over_shard_groups(spec: pipeline_spec_pb2.PipelineSpec)
     assert list(outer["export-commit"].dependent_tasks) == [loop_name]
     group = dag_of(spec, loop).tasks["export-group"]
     assert group.inputs.parameters["group"].component_input_parameter.endswith("-loop-item")
-    worker = dag_of(spec, group).tasks["export-worker"]
-    assert worker.inputs.parameters["group"].component_input_parameter == "group"
+    branches = branches_of(spec, group)
+    assert set(branches) == {ON_STEP, ON_JOB}
+    (worker,) = dag_of(spec, branches[ON_STEP]).tasks.values()
+    assert worker.inputs.parameters["group"].component_input_parameter == "pipelinechannel--group"
     assert outer["export-plan"].inputs.parameters["workers"].component_input_parameter == "export_workers"
     resources = {name.removeprefix("exec-"): e["container"].get("resources", {})
                  for name, e in load_spec_dict(COMPILED)["deploymentSpec"]["executors"].items()}
@@ -176,10 +185,16 @@ def test_step_settings(spec: pipeline_spec_pb2.PipelineSpec) -> None:
 
 
 def test_every_executor_uses_the_one_image(spec: pipeline_spec_pb2.PipelineSpec) -> None:
-    executors = load_spec_dict(COMPILED)["deploymentSpec"]["executors"]
-    assert {e["container"]["image"] for e in executors.values()} == {DEFAULT_IMAGE}
+    """Every step runs the one image; the custom-job worker's launcher is GCPC's own
+    image, and the job it submits runs the one image too."""
+    compiled = load_spec_dict(COMPILED)
+    executors = compiled["deploymentSpec"]["executors"]
     names = {n.removeprefix("exec-") for n in executors}
     assert names == EXECUTORS
+    assert step_images(compiled) == {DEFAULT_IMAGE}
+    launcher = executors.pop(f"exec-{WORKER_JOB}")["container"]
+    assert launcher["image"] == GCPC_IMAGE_TAG
+    assert {e["container"]["image"] for e in executors.values()} == {DEFAULT_IMAGE}
     for e in executors.values():  # lightweight components: kfp.local's SubprocessRunner runs them
         assert "kfp.dsl.executor_main" in " ".join(e["container"]["command"])
 
@@ -208,3 +223,66 @@ def test_artifact_types_reach_the_ui(spec: pipeline_spec_pb2.PipelineSpec) -> No
     assert outputs("comp-deploy") == {"vertex_model": "google.VertexModel", "vertex_endpoint": "google.VertexEndpoint"}
     assert outputs("comp-verify-traffic") == {"metrics": "system.Metrics", "report_md": "system.Markdown",
                                               "report_html": "system.HTML"}
+
+
+def _resolved(value: Any, params: dict[str, Any]) -> Any:
+    """``value`` with every string that is one input placeholder replaced by the typed
+    parameter, as Vertex AI resolves the channels KFP compiles into a nested input
+    (GCPC's dynamic machine parameters: machine type, accelerator count)."""
+    if isinstance(value, dict):
+        return {k: _resolved(v, params) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_resolved(v, params) for v in value]
+    match = re.fullmatch(r"\{\{\$\.inputs\.parameters\['([^']+)'\]\}\}", value) if isinstance(value, str) else None
+    return params[match.group(1)] if match else value
+
+
+def test_a_machine_type_runs_the_worker_as_a_custom_job(spec: pipeline_spec_pb2.PipelineSpec) -> None:
+    """With export_machine_type set, the worker runs as GCPC's custom job on that machine
+    with export_boot_disk_size_gb of disk, running the same container, command and
+    arguments as the pipeline-step worker. The payload the launcher would send, resolved
+    as Vertex AI resolves it, is read by GCPC's own launcher code into the CustomJob
+    message the API takes."""
+    from google.cloud import aiplatform_v1
+    from google_cloud_pipeline_components.container.v1.custom_job.remote_runner import (
+        insert_system_labels_into_payload,
+    )
+    from google_cloud_pipeline_components.container.v1.gcp_launcher.utils import json_util
+
+    compiled = load_spec_dict(COMPILED)
+    tasks = export_tasks(spec)
+    job_task = tasks[WORKER_JOB]
+    assert job_task.inputs.parameters["service_account"].component_input_parameter == (
+        "pipelinechannel--export_service_account")
+    assert not job_task.caching_options.enable_cache
+    group = compiled["components"][tasks["export-group"].component_ref.name]
+    assert group["inputDefinitions"]["parameters"]["export_boot_disk_size_gb"]["parameterType"] == "NUMBER_INTEGER"
+    params = spec.root.input_definitions.parameters
+    assert params["export_machine_type"].default_value.string_value == ""  # kfp.local runs the pipeline-step branch
+    assert params["export_boot_disk_size_gb"].default_value.number_value == 100
+
+    (pool,) = json_format.MessageToDict(job_task.inputs.parameters["worker_pool_specs"].runtime_value.constant)
+    step = compiled["deploymentSpec"]["executors"]["exec-export-worker"]["container"]
+    assert pool["container_spec"]["image_uri"] == step["image"] == DEFAULT_IMAGE
+    assert pool["container_spec"]["command"] == step["command"]
+    assert pool["container_spec"]["args"] == [a.replace("{{$}}", "{{$.json_escape[1]}}") for a in step["args"]]
+
+    launcher = compiled["deploymentSpec"]["executors"][f"exec-{WORKER_JOB}"]["container"]["args"]
+    inputs = compiled["components"][f"comp-{WORKER_JOB}"]["inputDefinitions"]["parameters"]
+    values = {name: p.get("defaultValue") for name, p in inputs.items()}
+    values["worker_pool_specs"] = _resolved([pool], {"pipelinechannel--export_machine_type": "n2-highmem-32",
+                                                     "pipelinechannel--export_boot_disk_size_gb": 500})
+    values["service_account"] = "export@acme.iam.gserviceaccount.com"
+
+    def text(m: re.Match[str]) -> str:
+        value = values[m.group(1)]
+        return value if isinstance(value, str) else json.dumps(value)
+
+    payload = re.sub(r"\{\{\$\.inputs\.parameters\['([^']+)'\]\}\}", text, launcher[launcher.index("--payload") + 1])
+    job = aiplatform_v1.CustomJob(json_util.recursive_remove_empty(json.loads(insert_system_labels_into_payload(payload))))
+    (worker,) = job.job_spec.worker_pool_specs
+    assert worker.machine_spec.machine_type == "n2-highmem-32"
+    assert worker.disk_spec.boot_disk_size_gb == 500
+    assert worker.container_spec.image_uri == DEFAULT_IMAGE
+    assert job.job_spec.service_account == "export@acme.iam.gserviceaccount.com"
+    assert job.labels["managed-by"] == "tune2serve"

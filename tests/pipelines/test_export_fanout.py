@@ -33,7 +33,8 @@ def test_export_dag_fans_out_and_equals_the_single_worker_export(
     arguments: dict[str, Any] = {
         "source": source, "dest": f"gs://{gcs_bucket}/fanout", "base_model": base, "checkpoint": "final",
         "dtype": "auto", "max_shard_size": "60KB", "export_workers": 3, "export_min_worker_size": "1",
-        "export_cpu": "8", "export_memory": "32G",
+        "export_cpu": "8", "export_memory": "32G", "export_machine_type": "", "export_boot_disk_size_gb": 100,
+        "export_service_account": "",
     }
     run = run_pipeline(export_fanout.pipeline_spec, arguments, pipeline_root=tmp_path / "root",
                        env={"STORAGE_EMULATOR_HOST": fake_gcs_url})
