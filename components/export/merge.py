@@ -37,7 +37,7 @@ from tune2serve.components.checkpoint.tensor_reader import TensorMeta, torch_dty
 from tune2serve.components.errors import MergeError
 from tune2serve.components.export.adapter_config import check_values, pattern_value
 from tune2serve.components.export.finite import check_finite
-from tune2serve.components.export.producers import check_adapter_config
+from tune2serve.components.export.producers import check_adapter_config, check_gathered
 
 ADAPTER_CONFIG = "adapter_config.json"
 _PREFIX = "base_model.model."
@@ -150,7 +150,9 @@ def read_adapter(root: Path, label: str) -> tuple[LoraOptions, dict[str, Any]]:
         SafetensorsFile(st, f"{label}/adapter_model.safetensors").close()  # header checked before loading
         tensors = load_file(str(st))
     else:
-        tensors = load_state_dict(root / "adapter_model.bin", f"{label}/adapter_model.bin")
+        st = root / "adapter_model.bin"
+        tensors = load_state_dict(st, f"{label}/adapter_model.bin")
+    check_gathered(tensors, f"{label}/{st.name}")  # ZeRO-3 without gathering: empty, would export the base
     return options, tensors
 
 

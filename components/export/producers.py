@@ -14,6 +14,11 @@ by name and refused with what to do instead — never guessed at.
 * Unconsolidated distributed checkpoints: DeepSpeed ZeRO (``global_stepN/``) and FSDP
   sharded state dicts (``pytorch_model_fsdp_0/``, torch.distributed.checkpoint): the
   weights are partitioned across ranks' files and must be consolidated first.
+* An adapter saved from partitioned parameters: under DeepSpeed ZeRO-3 without
+  ``stage3_gather_16bit_weights_on_model_save`` the HF Trainer saves the PeftModel with
+  an empty state dict (``adapter_model.safetensors`` holding no tensors), and a state
+  dict taken without gathering holds empty shards (shape ``[0]``). Merged, either would
+  export the base model unchanged, with exit 0.
 """
 
 from __future__ import annotations
@@ -89,3 +94,17 @@ def unconsolidated(dirs: dict[str, set[str]], where: str) -> str | None:
                 "dcp_to_torch_save), copy config.json and the tokenizer beside it, and export that folder (or save "
                 "with fsdp_state_dict_type FULL_STATE_DICT)")
     return None
+
+
+def check_gathered(tensors: dict[str, Any], file: str) -> None:
+    """Refuses an adapter file with no tensors or with empty ones (see the module docstring)."""
+    empty = sorted(k for k, v in tensors.items() if v.numel() == 0)
+    if tensors and not empty:
+        return
+    what = "holds no tensors" if not tensors else f"holds empty tensors ({empty[0]}: shape {list(tensors[empty[0]].shape)}, {len(empty)} in all)"
+    raise MergeError(
+        f"{file}: {what}, so merging it would export the base model unchanged. This is what the HF Trainer saves under "
+        "DeepSpeed ZeRO-3 without stage3_gather_16bit_weights_on_model_save (or FSDP without gathering): the trained "
+        "adapter is only in the partitioned state (global_stepN/). Train or save again with "
+        "stage3_gather_16bit_weights_on_model_save: true, or consolidate global_stepN/ with zero_to_fp32.py, load it into "
+        "the PeftModel and save the adapter with save_pretrained", file=file)
