@@ -30,6 +30,10 @@ PRODUCERS: dict[str, tuple[str, str, str]] = {
     "TRL `SFTTrainer` full fine-tune (`checkpoint-N/` full weights)":
         ("supported", "logits = trained model; no training state copied",
          "tests/export/test_producers.py::test_trl_sft_full_fine_tune_exports_the_trained_model"),
+    "TRL `SFTTrainer` LoRA on chat data, tied (Qwen2) and untied (Llama) embeddings":
+        ("supported", "`tie_word_embeddings` as the model is; vocab = embedding rows; chat template applies; "
+                      "logits = trained model; no training state copied",
+         "tests/export/test_producers.py::test_trl_sft_lora_tied_and_untied_exports_the_trained_model"),
     "PEFT LoRA / rsLoRA / DoRA / rank & alpha patterns / embeddings / `modules_to_save`":
         ("supported", "tensors = PEFT `merge_and_unload()`",
          "tests/export/test_merge_oracle.py::test_merge_equals_peft_float32"),
@@ -65,6 +69,16 @@ PRODUCERS: dict[str, tuple[str, str, str]] = {
     "torchtune `epoch_N/` folders":
         ("supported", "latest = highest epoch number",
          "tests/export/test_producers.py::test_torchtune_epochs_are_ordered_by_number"),
+    "torchtune LoRA recipe, HF checkpointer `epoch_N/`: adapter only, or merged shards + adapter":
+        ("supported", "latest or `--checkpoint N`; adapter = PEFT's merge; merged shards exported as written (not "
+                      "merged twice); `recipe_state.pt` never loaded or copied",
+         "tests/export/test_producers_layouts.py::test_torchtune_lora_recipe_output"),
+    "DeepSpeed ZeRO-2/3 LoRA (`checkpoint-N/` adapter + `global_stepN/`, `latest`, `zero_to_fp32.py`)":
+        ("supported", "the gathered adapter merged (= PEFT); DeepSpeed state never loaded or copied",
+         "tests/export/test_producers_layouts.py::test_deepspeed_zero_lora_checkpoint_exports_the_adapter"),
+    "DeepSpeed ZeRO-3 LoRA without `stage3_gather_16bit_weights_on_model_save` (empty adapter file)":
+        ("refused", "names the file and the setting (merged, it would be the base unchanged)",
+         "tests/export/test_producers_layouts.py::test_deepspeed_zero3_ungathered_adapter_is_refused"),
     "full weights under PEFT wrapper names (FSDP FULL_STATE_DICT of a PeftModel)":
         ("refused", "export refuses; validate: `peft-wrapper-names`",
          "tests/export/test_producers.py::test_peft_wrapped_full_checkpoint_is_refused"),

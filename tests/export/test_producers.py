@@ -367,3 +367,51 @@ def test_name_mapping_builds_only_transformers_model_classes() -> None:
         names = DiskNames({"model_type": "llama", "architectures": [arch], "hidden_size": 8})
         assert names.to_disk("model.layers.0.self_attn.q_proj.weight") is None
         assert names.parameters() is None
+
+
+@pytest.mark.parametrize("tied", [True, False], ids=["qwen2-tied", "llama-untied"])
+def test_trl_sft_lora_tied_and_untied_exports_the_trained_model(tied: bool, tiny_qwen_sharded: Path, tiny_llama: Path,
+                                                               tmp_path: Path, validate_ok: Any) -> None:
+    """TRL SFTTrainer with LoRA on chat data, really run (3 CPU steps), on a model with
+    tied embeddings and on one without: the export keeps what the model really is
+    (tied: no lm_head written; untied: its own lm_head), vocab_size = embedding rows,
+    the exported tokenizer applies the chat template, logits = the trained model's,
+    and nothing of checkpoint-N/'s training state is copied."""
+    import torch
+    from datasets import Dataset
+    from peft import LoraConfig
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from trl import SFTConfig, SFTTrainer
+
+    base = tiny_qwen_sharded if tied else tiny_llama
+    torch.manual_seed(0)
+    chat = [{"role": "user", "content": "the capital of france"}, {"role": "assistant", "content": "is paris"}]
+    out = tmp_path / "sft"
+    args = SFTConfig(output_dir=str(out), max_steps=3, save_steps=3, per_device_train_batch_size=4,
+                     learning_rate=5e-2, report_to=[], use_cpu=True, logging_steps=100, disable_tqdm=True,
+                     max_length=32, bf16=False)
+    trainer = SFTTrainer(model=AutoModelForCausalLM.from_pretrained(base), args=args,
+                         train_dataset=Dataset.from_dict({"messages": [chat] * 8}),
+                         processing_class=AutoTokenizer.from_pretrained(base),
+                         peft_config=LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj", "o_proj"]))
+    trainer.train()
+    trainer.save_model(str(out))
+    assert {"optimizer.pt", "scheduler.pt", "trainer_state.json"} <= {p.name for p in (out / "checkpoint-3").iterdir()}
+    trained = _logits(trainer.model.eval())
+    result = export_checkpoint(str(out), str(tmp_path / "export"), base_model=str(base))
+    assert result.source_kind == "hf-trainer"
+    export = tmp_path / "export"
+    config = json.loads((export / "config.json").read_text())
+    mine = read_export(export)
+    assert config["tie_word_embeddings"] is tied and ("lm_head.weight" in mine) is not tied
+    assert config["vocab_size"] == mine["model.embed_tokens.weight"].shape[0]
+    model = AutoModelForCausalLM.from_pretrained(export)
+    assert (model.get_output_embeddings().weight.data_ptr() == model.get_input_embeddings().weight.data_ptr()) is tied
+    assert torch.allclose(_logits(model), trained, atol=1e-4)
+    prompt = AutoTokenizer.from_pretrained(export).apply_chat_template(chat[:1], tokenize=False, add_generation_prompt=True)
+    assert prompt.endswith("<|im_start|>assistant\n") and "the capital of france" in prompt
+    written = {p.relative_to(export).as_posix() for p in export.rglob("*")}
+    assert not written & {"optimizer.pt", "scheduler.pt", "rng_state.pth", "trainer_state.json", "training_args.bin",
+                          "adapter_model.safetensors", "adapter_config.json"}
+    assert not any(n.startswith("checkpoint-") for n in written)
+    validate_ok(export)
