@@ -30,7 +30,7 @@ from tune2serve.components.export.config_clean import (
 )
 from tune2serve.components.export.layout import CheckpointChoice, Selection, discover
 from tune2serve.components.export.embeddings import untie_trained_embedding
-from tune2serve.components.export.moe import merge_param_lora, split_param_lora
+from tune2serve.components.export.moe import plan_param_lora, split_param_lora
 from tune2serve.components.export.names import DiskNames
 from tune2serve.components.export.tokens import apply_token_rows, split_token_rows
 from tune2serve.components.export.producers import check_full_weights
@@ -315,7 +315,7 @@ def _execute(tuned: _Checkpoint, root: _Checkpoint | None, base: _Checkpoint | N
             adapter_tensors, param_lora = split_param_lora(adapter_tensors)  # LoRA on fused MoE expert parameters
             adapter_tensors, token_rows = split_token_rows(adapter_tensors)  # PEFT trainable tokens
             adapter = plan_adapter(options, adapter_tensors, tensors.metas, tuned.folder.uri, disk_names.to_disk)
-            adapter.replacements.update(merge_param_lora(param_lora, options, disk_names, tensors.read, tuned.folder.uri))
+            adapter.experts = plan_param_lora(param_lora, options, disk_names, tensors.metas, tuned.folder.uri)
             apply_token_rows(token_rows, options.trainable_token_indices, adapter, tensors.metas, tensors.read,
                              disk_names.to_disk, tuned.folder.uri)
             untie_trained_embedding(adapter, tensors, config)  # the output layer kept the base weight in training

@@ -126,6 +126,7 @@ class AdapterPlan:
     options: LoraOptions
     deltas: dict[str, ModuleDelta]       # base tensor name → update
     replacements: dict[str, Any]         # base tensor name → whole new tensor
+    experts: Any = None                  # moe.ExpertDeltas: fused-expert LoRA, merged as it is written
     bias_deltas: dict[str, Any] = field(default_factory=dict)  # base bias name → scaling · lora_B.bias (float32)
 
     def touches(self, name: str) -> bool:

@@ -41,6 +41,15 @@ class DiskNames:
         model = self._build()
         return None if model is None else {n: tuple(t.shape) for n, t in model.state_dict().items()}
 
+    def module(self, path: str) -> Any:
+        """The base architecture's module at ``path`` (meta device; its attributes, such
+        as an experts module's ``is_transposed``, are what PEFT reads), or None."""
+        model = self._build()
+        try:
+            return None if model is None else model.get_submodule(path)
+        except AttributeError:
+            return None
+
     def revert(self, tensors: dict[str, Any]) -> dict[str, Any]:
         """In-memory tensors → on-disk tensors (splits fused experts as save_pretrained does)."""
         from transformers.core_model_loading import revert_weight_conversion

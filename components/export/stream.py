@@ -82,10 +82,12 @@ class TensorStream:
         self.out_dtype = out_dtype  # safetensors name of the float output dtype
         self.spans = spans or Spans()
         self.pool = pool or BufferPool()
-        self.kinds: dict[str, int] = {"raw": 0, "rows": 0, "whole": 0}
+        self.kinds: dict[str, int] = {"raw": 0, "rows": 0, "whole": 0, "experts": 0}
         self._scratch: Any = None
 
     def kind(self, t: OutTensor) -> str:
+        if self.adapter is not None and self.adapter.experts is not None and t.name in self.adapter.experts:
+            return "experts"  # shapes and float dtype checked by moe.plan_param_lora
         meta = self.tensors.metas.get(t.name)
         if meta is None or meta.dtype != t.dtype or tuple(meta.shape) != t.shape or self.tensors.safetensors_file(t.name) is None:
             return "whole"
@@ -101,7 +103,7 @@ class TensorStream:
         self.kinds[kind] += t.nbytes
         if t.nbytes == 0:
             return iter(())
-        return {"raw": self._raw, "rows": self._rows, "whole": self._whole}[kind](t)
+        return {"raw": self._raw, "rows": self._rows, "whole": self._whole, "experts": self._experts}[kind](t)
 
     def _take(self, nbytes: int) -> bytearray:
         t0 = time.perf_counter()
@@ -170,6 +172,35 @@ class TensorStream:
             del source, raw
             release()
             yield self._chunk(buf, n * row_bytes)
+
+    def _experts(self, t: OutTensor) -> Iterator[Chunk]:
+        """An expert tensor of a parameter-level LoRA (``moe.py``): its update comes slab
+        by slab (one expert each), each added to the same rows of the base (mapped, or
+        read whole from a ``.bin``) in float32 and cast once, as ``merge.merged`` would."""
+        import torch
+
+        assert self.adapter is not None and self.adapter.experts is not None
+        meta = self.tensors.metas[t.name]
+        mapped = self.tensors.safetensors_file(t.name) is not None and \
+            self.tensors.file_offset(t.name) % _ELEMENT_BYTES.get(meta.dtype, 1) == 0
+        whole = None if mapped else self.tensors.read(t.name)
+        row_bytes = meta.nbytes // meta.shape[0]
+        row = 0
+        for delta in self.adapter.experts.slabs(t.name):
+            n = delta.shape[0]
+            with self.spans.span("experts (read+merge+cast)"):
+                if whole is None:
+                    _, raw, release = self._map(t.name, row * row_bytes, n * row_bytes)
+                    value = raw.view(torch_dtype(meta.dtype)).view(delta.shape).float() + delta
+                    del raw
+                    release()
+                else:
+                    value = whole[row:row + n].float() + delta
+                del delta
+                value = cast(value, self.out_dtype)
+                check_finite(value, t.name, (row, row + n))
+            row += n
+            yield Chunk(memoryview(value.reshape(-1).view(torch.uint8).numpy()))
 
     def _whole(self, t: OutTensor) -> Iterator[Chunk]:
         import torch

@@ -8,7 +8,8 @@ with PEFT's ``merge_and_unload()`` (renamed to the on-disk names by transformers
 loaded with transformers: its logits equal the unmerged PEFT model's. On the MoE classes
 PEFT's "all-linear" becomes parameter-level LoRA on the fused experts
 (``target_parameters``), merged by ``export/moe.py``; gpt-oss and Llama-4 experts are
-tested with ``target_parameters`` given by hand."""
+tested with ``target_parameters`` given by hand, with oblong and square (gpt-oss's
+published 2880 × 2880 ``down_proj``) expert matrices."""
 
 from __future__ import annotations
 
@@ -32,7 +33,8 @@ _VISION_LLAMA4 = {"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers
                   "projector_output_dim": 32, "pixel_shuffle_ratio": 0.5}
 TEXT = {**BASE, "vocab_size": VOCAB}
 MOE = {"num_experts_per_tok": 2}
-LINEAR_ONLY = "not run: PEFT cannot wrap Llama-4's router (it returns a tuple)"
+LINEAR_ONLY = ("not run: PEFT 0.21 wraps Llama-4's router (an `nn.Linear` whose forward returns a tuple) in "
+               "`lora.Linear`, whose forward then fails")
 FUSED_EXPERTS_ALL_LINEAR = {"MixtralForCausalLM", "Qwen3MoeForCausalLM", "Qwen3NextForCausalLM", "DeepseekV3ForCausalLM"}
 
 # class → (config kwargs, "merged": PEFT's target_modules="all-linear" adapter is compared, or
@@ -165,9 +167,38 @@ TARGET_PARAMETERS = {
 }
 
 
+def _square_experts(kwargs: dict[str, Any]) -> dict[str, Any]:
+    """The config with expert intermediate size = hidden size, as gpt-oss's published one
+    (2880): down_proj is [E, H, H], so only the module's orientation (PEFT reads
+    ``is_transposed``) tells how its LoRA applies."""
+    if "text_config" in kwargs:
+        return {**kwargs, "text_config": _square_experts(kwargs["text_config"])}
+    return {**kwargs, "intermediate_size": kwargs["hidden_size"]}
+
+
+@pytest.mark.parametrize("square", [False, True], ids=["oblong", "square"])
 @pytest.mark.parametrize("class_name", sorted(TARGET_PARAMETERS))
-def test_target_parameters_merge_equals_peft(class_name: str, tiny_llama: Path, tmp_path: Path) -> None:
+def test_target_parameters_merge_equals_peft(class_name: str, square: bool, tiny_llama: Path, tmp_path: Path) -> None:
     kwargs, _ = ARCHITECTURES[class_name]
+    kwargs = _square_experts(kwargs) if square else kwargs
     cfg = _compare(class_name, kwargs, tmp_path, tiny_llama, target_modules=["q_proj", "v_proj"],
                    target_parameters=TARGET_PARAMETERS[class_name])
     assert cfg["target_parameters"]
+    downs = [t.shape for n, t in read_export(tmp_path / "out").items() if n.endswith("experts.down_proj")]
+    assert downs and all((s[1] == s[2]) == square for s in downs)
+
+
+def test_llama4_all_linear_fails_in_peft_itself(tiny_llama: Path, tmp_path: Path) -> None:
+    """Why Llama-4 is LINEAR_ONLY: PEFT's "all-linear" wraps its router and PEFT's own
+    forward fails. When a PEFT release fixes that, this fails: mark Llama-4 "merged"."""
+    from peft import LoraConfig, get_peft_model
+
+    kwargs, expected = ARCHITECTURES["Llama4ForConditionalGeneration"]
+    assert expected == LINEAR_ONLY
+    model = _build("Llama4ForConditionalGeneration", kwargs, tmp_path / "base", tiny_llama)
+    peft_model = get_peft_model(model, LoraConfig(r=4, lora_alpha=8, target_modules="all-linear"))
+    assert type(peft_model.get_submodule("base_model.model.language_model.model.layers.1.feed_forward.router")
+                ).__module__ == "peft.tuners.lora.layer"
+    with pytest.raises(AttributeError, match="'tuple' object has no attribute 'dtype'"):
+        _logits(peft_model)
+    assert not peft_model.peft_config["default"].target_parameters  # all-linear leaves its experts alone

@@ -1,0 +1,86 @@
+"""``export/moe.py``'s streaming merge of parameter-level LoRA on fused experts: each
+on-disk expert tensor's update is made when asked, one expert at a time, and nothing is
+held once it has been taken — with PEFT's ``merge_and_unload()`` as the oracle of every
+value (tiny random models made here, as in ``test_architectures``)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.export.conftest import read_export
+from tests.export.test_architectures import ARCHITECTURES, _adapter, _build
+from tune2serve.components.checkpoint.tensor_reader import CheckpointTensors
+from tune2serve.components.export.export import export_checkpoint
+from tune2serve.components.export.merge import read_adapter
+from tune2serve.components.export.moe import plan_param_lora, split_param_lora
+from tune2serve.components.export.names import DiskNames
+
+
+def _made(class_name: str, tmp_path: Path, tiny_llama: Path, **lora: Any) -> tuple[Path, Path, dict[str, Any]]:
+    """(base folder, adapter folder, PEFT's merge renamed to the on-disk names)."""
+    from transformers.core_model_loading import revert_weight_conversion
+
+    kwargs, _ = ARCHITECTURES[class_name]
+    model = _build(class_name, {**kwargs, "num_local_experts": 4}, tmp_path / "base", tiny_llama)
+    peft_model, adapter = _adapter(tmp_path / "base", model, tmp_path / "adapter", **lora)
+    merged = peft_model.merge_and_unload()
+    return tmp_path / "base", adapter, revert_weight_conversion(merged, dict(merged.state_dict()))
+
+
+@pytest.mark.parametrize("class_name, lora, per_slab", [
+    ("MixtralForCausalLM", {"target_modules": "all-linear"}, "one on-disk expert tensor"),
+    ("GptOssForCausalLM", {"target_modules": ["q_proj"],
+                           "target_parameters": ["mlp.experts.gate_up_proj", "mlp.experts.down_proj"]}, "one expert row"),
+])
+def test_expert_updates_come_one_expert_at_a_time(class_name: str, lora: dict[str, Any], per_slab: str,
+                                                   tiny_llama: Path, tmp_path: Path) -> None:
+    import torch
+
+    base_dir, adapter, oracle = _made(class_name, tmp_path, tiny_llama, **lora)
+    options, tensors = read_adapter(adapter, str(adapter))
+    _, wrapped = split_param_lora(tensors)
+    base = CheckpointTensors.open(base_dir)
+    config = json.loads((base_dir / "config.json").read_text())
+    deltas = plan_param_lora(wrapped, options, DiskNames(config), base.metas, str(adapter))
+    assert deltas is not None and deltas.pieces
+    modules = {key.split("|")[0] for key in wrapped}
+    taken = most_held = 0
+    for meta in sorted(base.metas.values(), key=lambda m: (m.file, m.offset)):  # the writer's order
+        if meta.name not in deltas:
+            continue
+        slabs = list(deltas.slabs(meta.name))
+        most_held = max(most_held, deltas.held)
+        if per_slab == "one expert row":
+            assert len(slabs) == meta.shape[0] == 4 and all(s.shape == (1, *meta.shape[1:]) for s in slabs)
+        else:
+            assert len(slabs) == 1 and tuple(slabs[0].shape) == tuple(meta.shape) and len(meta.shape) == 2
+        got = base.read(meta.name).float() + torch.cat(slabs)
+        ref = oracle[meta.name]
+        assert torch.allclose(got, ref, atol=1e-6, rtol=0), f"{meta.name}: {(got - ref).abs().max().item()}"
+        taken += 1
+    assert most_held <= 1  # one expert's update (gate and up halves of one delta) at a time, never more
+    assert deltas.held == 0  # everything taken: nothing left in memory
+    assert taken == len(deltas.pieces) == (len(modules) * 4 * 3 if per_slab != "one expert row" else len(modules) * 2)
+    base.close()
+
+
+def test_fused_experts_from_a_bin_base_to_bfloat16(tiny_llama: Path, tmp_path: Path) -> None:
+    """A ``.bin`` base (no mapping: the base tensor is read whole) and a dtype change:
+    the same float32 sum, rounded once, as PEFT's float32 merge cast to bfloat16."""
+    import torch
+    from safetensors.torch import load_file
+
+    base_dir, adapter, oracle = _made("MixtralForCausalLM", tmp_path, tiny_llama, target_modules="all-linear")
+    torch.save(load_file(str(base_dir / "model.safetensors")), base_dir / "pytorch_model.bin")
+    (base_dir / "model.safetensors").unlink()
+    export_checkpoint(str(adapter), str(tmp_path / "out"), dtype="bfloat16")
+    mine = read_export(tmp_path / "out")
+    assert any(".experts.3.w2." in n for n in mine)
+    for name, got in mine.items():
+        ref = oracle[name].to(torch.bfloat16)
+        assert got.dtype == torch.bfloat16
+        assert torch.allclose(got.float(), ref.float(), atol=0, rtol=2**-8), name
