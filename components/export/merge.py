@@ -217,7 +217,7 @@ def plan_adapter(options: LoraOptions, tensors: dict[str, Any], base: dict[str, 
     for path, bias in lora_biases.items():
         target, d = _bias_target(path, bias, deltas, base, replacements, label)
         bias_deltas[target] = bias.float() * d.scaling
-    return AdapterPlan(options, deltas, replacements, bias_deltas)
+    return AdapterPlan(options, deltas, replacements, bias_deltas=bias_deltas)
 
 
 def _bias_target(path: str, bias: Any, deltas: dict[str, ModuleDelta], base: dict[str, TensorMeta],
