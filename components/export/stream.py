@@ -191,11 +191,12 @@ class TensorStream:
             with self.spans.span("experts (read+merge+cast)"):
                 if whole is None:
                     _, raw, release = self._map(t.name, row * row_bytes, n * row_bytes)
-                    value = raw.view(torch_dtype(meta.dtype)).view(delta.shape).float() + delta
+                    value = raw.view(torch_dtype(meta.dtype)).view(delta.shape).to(torch.float32, copy=True)
                     del raw
                     release()
                 else:
-                    value = whole[row:row + n].float() + delta
+                    value = whole[row:row + n].to(torch.float32, copy=True)
+                value.add_(delta)  # the float32 sum, in place: no second slab-sized temporary
                 del delta
                 value = cast(value, self.out_dtype)
                 check_finite(value, t.name, (row, row + n))
