@@ -91,7 +91,6 @@ class ExpertDeltas:
     def __init__(self, updates: dict[str, _Update], pieces: dict[str, _Piece], disk_names: Any, keep: int) -> None:
         self.updates = updates
         self.pieces = pieces
-        self.shapes: dict[str, tuple[int, ...]] = {}
         self._disk_names = disk_names
         self._keep = max(1, keep)
         self._cache: OrderedDict[tuple[str, tuple[int, int]], dict[str, Any]] = OrderedDict()
@@ -150,7 +149,7 @@ def plan_param_lora(wrapped: dict[str, dict[str, Any]], options: Any, disk_names
         for ab in pairs:
             name, update = _fit(module, ab["A"].float(), ab["B"].float(), candidates, transposed, updates, options, label)
             updates[name] = update
-            pieces.update(_pieces(name, candidates[name], disk_names))
+            pieces.update(_pieces(name, candidates[name], disk_names, label))
     deltas = ExpertDeltas(updates, {disk: piece for disk, (piece, _) in pieces.items()}, disk_names,
                           keep=max(len(p) for p in by_module.values()))
     for disk, (piece, want) in pieces.items():
@@ -160,7 +159,6 @@ def plan_param_lora(wrapped: dict[str, dict[str, Any]], options: Any, disk_names
             raise MergeError(f"{label}: the adapter's LoRA on {piece.param} updates {disk} {list(want)}, but the base "
                              f"model has {found}; the adapter was trained on a different base model — pass the right "
                              "--base-model")
-        deltas.shapes[disk] = want
     return deltas
 
 
@@ -187,24 +185,31 @@ def _fit(module: str, a: Any, b: Any, candidates: dict[str, tuple[int, ...]], tr
     return name, _Update(a, b, e, formula, scaling)
 
 
-def _meta_revert(disk_names: Any, name: str, shape: tuple[int, ...]) -> dict[str, tuple[int, ...]]:
+def _pieces(name: str, shape: tuple[int, ...], disk_names: Any, label: str) -> dict[str, tuple[_Piece, tuple[int, ...]]]:
+    """Where each on-disk tensor of parameter ``name`` comes from, found by reverting
+    meta tensors (no memory). A fused tensor on disk under another name at most (gpt-oss,
+    Llama-4: transformers returns the very tensor): one slab per expert. Per-expert
+    tensors on disk (Mixtral's ``experts.N.w1``): one expert's revert names them with
+    index 0, the whole one with N. Any other conversion (a transpose or an interleave
+    of the fused tensor…): the whole parameter at once, one module's memory, never more.
+    Each with the on-disk shape the base must have."""
     import torch
 
-    return {k: tuple(v.shape) for k, v in disk_names.revert({name: torch.empty(shape, device="meta")}).items()}
-
-
-def _pieces(name: str, shape: tuple[int, ...], disk_names: Any) -> dict[str, tuple[_Piece, tuple[int, ...]]]:
-    """Where each on-disk tensor of parameter ``name`` comes from, found by reverting
-    meta tensors (no memory): the whole parameter, and one expert of it. Per-expert
-    tensors on disk (Mixtral's ``experts.N.w1``): one expert's revert names them with
-    index 0, the whole one with N; a fused tensor on disk (gpt-oss): the same name, one
-    slab per expert. Any other conversion: the whole parameter at once (one module's
-    memory, still never more). Each with the on-disk shape the base must have."""
     experts = shape[0]
-    full = _meta_revert(disk_names, name, shape)
-    one = _meta_revert(disk_names, name, (1, *shape[1:]))
-    if set(one) == set(full) and all(full[k] == (experts, *one[k][1:]) and one[k][0] == 1 for k in one):
-        return {k: (_Piece(name, tuple((e, e + 1) for e in range(experts)), k), full[k]) for k in one}
+    probe = torch.empty(shape, device="meta")
+    try:
+        reverted = disk_names.revert({name: probe})
+    except Exception as e:  # a converter that needs real values: the on-disk layout is unknown here
+        raise MergeError(f"{label}: transformers cannot map {name} {list(shape)} to its on-disk tensors without "
+                         f"loading it ({type(e).__name__}: {e}); {_PEFT}") from e
+    full = {k: tuple(v.shape) for k, v in reverted.items()}
+    if len(reverted) == 1 and next(iter(reverted.values())) is probe:
+        disk = next(iter(reverted))
+        return {disk: (_Piece(name, tuple((e, e + 1) for e in range(experts)), disk), shape)}
+    try:
+        one = {k: tuple(v.shape) for k, v in disk_names.revert({name: torch.empty((1, *shape[1:]), device="meta")}).items()}
+    except Exception:  # a conversion that needs all the experts
+        one = {}
     per_expert = _per_expert_names(one, full, experts)
     if per_expert is not None:
         return {disk: (_Piece(name, ((e, e + 1),), local), full[disk]) for disk, (e, local) in per_expert.items()}

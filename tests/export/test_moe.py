@@ -84,3 +84,42 @@ def test_fused_experts_from_a_bin_base_to_bfloat16(tiny_llama: Path, tmp_path: P
         ref = oracle[name].to(torch.bfloat16)
         assert got.dtype == torch.bfloat16
         assert torch.allclose(got.float(), ref.float(), atol=0, rtol=2**-8), name
+
+
+class _TransposedOnDisk(DiskNames):
+    """A base storing its fused experts transposed, as transformers' ``Transpose(1, 2)``
+    converter does for some MoE classes: no expert-by-expert split of the revert applies."""
+
+    def revert(self, tensors: dict[str, Any]) -> dict[str, Any]:
+        return {n: t.transpose(1, 2).contiguous() if n.endswith("_proj") and t.dim() == 3 else t
+                for n, t in super().revert(tensors).items()}
+
+
+def test_an_unsplittable_conversion_merges_the_whole_parameter(tiny_llama: Path, tmp_path: Path) -> None:
+    """The fallback: the update of the whole parameter at once, then the base's own
+    conversion — still PEFT's ΔW, and nothing held once taken."""
+    import dataclasses
+
+    import torch
+
+    kwargs, _ = ARCHITECTURES["GptOssForCausalLM"]
+    model = _build("GptOssForCausalLM", kwargs, tmp_path / "base", tiny_llama)
+    before = {n: p.detach().clone() for n, p in model.state_dict().items()}
+    peft_model, adapter = _adapter(tmp_path / "base", model, tmp_path / "adapter", target_modules=["q_proj"],
+                                   target_parameters=["mlp.experts.gate_up_proj", "mlp.experts.down_proj"])
+    merged = peft_model.merge_and_unload().state_dict()
+    options, tensors = read_adapter(adapter, str(adapter))
+    _, wrapped = split_param_lora(tensors)
+    base = CheckpointTensors.open(tmp_path / "base")
+    metas = {n: dataclasses.replace(m, shape=(m.shape[0], m.shape[2], m.shape[1])) if n.endswith("_proj") and
+             len(m.shape) == 3 else m for n, m in base.metas.items()}
+    base.close()
+    names = _TransposedOnDisk(json.loads((tmp_path / "base" / "config.json").read_text()))
+    deltas = plan_param_lora(wrapped, options, names, metas, str(adapter))
+    assert deltas is not None and len(deltas.pieces) == 4  # gate_up and down of 2 layers
+    for name, piece in deltas.pieces.items():
+        assert piece.groups == ((0, 3),)  # all the experts together
+        (slab,) = deltas.slabs(name)
+        ref = (merged[name] - before[name]).transpose(1, 2)
+        assert torch.allclose(slab, ref, atol=1e-6, rtol=0), name
+    assert deltas.held == 0
