@@ -62,7 +62,8 @@ PRODUCERS: dict[str, tuple[str, str, str]] = {
         ("refused", "named; the base they need is not `--base-model`",
          "tests/export/test_producers.py::test_other_base_changing_inits_are_refused"),
     "PEFT parameter-level LoRA on fused MoE experts (`target_parameters`, MoE \"all-linear\")":
-        ("supported", "ΔW per expert as PEFT computes it, split to the on-disk tensors by transformers",
+        ("supported", "ΔW per expert as PEFT computes it, split to the on-disk tensors by transformers, "
+                      "streamed one expert at a time; square expert matrices oriented by the module's `is_transposed`",
          "tests/export/test_architectures.py::test_target_parameters_merge_equals_peft"),
     "expert LoRA matrices that fit no parameter of the base":
         ("refused", "names the module", "tests/export/test_producers.py::test_expert_lora_fitting_no_parameter_is_refused"),
