@@ -108,6 +108,14 @@ class Folder(ABC):
     def read_range(self, name: str, start: int, length: int) -> bytes:
         """Exactly the bytes [start, start+length), or fewer at end of file."""
 
+    def read_range_into(self, name: str, start: int, out: memoryview) -> int:
+        """Bytes [start, start+len(out)) written into ``out`` (fewer at end of file);
+        returns how many. Remote folders write straight into the caller's buffer, so a
+        reader that reuses its buffers allocates nothing per range."""
+        data = self.read_range(name, start, out.nbytes)
+        out[:len(data)] = data
+        return len(data)
+
     @abstractmethod
     def read_bytes(self, name: str) -> bytes:
         """The whole file: only for small files (config, index, tokenizer)."""
@@ -437,18 +445,28 @@ class GcsFolder(Folder):
     def read_range(self, name: str, start: int, length: int) -> bytes:
         if length <= 0:
             return b""
+        data = self._ranged(name, lambda blob: blob.download_as_bytes(start=start, end=start + length - 1, checksum=None))
+        self._count(len(data or b""))
+        return bytes(data[:length]) if data else b""
+
+    def read_range_into(self, name: str, start: int, out: memoryview) -> int:
+        if out.nbytes <= 0:
+            return 0
+        sink = _BufferSink(out)
+        self._ranged(name, lambda blob: blob.download_to_file(sink, start=start, end=start + out.nbytes - 1, checksum=None))
+        self._count(sink.pos)
+        return sink.pos
+
+    def _ranged(self, name: str, download: Any) -> Any:
+        """``download(blob)``, its errors translated; None past the end of the object."""
         try:
-            data = self.bucket.blob(self._key(name)).download_as_bytes(
-                start=start, end=start + length - 1, checksum=None
-            )
+            return download(self.bucket.blob(self._key(name)))
         except Exception as e:
             from google.api_core import exceptions as gexc
 
             if isinstance(e, gexc.RequestRangeNotSatisfiable):
-                return b""
+                return None
             raise self._translate(e, name) from e
-        self._count(len(data))
-        return bytes(data[:length])
 
     def read_bytes(self, name: str) -> bytes:
         try:
@@ -490,6 +508,24 @@ class GcsFolder(Folder):
     def child(self, subpath: str) -> GcsFolder:
         rel = check_relative_name(subpath.strip("/"), self.uri)
         return GcsFolder(f"{self.uri}/{rel}", client=self._client)
+
+
+class _BufferSink:
+    """A writable file object over a fixed buffer: the storage client streams a ranged
+    download into it; bytes beyond the buffer (a server sending more than asked) are
+    dropped, as ``read_range`` drops them."""
+
+    def __init__(self, out: memoryview) -> None:
+        self.out, self.pos = out, 0
+
+    def write(self, data: bytes) -> int:
+        n = min(len(data), self.out.nbytes - self.pos)
+        self.out[self.pos:self.pos + n] = memoryview(data)[:n]
+        self.pos += n
+        return len(data)
+
+    def tell(self) -> int:
+        return self.pos
 
 
 def open_folder(uri: str | os.PathLike[str], client: Any = None) -> Folder:

@@ -150,6 +150,41 @@ def test_ranged_reads_return_the_file_bytes_and_keep_no_window_behind(tiny_llama
         local.close()
 
 
+def test_ranged_reads_reuse_a_fixed_set_of_buffers_and_threads_across_files(tiny_llama: Path, gcs_bucket: str) -> None:
+    """Two files read through many small windows, every range mapped then unmapped as the
+    stream does: the bytes are the file's, every buffer comes back, and only a few buffers
+    and at most ``AHEAD`` reader threads ever exist, however many windows and files
+    (a buffer or a thread pool per window or file made peak RSS grow with the shards)."""
+    from tune2serve.components.checkpoint.storage import open_folder
+    from tune2serve.components.checkpoint.tensor_reader import SafetensorsFile
+    from tune2serve.components.export import remote
+
+    chunk = 4097  # a window size of this test's own, so its buffer pool is fresh
+    local = SafetensorsFile(tiny_llama / "model.safetensors", "model.safetensors")
+    windows = 0
+    try:
+        for prefix in ("a", "b"):
+            upload_folder(tiny_llama, gcs_bucket, prefix)
+            f = remote.RemoteSafetensorsFile(open_folder(f"gs://{gcs_bucket}/{prefix}"), "model.safetensors", chunk=chunk)
+            try:
+                for name, info in sorted(f.infos.items(), key=lambda kv: kv[1].begin):
+                    for start in range(0, info.nbytes, 3001):
+                        n = min(3001, info.nbytes - start)
+                        got, _ = f.mapped(name, start, n)
+                        assert bytes(got) == bytes(local.mapped(name, start, n)[0]), (prefix, name, start)
+                        f.unmap(name, start, n)
+                windows += f._windows
+            finally:
+                f.close()
+        readers = [t for t in threading.enumerate() if t.name.startswith("ranged-read")]
+        assert 0 < len(readers) <= remote.AHEAD
+    finally:
+        local.close()
+    pool = remote._buffers(chunk)
+    assert pool._slots._value == 1 << 20, "a buffer was never given back"
+    assert windows > 50 and len(pool._free) <= remote.AHEAD + 4, (windows, len(pool._free))
+
+
 def test_gcs_bin_base_is_downloaded_and_exports_as_from_local(tiny_llama_bin: Path, gcs_bucket: str,
                                                               tmp_path: Path) -> None:
     """A ``.bin`` base cannot be read by range (the pickle is scanned whole): it is
