@@ -63,14 +63,16 @@ def _shapes(hidden: int, inter: int, layers: int, vocab: int) -> list[tuple[str,
     return out + [("model.norm.weight", (hidden,)), ("lm_head.weight", (vocab, hidden))]
 
 
-def generate(root: Path, size: str) -> tuple[Path, Path, int]:
-    """Writes base (1 GB shards) and adapter; returns their folders and the base bytes."""
+def generate(root: Path, size: str, layers: int | None = None) -> tuple[Path, Path, int]:
+    """Writes base (1 GB shards) and adapter; returns their folders and the base bytes.
+    ``layers`` overrides the size's layer count (the same widths, more or fewer layers)."""
     import torch
     from safetensors.torch import save_file
 
     from tune2serve.pipelines.demo.tiny_models import train_tokenizer
 
-    hidden, inter, layers, vocab = SIZES[size]
+    hidden, inter, size_layers, vocab = SIZES[size]
+    layers = layers or size_layers
     base, adapter = root / "base", root / "adapter"
     base.mkdir(parents=True)
     adapter.mkdir()

@@ -5,9 +5,9 @@ supported layouts.
 1 GB shards) with a rank-16 LoRA on every projection (``bench_export.generate``) is put
 on a fake-gcs-server; then, medians of ``--runs``, in one run each:
 
-* the export gs:// → gs:// in a child process (ranged reads of the base, 1 GB output
-  shards uploaded as they finish): wall time, peak local disk (the sampled size of the
-  child's scratch folder, every 50 ms) and peak RSS (its ``VmHWM``);
+* the export gs:// → gs:// in a child process (ranged reads of the base, output shards
+  of ``--max-shard-size`` uploaded as they finish): wall time, peak local disk (the
+  sampled size of the child's scratch folder, every 50 ms) and peak RSS (its ``VmHWM``);
 * the reference: a plain copy of the same base objects through the same client and
   server, file after file (download to a local file, upload it, delete it: gsutil's
   way through a machine), with its own peak scratch disk.
@@ -19,8 +19,12 @@ workers, the largest group's bytes, and the projected export wall time at a STAT
 per-worker throughput (``--worker-mbps``, default 400 MB/s: one GCS read stream + merge +
 one resumable upload per worker; the plan's and commit's fixed costs excluded).
 
-Usage: python bench/bench_export_gcs.py [--size 2B] [--runs 3] [--no-gcs] [--no-plan]
-       [--worker-mbps 400] [--workdir DIR]
+``--layers 8 16 32`` (with ``--size 1B``'s widths): one model per layer count, one after
+another on the same server, then the flatness table: peak RSS and peak local disk per
+size and the least-squares slope of peak RSS in MiB per added GB (medians of ``--runs``).
+
+Usage: python bench/bench_export_gcs.py [--size 2B] [--layers N ...] [--max-shard-size 1GB]
+       [--runs 3] [--no-copy] [--no-gcs] [--no-plan] [--worker-mbps 400] [--workdir DIR]
 """
 
 from __future__ import annotations
@@ -47,7 +51,7 @@ import json, sys, tempfile, time
 tempfile.tempdir = sys.argv[3]
 from tune2serve.components.export.export import export_checkpoint
 t0 = time.perf_counter()
-export_checkpoint(sys.argv[1], sys.argv[2], base_model=sys.argv[4], max_shard_size="1GB")
+export_checkpoint(sys.argv[1], sys.argv[2], base_model=sys.argv[4], max_shard_size=sys.argv[5])
 json.dump({"export_s": time.perf_counter() - t0, "rss": peak_rss()}, sys.stdout)
 """
 
@@ -105,35 +109,65 @@ def _child(code: str, args: list[str], scratch: Path) -> tuple[float, dict, int]
     return time.perf_counter() - start, json.loads(proc.stdout), disk.peak
 
 
-def bench_gcs(size: str, runs: int, work: Path) -> None:
+def bench_gcs(size: str, layers: list[int | None], runs: int, shard: str, work: Path, copy: bool = True) -> None:
+    """Each model (``size``'s widths, each layer count) on the server in turn: export and
+    copy (unless not ``copy``: nan) ``runs`` times; with several models, the flatness
+    table and the RSS slope."""
     from tests.conftest import upload_folder
     from tune2serve.components.checkpoint.storage import storage_client
 
-    base, adapter, nbytes = generate(work / "model", size)
+    work.mkdir(parents=True, exist_ok=True)
     root = work / "fake-gcs"
+    meds = []
     with fake_gcs(root):
         storage_client().create_bucket("bench")
-        base_uri = upload_folder(base, "bench", "base")
-        adapter_uri = upload_folder(adapter, "bench", "runs/1")
-        shutil.rmtree(work / "model")  # from here on the model exists only on the server
-        print(f"model: {size}, {nbytes / 1e9:.2f} GB bf16 in 1 GB shards on fake-gcs-server; load {_load()}")
-        rows = []
-        for i in range(runs):
-            wall, rep, disk = _child(_CHILD, [adapter_uri, f"gs://bench/out-{i}", str(work / f"scratch-{i}"), base_uri],
-                                     work / f"scratch-{i}")
-            cwall, crep, cdisk = _child(_COPY_CHILD, ["bench", "base", f"copy-{i}", str(work / f"copy-scratch-{i}")],
-                                        work / f"copy-scratch-{i}")
-            rows.append({"export": wall, "copy": cwall, "ratio": wall / cwall, "disk": disk, "copy_disk": cdisk,
-                         "rss": rep["rss"], "copy_rss": crep["rss"]})
-            for prefix in (f"out-{i}", f"copy-{i}"):
+        for n in layers:
+            label = f"{size}, {n} layers" if n else size
+            base, adapter, nbytes = generate(work / "model", size, n)
+            adapter_bytes = sum(p.stat().st_size for p in adapter.iterdir())  # held in memory, float32: grows with layers
+            base_uri = upload_folder(base, "bench", "base")
+            adapter_uri = upload_folder(adapter, "bench", "runs/1")
+            shutil.rmtree(work / "model")  # from here on the model exists only on the server
+            print(f"model: {label}, {nbytes / 1e9:.2f} GB bf16 in 1 GB shards on fake-gcs-server, output shards "
+                  f"{shard}; load {_load()}", flush=True)
+            rows = []
+            for i in range(runs):
+                wall, rep, disk = _child(_CHILD, [adapter_uri, f"gs://bench/out-{i}", str(work / f"scratch-{i}"),
+                                                  base_uri, shard], work / f"scratch-{i}")
+                cwall, crep, cdisk = (_child(_COPY_CHILD, ["bench", "base", f"copy-{i}", str(work / f"copy-scratch-{i}")],
+                                             work / f"copy-scratch-{i}") if copy else (float("nan"), {"rss": 0}, 0))
+                rows.append({"export": wall, "copy": cwall, "ratio": wall / cwall, "disk": disk, "copy_disk": cdisk,
+                             "rss": rep["rss"], "copy_rss": crep["rss"]})
+                for prefix in (f"out-{i}", f"copy-{i}"):
+                    shutil.rmtree(root / "bench" / prefix, ignore_errors=True)
+                print(f"  run {i + 1}: export {wall:.1f} s, copy {cwall:.1f} s, ratio {wall / cwall:.2f}, peak disk "
+                      f"{disk / 1e9:.2f} GB (copy {cdisk / 1e9:.2f} GB), peak RSS {rep['rss'] / 2**20:.0f} MiB", flush=True)
+            med = {k: statistics.median(r[k] for r in rows) for k in rows[0]}
+            print(f"gs:// → gs:// export, median of {runs}: {med['export']:.1f} s vs plain copy {med['copy']:.1f} s "
+                  f"(ratio {med['ratio']:.2f}), {nbytes / 1e9 / med['export']:.2f} GB/s; peak local disk "
+                  f"{med['disk'] / 1e9:.2f} GB ({med['disk'] / nbytes:.2f}× the model; copy {med['copy_disk'] / 1e9:.2f} GB); "
+                  f"peak RSS {med['rss'] / 2**20:.0f} MiB (copy {med['copy_rss'] / 2**20:.0f} MiB); load {_load()}", flush=True)
+            meds.append((label, nbytes, {**med, "adapter": adapter_bytes}))
+            for prefix in ("base", "runs"):
                 shutil.rmtree(root / "bench" / prefix, ignore_errors=True)
-            print(f"  run {i + 1}: export {wall:.1f} s, copy {cwall:.1f} s, ratio {wall / cwall:.2f}, "
-                  f"peak disk {disk / 1e9:.2f} GB (copy {cdisk / 1e9:.2f} GB), peak RSS {rep['rss'] / 2**20:.0f} MiB")
-        med = {k: statistics.median(r[k] for r in rows) for k in rows[0]}
-        print(f"gs:// → gs:// export, median of {runs}: {med['export']:.1f} s vs plain copy {med['copy']:.1f} s "
-              f"(ratio {med['ratio']:.2f}), {nbytes / 1e9 / med['export']:.2f} GB/s; peak local disk "
-              f"{med['disk'] / 1e9:.2f} GB ({med['disk'] / nbytes:.2f}× the model; copy {med['copy_disk'] / 1e9:.2f} GB); "
-              f"peak RSS {med['rss'] / 2**20:.0f} MiB (copy {med['copy_rss'] / 2**20:.0f} MiB); load {_load()}")
+    if len(meds) > 1:
+        print(flatness(meds, runs, shard))
+
+
+def flatness(meds: list[tuple[str, int, dict]], runs: int, shard: str) -> str:
+    """Peak RSS and disk per model size, and the least-squares slope of peak RSS over the
+    model's bytes (MiB per added GB): flat is a slope near 0, whatever the size."""
+    xs = [n / 1e9 for _, n, _ in meds]
+    ys = [m["rss"] / 2**20 for _, _, m in meds]
+    mx, my = statistics.fmean(xs), statistics.fmean(ys)
+    slope = sum((x - mx) * (y - my) for x, y in zip(xs, ys)) / sum((x - mx) ** 2 for x in xs)
+    lines = [f"flatness (medians of {runs}, output shards {shard}):"]
+    lines += [f"  {label:>18s}: {n / 1e9:5.2f} GB  peak RSS {m['rss'] / 2**20:5.0f} MiB  peak local disk "
+              f"{m['disk'] / 1e9:.2f} GB  adapter {m['adapter'] / 2**20:.0f} MiB  export {m['export']:.1f} s "
+              f"(copy {m['copy']:.1f} s)" for label, n, m in meds]
+    lines.append(f"  peak RSS slope {slope:+.1f} MiB per added GB ({min(ys):.0f}..{max(ys):.0f} MiB over "
+                 f"{xs[0]:.2f}..{xs[-1]:.2f} GB, {xs[-1] / xs[0]:.1f}x the bytes)")
+    return "\n".join(lines)
 
 
 # -- (b) the plan of the largest layouts -------------------------------------------------
@@ -192,6 +226,10 @@ def bench_plan(work: Path, mbps: float, runs: int) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--size", choices=["1B", "2B"], default="2B")
+    parser.add_argument("--layers", type=int, nargs="+", default=None,
+                        help="models of --size's widths with these layer counts, one after another (flatness)")
+    parser.add_argument("--max-shard-size", default="1GB", help="the export's output shards")
+    parser.add_argument("--no-copy", action="store_true", help="skip the plain-copy reference (RSS and disk only)")
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--no-gcs", action="store_true")
     parser.add_argument("--no-plan", action="store_true")
@@ -204,7 +242,7 @@ def main() -> None:
         if not args.no_plan:
             bench_plan(work / "plan", args.worker_mbps, args.runs)
         if not args.no_gcs:
-            bench_gcs(args.size, args.runs, work / "gcs")
+            bench_gcs(args.size, args.layers or [None], args.runs, args.max_shard_size, work / "gcs", not args.no_copy)
 
 
 if __name__ == "__main__":
