@@ -24,7 +24,7 @@ another on the same server, then the flatness table: peak RSS and peak local dis
 size and the least-squares slope of peak RSS in MiB per added GB (medians of ``--runs``).
 
 Usage: python bench/bench_export_gcs.py [--size 2B] [--layers N ...] [--max-shard-size 1GB]
-       [--runs 3] [--no-copy] [--no-gcs] [--no-plan] [--worker-mbps 400] [--workdir DIR]
+       [--runs 3] [--no-copy] [--no-merge] [--no-gcs] [--no-plan] [--worker-mbps 400] [--workdir DIR]
 """
 
 from __future__ import annotations
@@ -51,7 +51,7 @@ import json, sys, tempfile, time
 tempfile.tempdir = sys.argv[3]
 from tune2serve.components.export.export import export_checkpoint
 t0 = time.perf_counter()
-export_checkpoint(sys.argv[1], sys.argv[2], base_model=sys.argv[4], max_shard_size=sys.argv[5])
+export_checkpoint(sys.argv[1], sys.argv[2], base_model=sys.argv[4] or None, max_shard_size=sys.argv[5])
 json.dump({"export_s": time.perf_counter() - t0, "rss": peak_rss()}, sys.stdout)
 """
 
@@ -109,10 +109,12 @@ def _child(code: str, args: list[str], scratch: Path) -> tuple[float, dict, int]
     return time.perf_counter() - start, json.loads(proc.stdout), disk.peak
 
 
-def bench_gcs(size: str, layers: list[int | None], runs: int, shard: str, work: Path, copy: bool = True) -> None:
+def bench_gcs(size: str, layers: list[int | None], runs: int, shard: str, work: Path, copy: bool = True,
+              merge: bool = True) -> None:
     """Each model (``size``'s widths, each layer count) on the server in turn: export and
     copy (unless not ``copy``: nan) ``runs`` times; with several models, the flatness
-    table and the RSS slope."""
+    table and the RSS slope. Not ``merge``: the base itself is exported (no adapter), to
+    tell the adapter's share of the memory from the streaming's."""
     from tests.conftest import upload_folder
     from tune2serve.components.checkpoint.storage import storage_client
 
@@ -132,8 +134,9 @@ def bench_gcs(size: str, layers: list[int | None], runs: int, shard: str, work: 
                   f"{shard}; load {_load()}", flush=True)
             rows = []
             for i in range(runs):
-                wall, rep, disk = _child(_CHILD, [adapter_uri, f"gs://bench/out-{i}", str(work / f"scratch-{i}"),
-                                                  base_uri, shard], work / f"scratch-{i}")
+                source, base_model = (adapter_uri, base_uri) if merge else (base_uri, "")
+                wall, rep, disk = _child(_CHILD, [source, f"gs://bench/out-{i}", str(work / f"scratch-{i}"),
+                                                  base_model, shard], work / f"scratch-{i}")
                 cwall, crep, cdisk = (_child(_COPY_CHILD, ["bench", "base", f"copy-{i}", str(work / f"copy-scratch-{i}")],
                                              work / f"copy-scratch-{i}") if copy else (float("nan"), {"rss": 0}, 0))
                 rows.append({"export": wall, "copy": cwall, "ratio": wall / cwall, "disk": disk, "copy_disk": cdisk,
@@ -147,7 +150,7 @@ def bench_gcs(size: str, layers: list[int | None], runs: int, shard: str, work: 
                   f"(ratio {med['ratio']:.2f}), {nbytes / 1e9 / med['export']:.2f} GB/s; peak local disk "
                   f"{med['disk'] / 1e9:.2f} GB ({med['disk'] / nbytes:.2f}× the model; copy {med['copy_disk'] / 1e9:.2f} GB); "
                   f"peak RSS {med['rss'] / 2**20:.0f} MiB (copy {med['copy_rss'] / 2**20:.0f} MiB); load {_load()}", flush=True)
-            meds.append((label, nbytes, {**med, "adapter": adapter_bytes}))
+            meds.append((label, nbytes, {**med, "adapter": adapter_bytes if merge else 0}))
             for prefix in ("base", "runs"):
                 shutil.rmtree(root / "bench" / prefix, ignore_errors=True)
     if len(meds) > 1:
@@ -230,6 +233,7 @@ def main() -> None:
                         help="models of --size's widths with these layer counts, one after another (flatness)")
     parser.add_argument("--max-shard-size", default="1GB", help="the export's output shards")
     parser.add_argument("--no-copy", action="store_true", help="skip the plain-copy reference (RSS and disk only)")
+    parser.add_argument("--no-merge", action="store_true", help="export the base itself, without the adapter")
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--no-gcs", action="store_true")
     parser.add_argument("--no-plan", action="store_true")
@@ -242,7 +246,8 @@ def main() -> None:
         if not args.no_plan:
             bench_plan(work / "plan", args.worker_mbps, args.runs)
         if not args.no_gcs:
-            bench_gcs(args.size, args.layers or [None], args.runs, args.max_shard_size, work / "gcs", not args.no_copy)
+            bench_gcs(args.size, args.layers or [None], args.runs, args.max_shard_size, work / "gcs", not args.no_copy,
+                      not args.no_merge)
 
 
 if __name__ == "__main__":
