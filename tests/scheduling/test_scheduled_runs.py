@@ -100,12 +100,12 @@ def test_no_completed_output_is_a_quick_successful_no_op(stack_env: Any, local_s
     assert not open_folder(f"{prefix}/exports").exists()
 
 
-def test_completed_output_is_promoted_and_recorded(stack_env: Any, local_stack: Any, prefix: str,
-                                                   story: dict[str, Any], tmp_path: Path) -> None:
-    from tune2serve.components.checkpoint.manifest import read_manifest
-    from tune2serve.components.checkpoint.storage import open_folder
+def promote_completed_run(local_stack: Any, prefix: str, story: dict[str, Any],
+                          tmp_path: Path) -> tuple[Any, str, tuple[int, int]]:
+    """Step 2 of the story, once per module: a completed run appears under the prefix and
+    the schedule fires. Returns (the job's result, the run's URI, the counts before);
+    the rerun test calls it too when it runs on its own."""
     from tune2serve.pipelines.demo.tiny_models import make_tiny_model
-    from tune2serve.components.scheduling.promotion_record import read_promotion_record
 
     # an HF Trainer output whose final save_model wrote full weights at the run root, beside
     # save_state's trainer_state.json (training state: export copies, not passes through)
@@ -113,14 +113,24 @@ def test_completed_output_is_promoted_and_recorded(stack_env: Any, local_stack: 
     (run / "trainer_state.json").write_text('{"global_step": 5, "log_history": []}')
     done = local_stack.upload(run, f"{prefix.split('/', 3)[3]}/tuning/run-1")
     before = counts(local_stack)
-
     result = run_scheduled(local_stack, prefix)
+    if result.ok:
+        story.update(endpoint=result.endpoint, model=result.model)
+    return result, done, before
+
+
+def test_completed_output_is_promoted_and_recorded(stack_env: Any, local_stack: Any, prefix: str,
+                                                   story: dict[str, Any], tmp_path: Path) -> None:
+    from tune2serve.components.checkpoint.manifest import read_manifest
+    from tune2serve.components.checkpoint.storage import open_folder
+    from tune2serve.components.scheduling.promotion_record import read_promotion_record
+
+    result, done, before = promote_completed_run(local_stack, prefix, story, tmp_path)
 
     assert result.ok, result.message
     assert result.outcome == "verified"
     assert steps_run(result) == ["discover", "export-plan", "export-worker", "export-commit", "validate", "deploy",
                                  "smoke-test", "verify-traffic", "record-promotion", "finalize"]
-    story.update(endpoint=result.endpoint, model=result.model)
     assert counts(local_stack) == (before[0] + 1, before[1] + 1)
     export = f"{prefix}/exports/run-1"  # export_dest/<tuning run folder>
     record = read_promotion_record(export)
@@ -133,10 +143,13 @@ def test_completed_output_is_promoted_and_recorded(stack_env: Any, local_stack: 
 
 
 def test_rerun_is_an_already_promoted_no_op(stack_env: Any, local_stack: Any, prefix: str,
-                                            story: dict[str, Any]) -> None:
+                                            story: dict[str, Any], tmp_path: Path) -> None:
     from tests.pipelines.test_e2e import endpoint_state
 
-    endpoint = story.get("endpoint") or pytest.skip("needs the promotion of the previous test")
+    if "endpoint" not in story:  # run on its own: make the story's promotion first
+        promoted, _, _ = promote_completed_run(local_stack, prefix, story, tmp_path)
+        assert promoted.ok, promoted.message
+    endpoint = story["endpoint"]
     before = counts(local_stack)
 
     result = run_scheduled(local_stack, prefix)
