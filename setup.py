@@ -1,14 +1,21 @@
-"""Maps the top-level `components/` and `pipelines/` folders to `tune2serve.components`
-and `tune2serve.pipelines`, so the repository shows the architecture while the installed
-import names stay namespaced (no top-level `components` module to collide with)."""
+"""Maps each top-level source folder (``PACKAGE_ROOTS``) to ``tune2serve.<folder>``, so the
+repository shows the architecture while the installed import names stay namespaced (no
+top-level ``components`` module to collide with).
+
+A root that is absent is skipped: the container image's build context carries only what
+the pipeline steps need (see the Dockerfile and ``.dockerignore``), not the local stack."""
+
+from pathlib import Path
 
 from setuptools import find_packages, setup
 
-PACKAGE_ROOTS = ("components", "pipelines")
+PACKAGE_ROOTS = ("components", "pipelines", "localstack")
 
 packages: list[str] = []
 package_dir: dict[str, str] = {}
 for root in PACKAGE_ROOTS:
+    if not (Path(__file__).resolve().parent / root / "__init__.py").is_file():
+        continue
     package_dir[f"tune2serve.{root}"] = root
     packages.append(f"tune2serve.{root}")
     packages.extend(f"tune2serve.{root}.{sub}" for sub in find_packages(root))

@@ -53,7 +53,7 @@ def direct_steps(args: dict, workdir: Path) -> dict[str, float]:
 
 def one_repeat() -> tuple[float, dict[str, float], float, float, dict[str, float]]:
     from tune2serve.pipelines import kfp_local
-    from tune2serve.pipelines.local.stack import LocalStack
+    from tune2serve.localstack.stack import LocalStack
     from tune2serve.pipelines.main_job import JobOptions, pipeline_arguments, run_job
 
     with tempfile.TemporaryDirectory(prefix="bench-e2e-") as tmp:

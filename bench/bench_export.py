@@ -197,8 +197,8 @@ def _cpu_seconds(pid: int) -> float:
 def fake_gcs(root: Path) -> Iterator[subprocess.Popen]:
     """A fake-gcs-server on loopback with its data under ``root``, for the duration;
     ``STORAGE_EMULATOR_HOST`` points the storage client at it meanwhile."""
-    from tune2serve.pipelines.local import gcs
-    from tune2serve.pipelines.local.ports import free_port
+    from tune2serve.localstack import gcs
+    from tune2serve.localstack.ports import free_port
 
     root.mkdir()
     port = free_port()

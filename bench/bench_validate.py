@@ -172,8 +172,8 @@ def main() -> int:
     parser.add_argument("--workdir", default=None)
     args = parser.parse_args()
     from tune2serve.components import logs
-    from tune2serve.pipelines.local import gcs
-    from tune2serve.pipelines.local.ports import free_port
+    from tune2serve.localstack import gcs
+    from tune2serve.localstack.ports import free_port
 
     logs.configure(level="WARNING")
     work = Path(args.workdir or tempfile.mkdtemp(prefix="bench-validate-"))

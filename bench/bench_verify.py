@@ -45,7 +45,7 @@ def bake_bench(stack: object, api: object, prod: object, staging: object, runs: 
     from tune2serve.components.verify_traffic.checks import Policy
     from tune2serve.components.verify_traffic.probe import probe_request_body
     from tune2serve.components.verify_traffic.verify import real_probes
-    from tune2serve.pipelines.local.faults import inject_fault
+    from tune2serve.localstack.faults import inject_fault
 
     bodies = (probe_request_body(), probe_request_body("please translate zq-marker into french"))
     policy = Policy(latency_slack_ms=2000.0)
@@ -100,8 +100,8 @@ def on_stack(runs: int, bake_only: bool = False, bake_s: float = 5.0) -> None:
     from tune2serve.components.verify_traffic.endpoint_api import EndpointApi
     from tune2serve.components.verify_traffic.verify import real_probes
     from tune2serve.components.vertex.clients import target
-    from tune2serve.pipelines.local.faults import inject_fault
-    from tune2serve.pipelines.local.stack import LocalStack
+    from tune2serve.localstack.faults import inject_fault
+    from tune2serve.localstack.stack import LocalStack
 
     stack = LocalStack(Path(tempfile.mkdtemp(prefix="bench-verify-")))
     stack.up()

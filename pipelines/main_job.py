@@ -210,7 +210,7 @@ def run_job(opts: JobOptions, *, echo: TextIO | None = None) -> JobResult:
         UsageError: flags that cannot work together (before anything starts).
         PromotionError: the local stack or the demo model could not be made.
     """
-    from tune2serve.pipelines.local.stack import LocalStack, resolve_home
+    from tune2serve.localstack.stack import LocalStack, resolve_home
 
     if opts.cloud and not opts.region:
         raise UsageError("--project needs --region (for example --region us-central1)")

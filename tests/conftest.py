@@ -17,8 +17,8 @@ import pytest
 # Local-stack fixtures (a running `tune2serve local up`) live in their own module.
 pytest_plugins = ["tests.stack_fixtures"]
 
-from tune2serve.pipelines.local import gcs as local_gcs
-from tune2serve.pipelines.local.ports import free_port
+from tune2serve.localstack import gcs as local_gcs
+from tune2serve.localstack.ports import free_port
 
 _CLEARED_PREFIXES = ("GOOGLE_", "VERTEX_", "TUNE2SERVE_", "CLOUDSDK_", "HF_TOKEN")
 

@@ -54,7 +54,7 @@ class StackHandle:
 
 @pytest.fixture(scope="session")
 def local_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[StackHandle]:
-    from tune2serve.pipelines.local.stack import LocalStack
+    from tune2serve.localstack.stack import LocalStack
 
     stack = LocalStack(tmp_path_factory.mktemp("stack-home"))
     atexit.register(stack.down)  # also on an interrupted session

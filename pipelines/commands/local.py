@@ -10,7 +10,7 @@ import json
 import sys
 import textwrap
 
-from tune2serve.pipelines.local.faults import KIND_HELP  # stdlib-only module
+from tune2serve.localstack.faults import KIND_HELP  # stdlib-only module
 
 FAULT_KINDS = tuple(KIND_HELP)
 
@@ -54,7 +54,7 @@ def _home(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from tune2serve.components.errors import UsageError
-    from tune2serve.pipelines.local.stack import LocalStack, StackError, resolve_home
+    from tune2serve.localstack.stack import LocalStack, StackError, resolve_home
 
     stack = LocalStack(resolve_home(args.home))
     try:
@@ -82,13 +82,13 @@ def run(args: argparse.Namespace) -> int:
         if args.action == "tick":
             if not stack.status()["running"]["vertex"]:
                 raise UsageError(f"no running local stack in {stack.home}: run `tune2serve local up` first")
-            from tune2serve.pipelines.local.admin import tick_schedules
+            from tune2serve.localstack.admin import tick_schedules
 
             started = tick_schedules(stack.api_endpoint, force=args.force)
             print(json.dumps({"started": started}) if args.json else
                   "\n".join(started) or "no schedule was due (--force starts every ACTIVE one)")
             return 0
-        from tune2serve.pipelines.local.faults import Fault, inject_fault
+        from tune2serve.localstack.faults import Fault, inject_fault
 
         problem = Fault(args.kind, args.target, args.count, args.ms, args.percent, args.match).problem()
         if problem:

@@ -13,9 +13,9 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
-from tune2serve.pipelines.local import protos
-from tune2serve.pipelines.local.api_errors import ApiError
-from tune2serve.pipelines.local.pipeline_jobs import PipelineJobsService
+from tune2serve.localstack import protos
+from tune2serve.localstack.api_errors import ApiError
+from tune2serve.localstack.pipeline_jobs import PipelineJobsService
 
 
 @dataclass

@@ -168,7 +168,7 @@ def test_dockerignore_lets_in_the_sources_and_nothing_else() -> None:
         assert not _ignored(needed, patterns), needed
     for kept_out in (".venv/bin/python", ".git/HEAD", "tests/conftest.py", "compiled/promote_checkpoint.yaml",
                      ".tune2serve/stack.json", "components/__pycache__/errors.cpython-311.pyc", "bench/run.py",
-                     "pipelines/local/tls/ca.key", "requirements-test.txt", "tools/relock.py"):
+                     "localstack/tls/ca.key", "requirements-test.txt", "tools/relock.py"):
         assert _ignored(kept_out, patterns), kept_out
 
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tune2serve.pipelines.local.pipeline_jobs import PipelineJobsService
+from tune2serve.localstack.pipeline_jobs import PipelineJobsService
 
 PARENT = "/v1/projects/p/locations/us-central1"
 

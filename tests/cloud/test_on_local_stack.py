@@ -237,7 +237,7 @@ def test_a_schedule_is_managed_and_fired_on_the_stack_and_a_run_with_nothing_to_
         capsys: pytest.CaptureFixture[str]) -> None:
     from google.cloud import aiplatform
 
-    from tune2serve.pipelines.local.admin import tick_schedules
+    from tune2serve.localstack.admin import tick_schedules
 
     bucket = f"gs://{local_stack.bucket}/{prefix}"
     training = tmp_path / "run-0" / "checkpoint-5"  # a tuning run still training: nothing completed

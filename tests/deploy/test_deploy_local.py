@@ -116,7 +116,7 @@ def test_incomplete_machine_spec_is_a_usage_error(stack_env, capsys) -> None:  #
 
 
 def test_a_failed_deploy_operation_ends_with_vertex_message_and_no_orphan(stack_env, demo_root, capsys) -> None:  # type: ignore[no-untyped-def]
-    from tune2serve.pipelines.local.faults import inject_fault
+    from tune2serve.localstack.faults import inject_fault
 
     uri = exported(stack_env, demo_root, "base")
     inject_fault(stack_env.api_endpoint, "deploy-fails", count=1)
@@ -218,7 +218,7 @@ def quota_refused(local_stack, demo_root: Path) -> tuple[str, tuple[int, str, st
     """A deploy refused by 429 on :deploy (one more 429 armed than the retry policy's
     attempts): (export, (exit code, stdout, stderr), faults left, (endpoints, models) added)."""
     from tune2serve.components.deploy.deploy import SUBMIT_RETRY
-    from tune2serve.pipelines.local.faults import inject_fault
+    from tune2serve.localstack.faults import inject_fault
 
     uri = _fresh_export(local_stack, demo_root, "quota")
     with stack_environ(local_stack):

@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 
 from tune2serve.components.export.sources import TuningJobName
-from tune2serve.pipelines.local.ports import free_port
+from tune2serve.localstack.ports import free_port
 
 
 def test_tuning_job_name_parses_and_round_trips() -> None:

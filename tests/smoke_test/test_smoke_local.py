@@ -61,7 +61,7 @@ def test_base_model_is_caught_by_the_golden_prompts(stack_env, deployments, caps
 
 
 def test_warm_up_503s_are_retried_then_pass(stack_env, deployments) -> None:  # type: ignore[no-untyped-def]
-    from tune2serve.pipelines.local.faults import inject_fault
+    from tune2serve.localstack.faults import inject_fault
 
     tuned = deployments["tuned"]
     inject_fault(stack_env.api_endpoint, "http-503", target=tuned.deployed_model_id, count=2)
@@ -72,7 +72,7 @@ def test_warm_up_503s_are_retried_then_pass(stack_env, deployments) -> None:  # 
 
 def test_a_replica_that_keeps_failing_fails_the_step(stack_env, deployments) -> None:  # type: ignore[no-untyped-def]
     from tune2serve.components.errors import SmokeTestFailedError
-    from tune2serve.pipelines.local.faults import inject_fault
+    from tune2serve.localstack.faults import inject_fault
 
     base = deployments["base"]
     inject_fault(stack_env.api_endpoint, "http-503", target=base.deployed_model_id, count=1000)

@@ -52,7 +52,7 @@ def plan(prod: Deployment, staging: Deployment, bake: BakePolicy = BAKE) -> Prom
 def cli(stack_env: StackHandle, capsys: pytest.CaptureFixture[str]) -> Iterator[Any]:
     """``tune2serve ARGS`` in-process: (exit code, stdout); faults cleared afterwards."""
     from tune2serve.pipelines.cli import main
-    from tune2serve.pipelines.local.faults import inject_fault
+    from tune2serve.localstack.faults import inject_fault
 
     def run(*args: str) -> tuple[int, str]:
         try:

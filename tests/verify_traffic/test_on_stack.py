@@ -62,7 +62,7 @@ def plan(prod: Deployment, staging: Deployment, steps: tuple[int, ...] = (50, 10
 @pytest.fixture
 def faults(stack_env: StackHandle) -> Iterator[Callable[..., Any]]:
     """``inject_fault`` on the stack; every fault is cleared after the test, on failure too."""
-    from tune2serve.pipelines.local.faults import inject_fault
+    from tune2serve.localstack.faults import inject_fault
 
     yield lambda kind, **kw: inject_fault(stack_env.api_endpoint, kind, **kw)
     inject_fault(stack_env.api_endpoint, "clear")

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from tune2serve.pipelines.local.api_errors import invalid
+from tune2serve.localstack.api_errors import invalid
 
 WEIGHT_SUFFIXES = (".safetensors", ".bin")
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model")

@@ -21,9 +21,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from tune2serve.pipelines.local import gcs, procs, tls
-from tune2serve.pipelines.local.ports import free_port
-from tune2serve.pipelines.local.state import StackConfig
+from tune2serve.localstack import gcs, procs, tls
+from tune2serve.localstack.ports import free_port
+from tune2serve.localstack.state import StackConfig
 
 DEFAULT_HOME = ".tune2serve"
 
@@ -103,7 +103,7 @@ class LocalStack:
         self._ensure_bucket(config.bucket)
         if not self._running("vertex"):
             env = {**os.environ, **self.env(), "TUNE2SERVE_LOG_FORMAT": "json"}
-            cmd = [sys.executable, "-m", "tune2serve.pipelines.local.vertex_server", "--home", str(self.home)]
+            cmd = [sys.executable, "-m", "tune2serve.localstack.vertex_server", "--home", str(self.home)]
             self._spawn("vertex", cmd, config.vertex_port, env=env)
             started.append("vertex")
             self._wait_vertex(timeout)

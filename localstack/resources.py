@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from tune2serve.pipelines.local.api_errors import invalid, precondition
+from tune2serve.localstack.api_errors import invalid, precondition
 
 
 def location_name(project: str, region: str) -> str:

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from tune2serve.pipelines.local import resources as res
-from tune2serve.pipelines.local.api_errors import ApiError, error_body
-from tune2serve.pipelines.local.faults import Fault, FaultBook
-from tune2serve.pipelines.local.model_files import missing_files
+from tune2serve.localstack import resources as res
+from tune2serve.localstack.api_errors import ApiError, error_body
+from tune2serve.localstack.faults import Fault, FaultBook
+from tune2serve.localstack.model_files import missing_files
 
 
 def test_split_for_deploy_replaces_key_zero() -> None:

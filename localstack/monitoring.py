@@ -44,7 +44,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from tune2serve.pipelines.local.api_errors import ApiError, invalid
+from tune2serve.localstack.api_errors import ApiError, invalid
 
 RESPONSE_COUNT = "aiplatform.googleapis.com/prediction/online/response_count"
 PREDICTION_LATENCIES = "aiplatform.googleapis.com/prediction/online/prediction_latencies"
@@ -406,7 +406,7 @@ def grpc_server(recorder: MetricRecorder, port: int, cert_chain: bytes, key: byt
 
     import grpc
     from google.cloud.monitoring_v3 import types
-    from tune2serve.pipelines.local.api_errors import CODES
+    from tune2serve.localstack.api_errors import CODES
 
     def handler(request_pb: Any, context: Any) -> Any:
         try:

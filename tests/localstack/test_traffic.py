@@ -9,7 +9,7 @@ from collections import Counter
 import pytest
 import requests
 
-from tests.local.conftest import Deployed
+from tests.localstack.conftest import Deployed
 from tests.stack_fixtures import StackHandle
 
 

@@ -6,9 +6,9 @@ from __future__ import annotations
 
 import pytest
 from starlette.datastructures import QueryParams
-from tune2serve.pipelines.local.api_errors import ApiError
-from tune2serve.pipelines.local.faults import Fault, FaultBook
-from tune2serve.pipelines.local.monitoring import (
+from tune2serve.localstack.api_errors import ApiError
+from tune2serve.localstack.faults import Fault, FaultBook
+from tune2serve.localstack.monitoring import (
     PREDICTION_LATENCIES,
     RESPONSE_COUNT,
     MetricRecorder,

@@ -8,11 +8,11 @@ are rendered through them.
 
 An accepted pipeline job is really run: one worker thread takes jobs in order (QUEUED →
 RUNNING → SUCCEEDED/FAILED/CANCELLED) and runs each in a child process with
-``kfp.local``'s SubprocessRunner (``python -m tune2serve.pipelines.local.pipeline_jobs
+``kfp.local``'s SubprocessRunner (``python -m tune2serve.localstack.pipeline_jobs
 RUN_DIR``), its environment carrying the stack's settings so the components reach the
 same local stack. kfp.local writes outputs under a local folder (the job's run folder),
 not under the gs:// pipeline root. Schedules (``nextRunTime``, ``tick()``) are the
-``SchedulesMixin`` part of the service, in pipelines/local/schedules.py.
+``SchedulesMixin`` part of the service, in localstack/schedules.py.
 """
 
 from __future__ import annotations
@@ -31,10 +31,10 @@ import threading
 from pathlib import Path
 from typing import Any
 
-from tune2serve.pipelines.local import protos
-from tune2serve.pipelines.local.api_errors import ApiError, invalid, not_found, precondition
-from tune2serve.pipelines.local.schedules import SchedulesMixin, query_value
-from tune2serve.pipelines.local.state import new_id, now_rfc3339, write_json_atomic
+from tune2serve.localstack import protos
+from tune2serve.localstack.api_errors import ApiError, invalid, not_found, precondition
+from tune2serve.localstack.schedules import SchedulesMixin, query_value
+from tune2serve.localstack.state import new_id, now_rfc3339, write_json_atomic
 
 _ROUTE = re.compile(r"^/(v1|v1beta1)/projects/([^/]+)/locations/([^/]+)/(pipelineJobs|schedules)"
                     r"(?:/([^/:]+))?(?::([A-Za-z]+))?$")
@@ -266,7 +266,7 @@ class PipelineJobsService(SchedulesMixin):
             with open(run_dir / "log.txt", "wb") as log:  # the child keeps its own descriptor
                 # Its own session, so a cancel stops the kfp.local tasks it started too.
                 self._running[name] = subprocess.Popen(
-                    [sys.executable, "-m", "tune2serve.pipelines.local.pipeline_jobs", str(run_dir)],
+                    [sys.executable, "-m", "tune2serve.localstack.pipeline_jobs", str(run_dir)],
                     stdout=log, stderr=subprocess.STDOUT, env=self._child_env(), cwd=run_dir,
                     start_new_session=True)
             self._save()

@@ -20,7 +20,7 @@ Admin routes (not Vertex): GET /_local/health, GET /_local/status, POST /_local/
 POST /_local/repair, POST /_local/schedules:tick (fire the due schedules now; with
 ``{"force": true}`` every ACTIVE one; answers ``{"started": [pipeline job names]}``).
 Cloud Monitoring (not Vertex, same process): GET /v3/projects/P/timeSeries here, and the
-gRPC MetricService on ``monitoring_port`` (pipelines/local/monitoring.py).
+gRPC MetricService on ``monitoring_port`` (localstack/monitoring.py).
 """
 
 from __future__ import annotations
@@ -41,11 +41,11 @@ from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from tune2serve.pipelines.local import protos
-from tune2serve.pipelines.local.api_errors import ApiError, invalid, not_found
-from tune2serve.pipelines.local.control_plane import ControlPlane
-from tune2serve.pipelines.local.dataplane import DataPlane, error_response
-from tune2serve.pipelines.local.faults import Fault, FaultBook
+from tune2serve.localstack import protos
+from tune2serve.localstack.api_errors import ApiError, invalid, not_found
+from tune2serve.localstack.control_plane import ControlPlane
+from tune2serve.localstack.dataplane import DataPlane, error_response
+from tune2serve.localstack.faults import Fault, FaultBook
 
 V = r"(?P<version>v1|v1beta1)"
 LOC = r"(?P<parent>projects/(?P<project>[^/]+)/locations/(?P<location>[^/:]+))"
@@ -227,10 +227,10 @@ class ControlPlaneApp:
         return self._op(call, self.cp.delete_model(call.version, call.groups["id"], call.name))
 
     def list_time_series(self, call: Call) -> Response:
-        """Cloud Monitoring's v3 REST ``projects.timeSeries.list`` (pipelines/local/monitoring.py)."""
+        """Cloud Monitoring's v3 REST ``projects.timeSeries.list`` (localstack/monitoring.py)."""
         from google.protobuf import json_format
 
-        from tune2serve.pipelines.local import monitoring
+        from tune2serve.localstack import monitoring
 
         request = monitoring.request_from_query(call.groups["project"], call.query)
         answer = monitoring.list_time_series(request, self.dp.metrics)
@@ -267,7 +267,7 @@ class ControlPlaneApp:
         return self.status(call)
 
     def tick_schedules(self, call: Call) -> dict[str, Any]:
-        """Fires schedules without waiting for their cron (pipelines/local/admin.py)."""
+        """Fires schedules without waiting for their cron (localstack/admin.py)."""
         try:
             body = json.loads(call.raw or b"{}")
         except ValueError as e:
@@ -316,9 +316,9 @@ async def serve_forever(servers: list[Any]) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     from tune2serve.components import logs
-    from tune2serve.pipelines.local.serving import Supervisor
-    from tune2serve.pipelines.local.state import StackConfig, StateStore
-    from tune2serve.pipelines.local.tls import tls_files
+    from tune2serve.localstack.serving import Supervisor
+    from tune2serve.localstack.state import StackConfig, StateStore
+    from tune2serve.localstack.tls import tls_files
 
     parser = argparse.ArgumentParser(prog="tune2serve-local-vertex")
     parser.add_argument("--home", required=True)
@@ -359,7 +359,7 @@ def _monitoring_server(dp: DataPlane, port: int, tls: Any) -> Any:
     stack made before it had a monitoring port: `local down` then `up` adds one)."""
     if not port:
         return None
-    from tune2serve.pipelines.local.monitoring import grpc_server
+    from tune2serve.localstack.monitoring import grpc_server
 
     return grpc_server(dp.metrics, port, tls.server_cert.read_bytes(), tls.server_key.read_bytes())
 
@@ -375,11 +375,11 @@ def _loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
 
 
 def _pipeline_jobs(home: Path) -> Any:
-    """The pipelineJobs/schedules surface (pipelines/local/pipeline_jobs.py). The runs it
+    """The pipelineJobs/schedules surface (localstack/pipeline_jobs.py). The runs it
     starts get the stack's own environment (what `tune2serve local env` prints), so their
     steps reach this same GCS and Vertex server whatever this process inherited."""
-    from tune2serve.pipelines.local.pipeline_jobs import PipelineJobsService
-    from tune2serve.pipelines.local.stack import LocalStack
+    from tune2serve.localstack.pipeline_jobs import PipelineJobsService
+    from tune2serve.localstack.stack import LocalStack
 
     return PipelineJobsService(home / "pipelines", LocalStack(home).env())
 

@@ -11,9 +11,9 @@ from typing import Any
 import pytest
 import requests
 
-from tests.local.conftest import Deployed
+from tests.localstack.conftest import Deployed
 from tests.stack_fixtures import StackHandle
-from tune2serve.pipelines.local.faults import inject_fault
+from tune2serve.localstack.faults import inject_fault
 
 
 def _served_by(stack: StackHandle, endpoint: str, n: int) -> Counter[str]:
@@ -172,7 +172,7 @@ def test_control_429_answers_quota_exceeded_then_recovers(vertex_local: StackHan
 
 def test_fault_help_documents_every_kind(capsys: pytest.CaptureFixture[str]) -> None:
     from tune2serve.pipelines.cli import main
-    from tune2serve.pipelines.local.faults import KINDS
+    from tune2serve.localstack.faults import KINDS
 
     with pytest.raises(SystemExit) as e:
         main(["local", "fault", "--help"])

@@ -15,7 +15,7 @@ from typing import Any
 
 from google.protobuf import json_format
 
-from tune2serve.pipelines.local.api_errors import invalid
+from tune2serve.localstack.api_errors import invalid
 
 API_VERSIONS = ("v1", "v1beta1")
 

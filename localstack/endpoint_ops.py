@@ -14,15 +14,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from tune2serve.pipelines.local import resources as res
-from tune2serve.pipelines.local.api_errors import ApiError, invalid, not_found, precondition
-from tune2serve.pipelines.local.serving import ReplicaStartError
-from tune2serve.pipelines.local.state import Deployment, new_id, now_rfc3339
+from tune2serve.localstack import resources as res
+from tune2serve.localstack.api_errors import ApiError, invalid, not_found, precondition
+from tune2serve.localstack.serving import ReplicaStartError
+from tune2serve.localstack.state import Deployment, new_id, now_rfc3339
 
 if TYPE_CHECKING:
-    from tune2serve.pipelines.local.faults import FaultBook
-    from tune2serve.pipelines.local.serving import Supervisor
-    from tune2serve.pipelines.local.state import StackConfig, StateStore
+    from tune2serve.localstack.faults import FaultBook
+    from tune2serve.localstack.serving import Supervisor
+    from tune2serve.localstack.state import StackConfig, StateStore
 
 
 def check_etag(body: dict[str, Any], current: dict[str, Any], name: str) -> None:

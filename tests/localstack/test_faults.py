@@ -8,9 +8,9 @@ import time
 import pytest
 import requests
 
-from tests.local.conftest import Deployed
+from tests.localstack.conftest import Deployed
 from tests.stack_fixtures import StackHandle
-from tune2serve.pipelines.local.faults import inject_fault
+from tune2serve.localstack.faults import inject_fault
 
 
 def _chat(stack: StackHandle, deployed: Deployed) -> requests.Response:
@@ -63,8 +63,8 @@ def test_deploy_fails_fault_fails_the_operation_and_makes_nothing(vertex_local: 
 def test_killed_replica_shows_in_health_and_up_restarts_it(vertex_local: StackHandle, deployed: Deployed) -> None:
     from google.cloud import aiplatform
 
-    from tune2serve.pipelines.local import procs
-    from tune2serve.pipelines.local.stack import LocalStack
+    from tune2serve.localstack import procs
+    from tune2serve.localstack.stack import LocalStack
 
     killed = inject_fault(vertex_local.api_endpoint, "kill-replica", target=deployed.deployed_model_id)["killed"]
     assert killed["deployedModelId"] == deployed.deployed_model_id

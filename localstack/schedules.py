@@ -3,7 +3,7 @@
 Schedules are stored with their ``nextRunTime``; nothing fires by itself: ``tick()``
 starts the due ones (``POST /_local/schedules:tick``, ``tune2serve local tick``, tests),
 through the host's ``create_job`` as Vertex's scheduler would. ``SchedulesMixin`` is a
-part of ``PipelineJobsService`` (pipelines/local/pipeline_jobs.py), the one entry point;
+part of ``PipelineJobsService`` (localstack/pipeline_jobs.py), the one entry point;
 it is split out only to keep each module about one resource.
 """
 
@@ -15,9 +15,9 @@ import re
 import threading
 from typing import TYPE_CHECKING, Any
 
-from tune2serve.pipelines.local import protos
-from tune2serve.pipelines.local.api_errors import invalid, not_found, precondition
-from tune2serve.pipelines.local.state import new_id, now_rfc3339
+from tune2serve.localstack import protos
+from tune2serve.localstack.api_errors import invalid, not_found, precondition
+from tune2serve.localstack.state import new_id, now_rfc3339
 
 _UPDATABLE = {"displayName", "cron", "maxRunCount", "maxConcurrentRunCount", "allowQueueing", "startTime", "endTime"}
 

@@ -38,11 +38,11 @@ import httpx
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 
-from tune2serve.pipelines.local.api_errors import ApiError, error_body, invalid, not_found
-from tune2serve.pipelines.local.faults import FaultBook
-from tune2serve.pipelines.local.monitoring import MetricRecorder, Served
-from tune2serve.pipelines.local.serving import Supervisor
-from tune2serve.pipelines.local.state import StateStore
+from tune2serve.localstack.api_errors import ApiError, error_body, invalid, not_found
+from tune2serve.localstack.faults import FaultBook
+from tune2serve.localstack.monitoring import MetricRecorder, Served
+from tune2serve.localstack.serving import Supervisor
+from tune2serve.localstack.state import StateStore
 
 ROUTE = re.compile(
     r"^/(?P<version>v1|v1beta1)/(?P<endpoint>projects/(?P<project>[^/]+)/locations/(?P<location>[^/]+)"
@@ -76,7 +76,7 @@ class DataPlane:
         seed = os.environ.get("TUNE2SERVE_LOCAL_ROUTING_SEED")
         self.rng = random.Random(int(seed) if seed else None)
         self._client: httpx.AsyncClient | None = None
-        self.metrics = MetricRecorder()  # what pipelines/local/monitoring.py serves
+        self.metrics = MetricRecorder()  # what localstack/monitoring.py serves
 
     @property
     def client(self) -> httpx.AsyncClient:
@@ -162,7 +162,7 @@ class DataPlane:
                             media_type=upstream.headers.get("content-type"))
         body = _json_object(raw)
         if rest in (":predict", ":rawPredict"):
-            from tune2serve.pipelines.local import protos
+            from tune2serve.localstack import protos
 
             protos.parse(m["version"], "PredictRequest", body)  # strict: unknown fields are 400
             predictions = await self._predict(body, base)

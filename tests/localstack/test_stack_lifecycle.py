@@ -8,11 +8,11 @@ import json
 import pytest
 import requests
 
-from tests.local.conftest import Deployed
+from tests.localstack.conftest import Deployed
 from tests.stack_fixtures import StackHandle
 from tune2serve.pipelines.cli import main
-from tune2serve.pipelines.local import procs
-from tune2serve.pipelines.local.stack import LocalStack
+from tune2serve.localstack import procs
+from tune2serve.localstack.stack import LocalStack
 
 
 def test_env_prints_the_five_exports(local_stack: StackHandle, capsys: pytest.CaptureFixture[str]) -> None:

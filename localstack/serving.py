@@ -22,8 +22,8 @@ from pathlib import Path
 import httpx
 
 from tune2serve.components.logs import get_logger, log_event
-from tune2serve.pipelines.local import procs
-from tune2serve.pipelines.local.ports import free_port
+from tune2serve.localstack import procs
+from tune2serve.localstack.ports import free_port
 
 _log = get_logger("local.serving")
 

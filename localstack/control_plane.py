@@ -17,12 +17,12 @@ from pathlib import Path
 from typing import Any
 
 from tune2serve.components.logs import get_logger, log_event
-from tune2serve.pipelines.local import model_files, resources as res
-from tune2serve.pipelines.local.api_errors import ApiError, invalid, not_found, precondition
-from tune2serve.pipelines.local.endpoint_ops import EndpointOps, Outcome
-from tune2serve.pipelines.local.faults import Fault, FaultBook
-from tune2serve.pipelines.local.serving import ReplicaStartError, Supervisor
-from tune2serve.pipelines.local.state import (Deployment, StackConfig, StateStore, new_id,
+from tune2serve.localstack import model_files, resources as res
+from tune2serve.localstack.api_errors import ApiError, invalid, not_found, precondition
+from tune2serve.localstack.endpoint_ops import EndpointOps, Outcome
+from tune2serve.localstack.faults import Fault, FaultBook
+from tune2serve.localstack.serving import ReplicaStartError, Supervisor
+from tune2serve.localstack.state import (Deployment, StackConfig, StateStore, new_id,
                                               now_rfc3339)
 
 _log = get_logger("local.control")

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 import requests
 
-from tests.local.conftest import Deployed
+from tests.localstack.conftest import Deployed
 from tests.stack_fixtures import StackHandle
 
 
