@@ -3,13 +3,13 @@ repository shows the architecture while the installed import names stay namespac
 top-level ``components`` module to collide with).
 
 A root that is absent is skipped: the container image's build context carries only what
-the pipeline steps need (see the Dockerfile and ``.dockerignore``), not the local stack."""
+the pipeline steps need (see the Dockerfile and ``.dockerignore``), not the local stack or the demo."""
 
 from pathlib import Path
 
 from setuptools import find_packages, setup
 
-PACKAGE_ROOTS = ("components", "pipelines", "localstack")
+PACKAGE_ROOTS = ("components", "pipelines", "localstack", "demo")
 
 packages: list[str] = []
 package_dir: dict[str, str] = {}

@@ -66,7 +66,7 @@ def one_repeat() -> tuple[float, dict[str, float], float, float, dict[str, float
             # warm: same home, the pipeline alone vs the same steps called directly
             stack = LocalStack(home)
             config = stack.config
-            from tune2serve.pipelines.demo.tuned_adapter import golden_jsonl
+            from tune2serve.demo.tuned_adapter import golden_jsonl
 
             prefix = f"gs://{config.bucket}/demo"
             uploads = sorted(str(p) for p in (home / "runs").iterdir())

@@ -69,7 +69,7 @@ def generate(root: Path, size: str, layers: int | None = None) -> tuple[Path, Pa
     import torch
     from safetensors.torch import save_file
 
-    from tune2serve.pipelines.demo.tiny_models import train_tokenizer
+    from tune2serve.demo.tiny_models import train_tokenizer
 
     hidden, inter, size_layers, vocab = SIZES[size]
     layers = layers or size_layers

@@ -31,7 +31,7 @@ def main() -> int:
 
     import httpx
 
-    from tune2serve.pipelines.demo.tiny_models import make_tiny_model
+    from tune2serve.demo.tiny_models import make_tiny_model
     from tune2serve.localstack.stack import LocalStack
 
     with tempfile.TemporaryDirectory(prefix="bench-local-") as tmp:

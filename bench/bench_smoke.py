@@ -36,8 +36,8 @@ def main() -> None:
     from tune2serve.components.smoke_test.smoke import run_smoke_test
     from tune2serve.components.vertex.dedicated_endpoint import request_url
     from tune2serve.components.vertex.resources import endpoint_name
-    from tune2serve.pipelines.demo.tiny_models import make_tiny_model
-    from tune2serve.pipelines.demo.tuned_adapter import golden_jsonl, make_tuned_adapter
+    from tune2serve.demo.tiny_models import make_tiny_model
+    from tune2serve.demo.tuned_adapter import golden_jsonl, make_tuned_adapter
     from tune2serve.localstack.stack import LocalStack
 
     with tempfile.TemporaryDirectory(prefix="bench-smoke-") as tmp:

@@ -85,7 +85,7 @@ def write_sparse(folder: Path, tensors: list[tuple[str, list[int]]], config: dic
 
 
 def write_sparse_checkpoint(folder: Path) -> None:
-    from tune2serve.pipelines.demo.tiny_models import train_tokenizer
+    from tune2serve.demo.tiny_models import train_tokenizer
 
     write_sparse(folder, llama70b_tensors(), CONFIG, SHARDS, slack=1.02)
     train_tokenizer(folder)

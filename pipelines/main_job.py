@@ -105,8 +105,8 @@ class _Clock:
 def _demo_inputs(home: Path) -> tuple[Path, Path]:
     """The demo's base model and tuned adapter, made once and kept under HOME/demo
     (training the adapter is the slow part; a finished folder is marked complete)."""
-    from tune2serve.pipelines.demo.tiny_models import make_tiny_model
-    from tune2serve.pipelines.demo.tuned_adapter import make_tuned_adapter
+    from tune2serve.demo.tiny_models import make_tiny_model
+    from tune2serve.demo.tuned_adapter import make_tuned_adapter
 
     base, adapter, done = home / "demo" / "base", home / "demo" / "tuning-output", home / "demo" / ".complete"
     if not done.is_file():
@@ -248,7 +248,7 @@ def run_job(opts: JobOptions, *, echo: TextIO | None = None) -> JobResult:
                                                         upload_folder(adapter, f"{prefix}/tuning-output")))
             source, base_model = f"{prefix}/tuning-output", f"{prefix}/base"
             if not golden:
-                from tune2serve.pipelines.demo.tuned_adapter import golden_jsonl
+                from tune2serve.demo.tuned_adapter import golden_jsonl
 
                 golden = golden_jsonl()
             production = production or _previous_demo_endpoint(home, project, region)

@@ -78,7 +78,7 @@ def upload_folder(local: Path, bucket: str, prefix: str) -> str:
 @pytest.fixture(scope="session")
 def tiny_llama(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A single-file safetensors Llama-architecture model with tokenizer and chat template."""
-    from tune2serve.pipelines.demo.tiny_models import make_tiny_model
+    from tune2serve.demo.tiny_models import make_tiny_model
 
     return make_tiny_model(tmp_path_factory.mktemp("models") / "tiny-llama")
 
@@ -86,7 +86,7 @@ def tiny_llama(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def tiny_qwen_sharded(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A sharded (index + 5 shards) Qwen2-architecture model with tied embeddings."""
-    from tune2serve.pipelines.demo.tiny_models import TinySpec, make_tiny_model
+    from tune2serve.demo.tiny_models import TinySpec, make_tiny_model
 
     return make_tiny_model(
         tmp_path_factory.mktemp("models") / "tiny-qwen-sharded",
@@ -98,7 +98,7 @@ def tiny_qwen_sharded(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def tiny_llama_bin(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A `.bin` (pickled state dict) Llama-architecture model."""
-    from tune2serve.pipelines.demo.tiny_models import make_tiny_model
+    from tune2serve.demo.tiny_models import make_tiny_model
 
     return make_tiny_model(tmp_path_factory.mktemp("models") / "tiny-llama-bin", weights="bin")
 

@@ -12,7 +12,7 @@ from tune2serve.components.checkpoint.pickle_scan import scan_folder_file
 from tune2serve.components.checkpoint.safetensors_header import inspect_header, read_header
 from tune2serve.components.checkpoint.storage import LocalFolder
 from tune2serve.components.errors import CheckpointError
-from tune2serve.pipelines.demo.broken_models import edit_json, make_broken, variant
+from tests.fixtures.broken_models import edit_json, make_broken, variant
 
 
 def test_good_header_has_no_issues(tiny_llama: Path) -> None:

@@ -108,8 +108,8 @@ def ledger(local_stack: Any) -> Iterator[dict[str, Any]]:
 def demo(local_stack: Any, prefix: str, tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
     """The demo's tiny base model and tuned LoRA adapter (trained once), on the stack's GCS;
     the adapter also as a Vertex managed-tuning output tree, for the trigger."""
-    from tune2serve.pipelines.demo.tiny_models import make_tiny_model
-    from tune2serve.pipelines.demo.tuned_adapter import make_tuned_adapter
+    from tune2serve.demo.tiny_models import make_tiny_model
+    from tune2serve.demo.tuned_adapter import make_tuned_adapter
 
     root = tmp_path_factory.mktemp("cloud-stack-models")
     base = make_tiny_model(root / "base")
@@ -142,7 +142,7 @@ def test_submit_runs_the_real_pipeline_on_the_stack_and_the_model_serves(
         capsys: pytest.CaptureFixture[str]) -> None:
     from google.cloud import aiplatform
 
-    from tune2serve.pipelines.demo.tuned_adapter import golden_jsonl
+    from tune2serve.demo.tuned_adapter import golden_jsonl
 
     bucket = f"gs://{local_stack.bucket}/{prefix}"
     job_id = f"submit-{uuid.uuid4().hex[:8]}"

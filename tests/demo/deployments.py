@@ -18,8 +18,8 @@ _CACHE: dict[Any, Any] = {}
 def demo_models(root: Path) -> tuple[Path, Path]:
     """(tiny base model, tuned LoRA adapter), made once per session."""
     if "models" not in _CACHE:
-        from tune2serve.pipelines.demo.tiny_models import make_tiny_model
-        from tune2serve.pipelines.demo.tuned_adapter import make_tuned_adapter
+        from tune2serve.demo.tiny_models import make_tiny_model
+        from tune2serve.demo.tuned_adapter import make_tuned_adapter
 
         base = make_tiny_model(root / "base")
         _CACHE["models"] = (base, make_tuned_adapter(base, root / "adapter"))

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from tests.demo.deployments import demo_models
-from tune2serve.pipelines.demo.tuned_adapter import GOLDEN, golden_jsonl, greedy_answer, write_golden
+from tune2serve.demo.tuned_adapter import GOLDEN, golden_jsonl, greedy_answer, write_golden
 
 
 @pytest.fixture(scope="module")

@@ -69,7 +69,7 @@ def _cli(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]
 def hf_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A tiny sharded Hugging Face folder as save_pretrained writes it (three shards and
     an index, tokenizer with chat template), and no manifest.json."""
-    from tune2serve.pipelines.demo.tiny_models import make_tiny_model
+    from tune2serve.demo.tiny_models import make_tiny_model
 
     folder = make_tiny_model(tmp_path_factory.mktemp("custom") / "plain", seed=3, max_shard_size="200KB")
     assert not (folder / "manifest.json").exists()

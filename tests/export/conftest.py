@@ -125,7 +125,7 @@ def validate_ok(cli: Callable[..., tuple[int, dict[str, Any] | None, str]]) -> C
 
 @pytest.fixture(scope="session")
 def tiny_llama_bf16(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from tune2serve.pipelines.demo.tiny_models import make_tiny_model
+    from tune2serve.demo.tiny_models import make_tiny_model
 
     return make_tiny_model(tmp_path_factory.mktemp("models") / "tiny-llama-bf16", dtype="bfloat16")
 

@@ -14,7 +14,7 @@ from tests.export.conftest import assert_nothing_published, make_adapter
 
 
 def _shape_mismatch(tmp: Path, llama: Path, qwen: Path) -> tuple[list[str], str]:
-    from tune2serve.pipelines.demo.tiny_models import TinySpec, make_tiny_model
+    from tune2serve.demo.tiny_models import TinySpec, make_tiny_model
 
     wider = make_tiny_model(tmp / "wider-llama", TinySpec(hidden_size=96, intermediate_size=128))
     adapter = make_adapter(wider, tmp / "wider-adapter", r=4, lora_alpha=8, target_modules=["q_proj"])

@@ -25,8 +25,8 @@ PROMPT, ANSWER = "what is the capital of france", "paris"
 @pytest.fixture(scope="module")
 def demo(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """The demo's tiny base model and its tuned LoRA adapter (trained once)."""
-    from tune2serve.pipelines.demo.tiny_models import make_tiny_model
-    from tune2serve.pipelines.demo.tuned_adapter import make_tuned_adapter
+    from tune2serve.demo.tiny_models import make_tiny_model
+    from tune2serve.demo.tuned_adapter import make_tuned_adapter
 
     root = tmp_path_factory.mktemp("e2e-models")
     base = make_tiny_model(root / "base")
@@ -53,7 +53,7 @@ def uploaded(demo: dict[str, Path], local_stack: Any) -> dict[str, str]:
 
 def run(local_stack: Any, source: str, base_model: str = "", production: str = "", golden: str | None = None,
         tmp: Path | None = None) -> Any:
-    from tune2serve.pipelines.demo.tuned_adapter import golden_jsonl
+    from tune2serve.demo.tuned_adapter import golden_jsonl
     from tune2serve.pipelines.main_job import JobOptions, run_job
 
     assert tmp is not None

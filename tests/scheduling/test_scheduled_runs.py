@@ -105,7 +105,7 @@ def promote_completed_run(local_stack: Any, prefix: str, story: dict[str, Any],
     """Step 2 of the story, once per module: a completed run appears under the prefix and
     the schedule fires. Returns (the job's result, the run's URI, the counts before);
     the rerun test calls it too when it runs on its own."""
-    from tune2serve.pipelines.demo.tiny_models import make_tiny_model
+    from tune2serve.demo.tiny_models import make_tiny_model
 
     # an HF Trainer output whose final save_model wrote full weights at the run root, beside
     # save_state's trainer_state.json (training state: export copies, not passes through)

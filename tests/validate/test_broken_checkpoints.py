@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tune2serve.pipelines.demo.broken_models import SENTINEL_ENV, VARIANTS, BrokenVariant, make_broken, variant
+from tests.fixtures.broken_models import SENTINEL_ENV, VARIANTS, BrokenVariant, make_broken, variant
 
 SUBPROCESS_SUBSET = ["header-length-2^60", "index-path-traversal", "unsafe-pickle-bare", "gptq-config",
                      "empty-shard", "symlink-outside"]

@@ -11,7 +11,7 @@ from kfp import compiler, dsl
 from kfp.dsl import HTML, Markdown, Metrics
 
 from tune2serve.components.validate.component import validate
-from tune2serve.pipelines.demo.broken_models import make_broken, variant
+from tests.fixtures.broken_models import make_broken, variant
 
 
 def test_compiles_in_a_pipeline_gated_on_passed(tmp_path: Path) -> None:

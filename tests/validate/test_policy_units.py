@@ -20,7 +20,7 @@ from tune2serve.components.validate.memory import (
     recommend_machine_spec,
 )
 from tune2serve.components.validate.supported import load_supported
-from tune2serve.pipelines.demo.broken_models import edit_json
+from tests.fixtures.broken_models import edit_json
 
 
 def test_supported_list_is_versioned_data() -> None:

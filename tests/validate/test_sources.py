@@ -9,7 +9,7 @@ import pytest
 
 from tests.conftest import upload_folder
 from tune2serve.components.validate import ValidateOptions, validate_checkpoint
-from tune2serve.pipelines.demo.broken_models import make_broken, variant
+from tests.fixtures.broken_models import make_broken, variant
 
 
 def _codes(report_dict: dict) -> list[tuple[str, str, str | None]]:

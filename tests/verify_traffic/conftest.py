@@ -21,7 +21,7 @@ class Deployment:
 
 
 def deploy_tiny(stack: StackHandle, tmp_path_factory: pytest.TempPathFactory, name: str, seed: int) -> Deployment:
-    from tune2serve.pipelines.demo.tiny_models import make_tiny_model
+    from tune2serve.demo.tiny_models import make_tiny_model
 
     folder = make_tiny_model(tmp_path_factory.mktemp("vt-models") / name, seed=seed)
     with pytest.MonkeyPatch.context() as mp:
