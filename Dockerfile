@@ -42,6 +42,7 @@ RUN pip install --require-hashes --no-deps --extra-index-url "${TORCH_INDEX_URL}
 COPY pyproject.toml setup.py README.md ./
 COPY components ./components
 COPY pipelines ./pipelines
+COPY cli ./cli
 
 # The package itself, adding nothing: its dependencies and build backend are in the lock.
 RUN pip install --no-deps --no-build-isolation . \

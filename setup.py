@@ -9,7 +9,7 @@ from pathlib import Path
 
 from setuptools import find_packages, setup
 
-PACKAGE_ROOTS = ("components", "pipelines", "localstack", "demo")
+PACKAGE_ROOTS = ("components", "pipelines", "cli", "localstack", "demo")
 
 packages: list[str] = []
 package_dir: dict[str, str] = {}

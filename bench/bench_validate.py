@@ -113,7 +113,7 @@ def time_validate(uri: str) -> tuple[float, int, dict]:
 
 def time_cli(uri: str, env: dict[str, str]) -> float:
     start = time.perf_counter()
-    subprocess.run([sys.executable, "-m", "tune2serve.pipelines.cli", "validate", uri, "--json"],
+    subprocess.run([sys.executable, "-m", "tune2serve.cli.main", "validate", uri, "--json"],
                    capture_output=True, env=env, check=False)
     return time.perf_counter() - start
 

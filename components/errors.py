@@ -1,7 +1,7 @@
 """The one exception tree of tune2serve.
 
 Every error the product raises on purpose is a ``PromotionError``. The CLI maps the
-classes to exit codes in one table (``tune2serve.pipelines.cli.EXIT_CODES``); nothing
+classes to exit codes in one table (``tune2serve.cli.main.EXIT_CODES``); nothing
 else calls ``sys.exit``. Each class also subclasses the builtin it resembles, so code
 that catches ``ValueError`` or ``ConnectionError`` keeps working.
 

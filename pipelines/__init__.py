@@ -1,1 +1,1 @@
-"""The pipeline DAG, the CLI, the local stack and the demo models."""
+"""The pipeline DAG, its parameters and compiling, and how runs start: kfp.local, submit, schedules, the tuning-job trigger."""

@@ -13,7 +13,7 @@ from tune2serve.components.errors import (
     UsageError,
     VertexUnavailableError,
 )
-from tune2serve.pipelines.cli import VERBS, exit_code_for, main
+from tune2serve.cli.main import VERBS, exit_code_for, main
 
 HEAVY_MODULES = ("torch", "transformers", "google.cloud.aiplatform", "vertexai", "kfp", "peft")
 
@@ -31,7 +31,7 @@ def test_help_imports_nothing_heavy() -> None:
     """`tune2serve --help` must start fast: none of the heavy libraries may load."""
     code = (
         "import sys\n"
-        "from tune2serve.pipelines.cli import main\n"
+        "from tune2serve.cli.main import main\n"
         "try:\n    main(['--help'])\nexcept SystemExit:\n    pass\n"
         f"print('HEAVY=' + ','.join(m for m in {HEAVY_MODULES!r} if m in sys.modules))\n"
     )

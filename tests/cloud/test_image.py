@@ -111,7 +111,8 @@ def test_the_build_installs_the_runtime_lock_then_the_package_alone(dockerfile) 
     assert package_install == ["--no-deps", "--no-build-isolation", "."]
     copies = build.args("COPY")
     assert copies.index("requirements.txt ./requirements.txt") < copies.index("pyproject.toml setup.py README.md ./")
-    assert copies[1:] == ["pyproject.toml setup.py README.md ./", "components ./components", "pipelines ./pipelines"]
+    assert copies[1:] == ["pyproject.toml setup.py README.md ./", "components ./components", "pipelines ./pipelines",
+                          "cli ./cli"]
     assert "pip check" in " ".join(build.args("RUN"))
 
 
@@ -163,7 +164,7 @@ def _ignored(rel: str, patterns: list[str]) -> bool:
 
 def test_dockerignore_lets_in_the_sources_and_nothing_else() -> None:
     patterns = [p.strip() for p in (REPO / ".dockerignore").read_text().splitlines() if p.strip() and not p.startswith("#")]
-    for needed in ("pyproject.toml", "setup.py", "README.md", "requirements.txt", "components/errors.py", "pipelines/cli.py",
+    for needed in ("pyproject.toml", "setup.py", "README.md", "requirements.txt", "components/errors.py", "cli/main.py",
                    "components/validate/supported_models.json"):
         assert not _ignored(needed, patterns), needed
     for kept_out in (".venv/bin/python", ".git/HEAD", "tests/conftest.py", "compiled/promote_checkpoint.yaml",
@@ -173,5 +174,5 @@ def test_dockerignore_lets_in_the_sources_and_nothing_else() -> None:
 
 
 def test_every_copied_source_exists() -> None:
-    for name in ("pyproject.toml", "setup.py", "README.md", "requirements.txt", "components", "pipelines"):
+    for name in ("pyproject.toml", "setup.py", "README.md", "requirements.txt", "components", "pipelines", "cli"):
         assert (REPO / name).exists(), f"the Dockerfile copies {name}, which is missing"

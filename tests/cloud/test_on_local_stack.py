@@ -24,7 +24,7 @@ from typing import Any
 
 import pytest
 
-from tune2serve.pipelines.cli import main
+from tune2serve.cli.main import main
 from tune2serve.pipelines.kfp_local import environment
 
 pytestmark = [pytest.mark.slow, pytest.mark.stack]

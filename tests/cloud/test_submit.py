@@ -11,7 +11,7 @@ import pytest
 from tune2serve.components.errors import UsageError
 from tune2serve.components.vertex.pipeline_jobs import console_url
 from tune2serve.pipelines import submit
-from tune2serve.pipelines.cli import main
+from tune2serve.cli.main import main
 
 
 def _argv(server, bucket: str, template: Path, *extra: str) -> list[str]:

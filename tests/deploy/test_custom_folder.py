@@ -23,7 +23,7 @@ from tests.demo.deployments import MACHINE_FLAGS, stack_environ
 from tests.stack_fixtures import StackHandle
 from tune2serve.components.deploy.deploy import DeployResult, deploy_export
 from tune2serve.components.deploy.request import DeploySpec, MachineSpec, deployment_ids
-from tune2serve.pipelines.cli import main
+from tune2serve.cli.main import main
 
 pytestmark = [pytest.mark.stack, pytest.mark.slow]
 L4 = MachineSpec("g2-standard-12", "NVIDIA_L4", 1)

@@ -13,7 +13,7 @@ from tests.demo.deployments import MACHINE_FLAGS, demo_models, exported, stack_e
 from tune2serve.components.deploy.deploy import DeployResult, deploy_export
 from tune2serve.components.deploy.request import DeploySpec, MachineSpec
 from tune2serve.components.errors import OperationFailedError, VertexUserError
-from tune2serve.pipelines.cli import main
+from tune2serve.cli.main import main
 
 L4 = MachineSpec("g2-standard-12", "NVIDIA_L4", 1)
 

@@ -94,7 +94,7 @@ def assert_nothing_published(dest: Path) -> None:
 @pytest.fixture
 def cli(capsys: pytest.CaptureFixture[str]) -> Callable[..., tuple[int, dict[str, Any] | None, str]]:
     """Runs ``tune2serve ARGS`` in-process; returns (exit code, --json object or None, stderr)."""
-    from tune2serve.pipelines.cli import main
+    from tune2serve.cli.main import main
 
     def run(*args: str) -> tuple[int, dict[str, Any] | None, str]:
         capsys.readouterr()

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 from tune2serve.components.checkpoint.secrets import redact, scrub
-from tune2serve.pipelines.cli import main
+from tune2serve.cli.main import main
 
 TOKEN = "hf_" + "a1B2c3D4" * 5
 

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 from hypothesis import HealthCheck, settings
-from tune2serve.pipelines.cli import main
+from tune2serve.cli.main import main
 
 settings.register_profile(
     "fuzz", derandomize=True, max_examples=25, deadline=5000, database=None,

@@ -30,7 +30,7 @@ def test_http_503_for_the_next_n_requests(stack_env: StackHandle, deployed: Depl
 
 def test_http_429_through_the_cli_targets_a_model_name(stack_env: StackHandle, deployed: Deployed,
                                                        capsys: pytest.CaptureFixture[str]) -> None:
-    from tune2serve.pipelines.cli import main
+    from tune2serve.cli.main import main
 
     assert main(["local", "fault", "http-429", "--home", str(stack_env.home), "--target", deployed.model]) == 0
     assert json.loads(capsys.readouterr().out)["faults"][0]["kind"] == "http-429"

@@ -198,7 +198,7 @@ def test_bad_match_faults_are_refused(fault: Fault, message: str) -> None:
 
 
 def test_local_fault_with_a_bad_match_is_a_usage_error(tmp_path: object, capsys: pytest.CaptureFixture[str]) -> None:
-    from tune2serve.pipelines.cli import main
+    from tune2serve.cli.main import main
 
     assert main(["local", "fault", "http-503", "--home", str(tmp_path), "--target", "1", "--match", "(x"]) == 2
     assert "--match '(x' is not a valid regular expression" in capsys.readouterr().err

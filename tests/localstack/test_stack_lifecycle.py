@@ -10,7 +10,7 @@ import requests
 
 from tests.localstack.conftest import Deployed
 from tests.stack_fixtures import StackHandle
-from tune2serve.pipelines.cli import main
+from tune2serve.cli.main import main
 from tune2serve.localstack import procs
 from tune2serve.localstack.stack import LocalStack
 

@@ -171,7 +171,7 @@ def test_control_429_answers_quota_exceeded_then_recovers(vertex_local: StackHan
 
 
 def test_fault_help_documents_every_kind(capsys: pytest.CaptureFixture[str]) -> None:
-    from tune2serve.pipelines.cli import main
+    from tune2serve.cli.main import main
     from tune2serve.localstack.faults import KINDS
 
     with pytest.raises(SystemExit) as e:

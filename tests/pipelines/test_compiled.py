@@ -98,7 +98,7 @@ def test_output_must_be_yaml(tmp_path: Path) -> None:
 
 
 def test_compile_verb_writes_the_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    from tune2serve.pipelines.cli import main
+    from tune2serve.cli.main import main
 
     out = tmp_path / "sub" / "p.yaml"
     assert main(["compile", "--output", str(out), "--image", "gcr.io/acme/t2s:1"]) == 0

@@ -16,7 +16,7 @@ from tune2serve.components.deploy.request import DeploySpec, MachineSpec
 from tune2serve.components.smoke_test.report import render_markdown
 from tune2serve.components.smoke_test.smoke import SmokeSettings, raise_if_failed, run_smoke_test
 from tune2serve.components.vertex.retry import RetryPolicy
-from tune2serve.pipelines.cli import main
+from tune2serve.cli.main import main
 from tune2serve.demo.tuned_adapter import GOLDEN, golden_jsonl, write_golden
 
 L4 = MachineSpec("g2-standard-12", "NVIDIA_L4", 1)

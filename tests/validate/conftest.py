@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from tune2serve.pipelines.cli import main
+from tune2serve.cli.main import main
 
 
 @pytest.fixture

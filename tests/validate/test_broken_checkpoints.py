@@ -49,7 +49,7 @@ def test_real_cli_subprocess(name: str, good_models: dict[str, Path], tmp_path: 
     sentinel = tmp_path / "SENTINEL"
     env = {**os.environ, SENTINEL_ENV: str(sentinel)}
     folder = make_broken(good_models[broken.base], tmp_path / "ckpt", broken)
-    proc = subprocess.run([sys.executable, "-m", "tune2serve.pipelines.cli", "validate", str(folder), "--json"],
+    proc = subprocess.run([sys.executable, "-m", "tune2serve.cli.main", "validate", str(folder), "--json"],
                           capture_output=True, text=True, env=env, timeout=30)
     assert proc.returncode == 1, proc.stderr
     doc = json.loads(proc.stdout)

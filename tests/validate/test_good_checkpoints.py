@@ -11,7 +11,7 @@ import pytest
 
 from tune2serve.components.checkpoint.manifest import Manifest, ManifestEntry, sha256_file
 from tune2serve.components.validate import ValidateOptions, validate_checkpoint
-from tune2serve.pipelines.cli import main
+from tune2serve.cli.main import main
 from tests.fixtures.broken_models import edit_json
 
 

@@ -11,7 +11,7 @@ import pytest
 
 SCRIPT = """
 import json, sys
-from tune2serve.pipelines.cli import main
+from tune2serve.cli.main import main
 code = main(["validate", sys.argv[1], "--json"])
 heavy = [m for m in ("torch", "transformers", "google.cloud.aiplatform", "kfp") if m in sys.modules]
 sys.stderr.write("HEAVY=" + json.dumps(heavy) + "\\n")

@@ -165,7 +165,7 @@ def test_the_bake_evidence_reaches_json_metrics_markdown_and_the_html_chart() ->
 ])
 def test_bad_bake_flags_are_usage_errors_before_any_call(flags: list[str], message: str,
                                                          capsys: pytest.CaptureFixture[str]) -> None:
-    from tune2serve.pipelines.cli import main
+    from tune2serve.cli.main import main
 
     assert main(["verify-traffic", "projects/p/locations/r/endpoints/1", "--project", "p", "--region", "r",
                  "--model", "projects/p/locations/r/models/2", *flags]) == 2
@@ -173,7 +173,7 @@ def test_bad_bake_flags_are_usage_errors_before_any_call(flags: list[str], messa
 
 
 def test_a_bake_without_a_model_to_promote_is_a_usage_error(capsys: pytest.CaptureFixture[str]) -> None:
-    from tune2serve.pipelines.cli import main
+    from tune2serve.cli.main import main
 
     assert main(["verify-traffic", "1", "--project", "p", "--region", "r", "--bake-s", "60"]) == 2
     assert "--bake-s bakes a canary: it needs --model" in capsys.readouterr().err

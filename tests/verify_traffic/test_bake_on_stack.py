@@ -51,7 +51,7 @@ def plan(prod: Deployment, staging: Deployment, bake: BakePolicy = BAKE) -> Prom
 @pytest.fixture
 def cli(stack_env: StackHandle, capsys: pytest.CaptureFixture[str]) -> Iterator[Any]:
     """``tune2serve ARGS`` in-process: (exit code, stdout); faults cleared afterwards."""
-    from tune2serve.pipelines.cli import main
+    from tune2serve.cli.main import main
     from tune2serve.localstack.faults import inject_fault
 
     def run(*args: str) -> tuple[int, str]:

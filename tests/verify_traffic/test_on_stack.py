@@ -70,7 +70,7 @@ def faults(stack_env: StackHandle) -> Iterator[Callable[..., Any]]:
 
 def test_standalone_endpoint_is_verified_with_the_cli(stack_env: StackHandle, production: Deployment,
                                                       capsys: pytest.CaptureFixture[str], tmp_path: Any) -> None:
-    from tune2serve.pipelines.cli import main
+    from tune2serve.cli.main import main
 
     try:
         code = main(["verify-traffic", production.endpoint, "--project", stack_env.project, "--region",

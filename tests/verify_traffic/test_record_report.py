@@ -98,7 +98,7 @@ def test_chromium_renders_the_banner_and_tables(tmp_path: Path) -> None:
 
 
 def test_cli_usage_errors_exit_2(capsys: pytest.CaptureFixture[str]) -> None:
-    from tune2serve.pipelines.cli import main
+    from tune2serve.cli.main import main
 
     with pytest.raises(SystemExit) as exited:  # argparse: mutually exclusive flags
         main(["verify-traffic", "123", "--project", "p", "--region", "r", "--model", "m",

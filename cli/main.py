@@ -1,7 +1,7 @@
 """The ``tune2serve`` command line: a dispatch table of verbs, and the one place where
 errors become exit codes.
 
-Each verb lives in ``tune2serve.pipelines.commands.<module>`` and exposes
+Each verb lives in ``tune2serve.cli.commands.<module>`` and exposes
 ``add_arguments(parser)`` and ``run(args) -> int``. Command modules import only the
 standard library at top level, so ``tune2serve --help`` stays fast; the work (and the
 heavy imports) happen inside ``run``.
@@ -21,7 +21,7 @@ from tune2serve.components import logs
 from tune2serve.components.errors import PromotionError, SourceError, UsageError
 from tune2serve.components.checkpoint.secrets import redact
 
-# verb → (module under pipelines.commands, one-line help)
+# verb → (module under cli.commands, one-line help)
 VERBS: dict[str, tuple[str, str]] = {
     "validate": ("validate", "check a checkpoint folder is deployable as Vertex AI custom weights"),
     "export": ("export", "turn a tuning job's output into a deployable folder"),
@@ -67,7 +67,7 @@ class _Parser(argparse.ArgumentParser):
 
 def _command_module(verb: str):  # type: ignore[no-untyped-def]
     module, _ = VERBS[verb]
-    return importlib.import_module(f"tune2serve.pipelines.commands.{module}")
+    return importlib.import_module(f"tune2serve.cli.commands.{module}")
 
 
 def build_parser(verbs: Sequence[str] | None = None) -> argparse.ArgumentParser:

@@ -24,7 +24,7 @@ from typing import Any
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from tune2serve.pipelines.commands.submit import add_run_arguments
+    from tune2serve.cli.commands.submit import add_run_arguments
 
     actions = parser.add_subparsers(dest="action", metavar="ACTION", required=True)
     create = actions.add_parser("create", help="create a cron schedule of the pipeline")
@@ -78,7 +78,7 @@ def _create(args: argparse.Namespace) -> dict[str, Any]:
     from tune2serve.components.errors import UsageError
     from tune2serve.components.scheduling.discover import NEWEST_PREFIX
     from tune2serve.pipelines import schedule
-    from tune2serve.pipelines.commands.submit import submission_from_args
+    from tune2serve.cli.commands.submit import submission_from_args
 
     schedule.parse_cron(args.cron)  # before anything else: the commonest mistake
     if args.source_prefix:
