@@ -74,7 +74,8 @@ from kfp import dsl
 from tune2serve.components.deploy.component import deploy
 from tune2serve.components.export.fanout_component import export_commit, export_plan, export_worker
 from tune2serve.components.step_component import step_component
-from tune2serve.components.scheduling.component import discover, record_promotion
+from tune2serve.components.discover.component import discover
+from tune2serve.components.promotion_record.component import record_promotion
 from tune2serve.components.smoke_test.component import smoke_test
 from tune2serve.components.validate.component import validate
 from tune2serve.components.verify_traffic.component import verify_traffic

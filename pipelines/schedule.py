@@ -7,7 +7,7 @@ run cannot name *which* tuning output to promote. It names a prefix instead:
 first step, ``discover``, resolves it to the newest *completed* tuning output under the
 prefix, and the run ends at once, as a no-op that says why, when there is none or when
 that output was already promoted. That logic lives with the step, in
-``tune2serve.components.scheduling.discover`` (``resolve_source``).
+``tune2serve.components.discover.discover`` (``resolve_source``).
 
 The cron parser is ours (no croniter here): five unix-cron fields with an optional
 ``CRON_TZ=``/``TZ=`` prefix, the syntax Vertex AI schedules accept. It validates before

@@ -76,7 +76,7 @@ def run(args: argparse.Namespace) -> int:
 
 def _create(args: argparse.Namespace) -> dict[str, Any]:
     from tune2serve.components.errors import UsageError
-    from tune2serve.components.scheduling.discover import NEWEST_PREFIX
+    from tune2serve.components.discover.discover import NEWEST_PREFIX
     from tune2serve.pipelines import schedule
     from tune2serve.cli.commands.submit import submission_from_args
 

@@ -13,10 +13,10 @@ import pytest
 
 from tests.conftest import upload_folder
 from tune2serve.components.errors import UsageError
-from tune2serve.components.scheduling import discover
+from tune2serve.components.discover import discover
 from tune2serve.pipelines import schedule
 from tune2serve.cli.main import main
-from tune2serve.components.scheduling.promotion_record import find_promotion, read_promotion_record, write_promotion_record
+from tune2serve.components.promotion_record.promotion_record import find_promotion, read_promotion_record, write_promotion_record
 
 UTC = dt.timezone.utc
 

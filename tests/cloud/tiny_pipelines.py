@@ -30,7 +30,7 @@ def compile_echo(path: Path) -> Path:
 
 def compile_scheduled(path: Path) -> Path:
     """The scheduled-run shape proposed for promote.py: a discover step resolves
-    ``source``/``export_dest`` with ``tune2serve.components.scheduling.discover.resolve_source``; the
+    ``source``/``export_dest`` with ``tune2serve.components.discover.discover.resolve_source``; the
     work sits in a sub-pipeline gated on discover's ``proceed`` passed in as an input
     (kfp.local 2.17 evaluates a condition on a DAG input, not on a task output). The
     work appends "source export_dest" to ``record``."""
@@ -40,7 +40,7 @@ def compile_scheduled(path: Path) -> Path:
 
     @dsl.component(base_image="python:3.11-slim", install_kfp_package=False)
     def discover(source: str, export_dest: str) -> NamedTuple("Discovered", proceed=bool, source=str, export_dest=str, reason=str):
-        from tune2serve.components.scheduling.discover import resolve_source
+        from tune2serve.components.discover.discover import resolve_source
 
         found = resolve_source(source, export_dest)
         print(found.reason)

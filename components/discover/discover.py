@@ -124,7 +124,7 @@ def _resolve(source: str, export_dest: str) -> SourceResolution:
     if newest is None:
         return SourceResolution(None, export_dest, False, f"nothing to do: no completed tuning output under {prefix}")
     dest = f"{export_dest.rstrip('/')}/{newest.rsplit('/', 1)[-1]}"
-    from tune2serve.components.scheduling.promotion_record import find_promotion
+    from tune2serve.components.promotion_record.promotion_record import find_promotion
 
     record = find_promotion(newest, export_dest)
     if record is not None:

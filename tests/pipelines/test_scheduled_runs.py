@@ -123,7 +123,7 @@ def test_completed_output_is_promoted_and_recorded(stack_env: Any, local_stack: 
                                                    story: dict[str, Any], tmp_path: Path) -> None:
     from tune2serve.components.checkpoint.manifest import read_manifest
     from tune2serve.components.checkpoint.storage import open_folder
-    from tune2serve.components.scheduling.promotion_record import read_promotion_record
+    from tune2serve.components.promotion_record.promotion_record import read_promotion_record
 
     result, done, before = promote_completed_run(local_stack, prefix, story, tmp_path)
 

@@ -1,16 +1,16 @@
-"""The scheduling components' bodies (``python_func``), without the stack: discover's
-pass-through and no-op verdicts, and record_promotion writing (or, saying why, not
-writing) the record beside a real export folder."""
+"""The discover step's body (``python_func``), without the stack: its pass-through and
+no-op verdicts, and what it makes of a promotion record that record_promotion wrote
+beside a real export folder (the record step alone: tests/promotion_record/)."""
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 
 from tune2serve.components.checkpoint.manifest import MANIFEST_NAME, Manifest, ManifestEntry
-from tune2serve.components.scheduling.component import discover, record_promotion
-from tune2serve.components.scheduling.promotion_record import read_promotion_record
+from tune2serve.components.discover.component import discover
+from tune2serve.components.promotion_record.component import record_promotion
+from tune2serve.components.promotion_record.promotion_record import read_promotion_record
 
 FINAL = {"config.json": "{}", "model.safetensors": "x"}
 TRAINING = {"checkpoint-5/adapter_config.json": "{}", "checkpoint-5/adapter_model.safetensors": "x"}
@@ -73,30 +73,6 @@ def test_record_then_discover_says_already_promoted(tmp_path: Path) -> None:
     assert (out.proceed, out.source, out.export_dest) == (False, str(run), f"{exports}/run-1")
     assert out.reason.startswith(f"nothing to do: {run} was already promoted (export {export}, "
                                  "endpoint projects/p/locations/r/endpoints/1, at ")
-
-
-def test_a_promotion_onto_production_records_the_production_endpoint(tmp_path: Path) -> None:
-    export = _export(tmp_path / "exports" / "run-1", source="gs://b/tuning/run-1")
-    record_promotion.python_func(export_uri=str(export), endpoint="projects/p/locations/r/endpoints/staging",
-                                 model="m", run_id="", outcome="promoted", production_endpoint="projects/p/locations/r/endpoints/prod")
-    doc = json.loads((tmp_path / "exports" / "run-1.promotion.json").read_text())
-    assert (doc["endpoint"], doc["source"], doc["run_id"]) == ("projects/p/locations/r/endpoints/prod", "gs://b/tuning/run-1", None)
-
-
-def test_no_record_unless_the_model_serves(tmp_path: Path) -> None:
-    export = _export(tmp_path / "exports" / "run-1", source="gs://b/tuning/run-1")
-    said = record_promotion.python_func(export_uri=str(export), endpoint="e", model="m", run_id="r", outcome="rolled_back")
-    assert said == "not recorded: outcome 'rolled_back' is not a promotion (expected one of promoted, verified)"
-    assert read_promotion_record(str(export)) is None
-
-
-def test_a_record_that_cannot_be_written_does_not_fail_the_step(tmp_path: Path) -> None:
-    """The promotion happened; failing here would make finalize undo it. The step warns."""
-    (tmp_path / "exports").write_text("a file where the exports folder should be")
-    export = tmp_path / "exports" / "run-1"
-    said = record_promotion.python_func(export_uri=str(export), endpoint="e", model="m", run_id="r", outcome="verified")
-    assert said.startswith(f"not recorded: {export}.promotion.json: cannot write")
-    assert "the next scheduled run may promote this export again" in said
 
 
 def test_a_source_promoted_as_it_is_records_itself_and_is_not_promoted_again(tmp_path: Path) -> None:

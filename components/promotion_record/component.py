@@ -1,0 +1,26 @@
+"""The record-promotion step as a KFP component: remember that this run promoted its
+export. A thin wrapper over ``promotion_record.record_after_verify``."""
+
+from tune2serve.components.step_component import step_component
+
+
+@step_component
+def record_promotion(export_uri: str, endpoint: str, model: str, run_id: str, outcome: str,
+                     production_endpoint: str = "") -> str:
+    """Writes ``<export>.promotion.json`` beside the export when outcome is promoted or
+    verified, so a scheduled run does not promote the same tuning output twice. Never
+    fails the run over a storage error (the promotion already happened): it warns and
+    says so in its output.
+
+    Args:
+        export_uri: the export that was promoted.
+        endpoint: the endpoint deploy made.
+        model: the Model resource name deploy registered.
+        run_id: the pipeline job name, kept in the record.
+        outcome: verify-traffic's outcome.
+        production_endpoint: the endpoint promoted onto ("" when the new endpoint serves alone).
+    """
+    from tune2serve.components.promotion_record.promotion_record import record_after_verify
+
+    return record_after_verify(export_uri, endpoint=endpoint, model=model, outcome=outcome, run_id=run_id,
+                               production_endpoint=production_endpoint)
