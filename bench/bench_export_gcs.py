@@ -204,7 +204,7 @@ def bench_plan(work: Path, mbps: float, runs: int) -> None:
     from bench_validate import CONFIG as LLAMA_70B
     from bench_validate import llama70b_tensors
 
-    from tune2serve.components.export.fanout import plan_export
+    from tune2serve.components.export.fanout.fanout import plan_export
 
     print(f"headers-only plan (sparse files), projected wall time at {mbps:.0f} MB/s per worker "
           "(data only; each worker's start-up and the commit excluded)")

@@ -30,7 +30,7 @@ import json, os, sys, time
 t0 = time.perf_counter()
 import torch
 t1 = time.perf_counter()
-from tune2serve.components.export import merge, stream
+from tune2serve.components.export.merge import merge, stream
 from tune2serve.components.export.export import export_checkpoint
 if os.environ.get("BENCH_FINITE") == "off":
     merge.check_finite = stream.check_finite = lambda *a, **k: None

@@ -33,7 +33,7 @@ Why it is shaped this way:
   model under ``export_min_worker_size`` per worker gets fewer; a small one, one),
   ``dsl.ParallelFor`` runs one ``export-worker`` per group, and ``export-commit`` writes
   the index and manifest once every group is staged: nothing at DEST is visible as
-  complete before it (components/export/fanout.py). Vertex AI Pipelines is the
+  complete before it (components/export/fanout/fanout.py). Vertex AI Pipelines is the
   distributed engine; kfp.local runs the same DAG, the workers one after another.
 - Workers and commit get ``export_cpu`` / ``export_memory`` (``set_cpu_limit`` /
   ``set_memory_limit``: Vertex AI Pipelines picks a machine with at least that much;
@@ -72,7 +72,7 @@ from google_cloud_pipeline_components.v1.custom_job import create_custom_trainin
 from kfp import dsl
 
 from tune2serve.components.deploy.component import deploy
-from tune2serve.components.export.fanout_component import export_commit, export_plan, export_worker
+from tune2serve.components.export.fanout.component import export_commit, export_plan, export_worker
 from tune2serve.components.step_component import step_component
 from tune2serve.components.discover.component import discover
 from tune2serve.components.promotion_record.component import record_promotion

@@ -25,23 +25,23 @@ from tune2serve.components.checkpoint.index import find_weight_files
 from tune2serve.components.checkpoint.manifest import Manifest
 from tune2serve.components.checkpoint.storage import Folder, ObjectInfo, open_folder
 from tune2serve.components.errors import MergeError, PromotionError, SourceNotFoundError, UsageError
-from tune2serve.components.export.config_clean import (
+from tune2serve.components.export.plan.config_clean import (
     TOKENIZER_FILES, clean_config, generation_config_from, transformers_version,
 )
-from tune2serve.components.export.layout import CheckpointChoice, Selection, discover
-from tune2serve.components.export.embeddings import untie_trained_embedding
-from tune2serve.components.export.moe import plan_param_lora, split_param_lora
-from tune2serve.components.export.names import DiskNames
-from tune2serve.components.export.tokens import apply_token_rows, split_token_rows
-from tune2serve.components.export.producers import check_full_weights
-from tune2serve.components.export import passthrough
-from tune2serve.components.export.merge import ADAPTER_CONFIG, AdapterPlan, LoraOptions, plan_adapter, read_adapter
-from tune2serve.components.export.plan import DTYPES, OutputPlan, output_dtype, plan_output
-from tune2serve.components.export.sources import describe_source, fingerprints, local_dir, open_source, open_weights
-from tune2serve.components.export.stream import TensorStream
+from tune2serve.components.export.source.layout import CheckpointChoice, Selection, discover
+from tune2serve.components.export.merge.embeddings import untie_trained_embedding
+from tune2serve.components.export.merge.moe import plan_param_lora, split_param_lora
+from tune2serve.components.export.plan.names import DiskNames
+from tune2serve.components.export.merge.tokens import apply_token_rows, split_token_rows
+from tune2serve.components.export.source.producers import check_full_weights
+from tune2serve.components.export.plan import passthrough
+from tune2serve.components.export.merge.merge import ADAPTER_CONFIG, AdapterPlan, LoraOptions, plan_adapter, read_adapter
+from tune2serve.components.export.plan.plan import DTYPES, OutputPlan, output_dtype, plan_output
+from tune2serve.components.export.source.sources import describe_source, fingerprints, local_dir, open_source, open_weights
+from tune2serve.components.export.merge.stream import TensorStream
 from tune2serve.components.export.timing import Spans
-from tune2serve.components.export.upload import Publisher
-from tune2serve.components.export.writer import INDEX_NAME, index_json, parse_size, plan_shards, write_shard, write_small
+from tune2serve.components.export.publish.upload import Publisher
+from tune2serve.components.export.publish.writer import INDEX_NAME, index_json, parse_size, plan_shards, write_shard, write_small
 from tune2serve.components.image import package_version
 from tune2serve.components.logs import get_logger, log_event
 
@@ -68,7 +68,7 @@ class ExportResult:
     merge: dict[str, Any] | None = None
     manifest_digest: str = ""
     notes: list[str] = field(default_factory=list)
-    passthrough: bool = False  # dest is SOURCE itself, already deployable (passthrough.py)
+    passthrough: bool = False  # dest is SOURCE itself, already deployable (plan/passthrough.py)
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -208,7 +208,7 @@ def export_checkpoint(source: str, dest: str, *, base_model: str | None = None, 
 
     ``spans``, when given, receives the seconds spent per stage (the benchmark's
     ``--profile``). ``pass_through`` (the pipeline's steps): a gs:// SOURCE that already
-    is a deployable folder is returned as the export, nothing copied (``passthrough.py``).
+    is a deployable folder is returned as the export, nothing copied (``plan/passthrough.py``).
 
     Raises:
         UsageError: a flag does not parse.

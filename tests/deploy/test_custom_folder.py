@@ -222,7 +222,7 @@ def test_the_pipeline_export_passes_a_deployable_folder_through(stack_env: Stack
         stack_env, "custom-weights/pass-through")
     assert "already a deployable folder" in model.metadata["notes"][0]
     # The fanned-out export (plan, workers, commit) passes it through the same way.
-    from tune2serve.components.export.fanout import Group, commit_export, export_group, plan_export
+    from tune2serve.components.export.fanout.fanout import Group, commit_export, export_group, plan_export
 
     groups, planned = plan_export(uri, dest, workers=3)
     assert groups == [Group(0, [], 0)] and planned.passthrough

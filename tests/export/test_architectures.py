@@ -7,7 +7,7 @@ with PEFT's ``merge_and_unload()`` (renamed to the on-disk names by transformers
 ``revert_weight_conversion``, as ``save_pretrained`` would) tensor by tensor, then
 loaded with transformers: its logits equal the unmerged PEFT model's. On the MoE classes
 PEFT's "all-linear" becomes parameter-level LoRA on the fused experts
-(``target_parameters``), merged by ``export/moe.py``; gpt-oss and Llama-4 experts are
+(``target_parameters``), merged by ``export/merge/moe.py``; gpt-oss and Llama-4 experts are
 tested with ``target_parameters`` given by hand, with oblong and square (gpt-oss's
 published 2880 × 2880 ``down_proj``) expert matrices."""
 

@@ -13,7 +13,7 @@ import pytest
 from tests.conftest import upload_folder
 from tests.export.conftest import make_adapter
 from tune2serve.components.export.export import export_checkpoint
-from tune2serve.components.export.fanout import Group, commit_export, export_group, plan_export, split
+from tune2serve.components.export.fanout.fanout import Group, commit_export, export_group, plan_export, split
 
 SHARD = "60KB"
 
@@ -129,7 +129,7 @@ def test_ranged_reads_return_the_file_bytes_and_keep_no_window_behind(tiny_llama
     from tune2serve.components.checkpoint.tensor_reader import SafetensorsFile
     import torch
 
-    from tune2serve.components.export.remote import RemoteSafetensorsFile
+    from tune2serve.components.export.source.remote import RemoteSafetensorsFile
 
     upload_folder(tiny_llama, gcs_bucket, "m")
     local = SafetensorsFile(tiny_llama / "model.safetensors", "model.safetensors")
@@ -157,7 +157,7 @@ def test_ranged_reads_reuse_a_fixed_set_of_buffers_and_threads_across_files(tiny
     (a buffer or a thread pool per window or file made peak RSS grow with the shards)."""
     from tune2serve.components.checkpoint.storage import open_folder
     from tune2serve.components.checkpoint.tensor_reader import SafetensorsFile
-    from tune2serve.components.export import remote
+    from tune2serve.components.export.source import remote
 
     chunk = 4097  # a window size of this test's own, so its buffer pool is fresh
     local = SafetensorsFile(tiny_llama / "model.safetensors", "model.safetensors")

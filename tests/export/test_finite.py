@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 from tune2serve.components.errors import MergeError
-from tune2serve.components.export.finite import check_finite
+from tune2serve.components.export.merge.finite import check_finite
 
 from tests.export.conftest import assert_nothing_published, make_adapter
 

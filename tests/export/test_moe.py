@@ -1,4 +1,4 @@
-"""``export/moe.py``'s streaming merge of parameter-level LoRA on fused experts: each
+"""``export/merge/moe.py``'s streaming merge of parameter-level LoRA on fused experts: each
 on-disk expert tensor's update is made when asked, one expert at a time, and nothing is
 held once it has been taken — with PEFT's ``merge_and_unload()`` as the oracle of every
 value (tiny random models made here, as in ``test_architectures``)."""
@@ -15,9 +15,9 @@ from tests.export.conftest import read_export
 from tests.export.test_architectures import ARCHITECTURES, _adapter, _build
 from tune2serve.components.checkpoint.tensor_reader import CheckpointTensors
 from tune2serve.components.export.export import export_checkpoint
-from tune2serve.components.export.merge import read_adapter
-from tune2serve.components.export.moe import plan_param_lora, split_param_lora
-from tune2serve.components.export.names import DiskNames
+from tune2serve.components.export.merge.merge import read_adapter
+from tune2serve.components.export.merge.moe import plan_param_lora, split_param_lora
+from tune2serve.components.export.plan.names import DiskNames
 
 
 def _made(class_name: str, tmp_path: Path, tiny_llama: Path, **lora: Any) -> tuple[Path, Path, dict[str, Any]]:

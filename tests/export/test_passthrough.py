@@ -7,8 +7,8 @@ from __future__ import annotations
 import pytest
 
 from tune2serve.components.checkpoint.storage import GcsFolder, LocalFolder, ObjectInfo
-from tune2serve.components.export.layout import Selection
-from tune2serve.components.export.passthrough import decide
+from tune2serve.components.export.source.layout import Selection
+from tune2serve.components.export.plan.passthrough import decide
 
 FULL = Selection("full-checkpoint", "", False, "full model weights")
 FOLDER = [ObjectInfo("config.json", 700), ObjectInfo("model-00001-of-00002.safetensors", 900),

@@ -361,7 +361,7 @@ def test_trl_sft_full_fine_tune_exports_the_trained_model(tiny_llama: Path, tmp_
 def test_name_mapping_builds_only_transformers_model_classes() -> None:
     """The base config's ``architectures`` picks the class built on the meta device for
     name mapping: a name that is not a transformers model class builds nothing."""
-    from tune2serve.components.export.names import DiskNames
+    from tune2serve.components.export.plan.names import DiskNames
 
     for arch in ("pipeline", "AutoModel", "os", "EvilForCausalLM"):
         names = DiskNames({"model_type": "llama", "architectures": [arch], "hidden_size": 8})

@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from tune2serve.components.export.sources import TuningJobName
+from tune2serve.components.export.source.sources import TuningJobName
 from tune2serve.localstack.ports import free_port
 
 

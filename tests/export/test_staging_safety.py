@@ -8,7 +8,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from tune2serve.components.export.upload import WRITER
+from tune2serve.components.export.publish.upload import WRITER
 
 from tests.export.conftest import make_adapter
 

@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 
 from tests.export.conftest import assert_matches, make_adapter, peft_merged, read_export
-from tune2serve.components.export import shard_file as shard_file_module
-from tune2serve.components.export import stream as stream_module
+from tune2serve.components.export.publish import shard_file as shard_file_module
+from tune2serve.components.export.merge import stream as stream_module
 from tune2serve.components.export.export import export_checkpoint
 
 ALL_PROJ = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
@@ -62,9 +62,9 @@ def test_each_tensor_takes_the_cheapest_exact_path(tiny_llama_bf16: Path, tmp_pa
     """Untouched tensors are copied as bytes, LoRA targets merged row block by row block,
     per-column DoRA (an embedding's) built whole."""
     from tune2serve.components.checkpoint.tensor_reader import CheckpointTensors
-    from tune2serve.components.export.merge import plan_adapter, read_adapter
-    from tune2serve.components.export.plan import plan_output
-    from tune2serve.components.export.stream import TensorStream
+    from tune2serve.components.export.merge.merge import plan_adapter, read_adapter
+    from tune2serve.components.export.plan.plan import plan_output
+    from tune2serve.components.export.merge.stream import TensorStream
 
     adapter = make_adapter(tiny_llama_bf16, tmp_path / "adapter", r=4, lora_alpha=8, use_dora=True,
                            target_modules=["embed_tokens", "q_proj"])

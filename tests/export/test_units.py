@@ -9,9 +9,9 @@ import pytest
 
 from tune2serve.components.checkpoint.storage import LocalFolder
 from tune2serve.components.errors import CheckpointError, UsageError
-from tune2serve.components.export.config_clean import clean_config, generation_config_from
-from tune2serve.components.export.layout import CheckpointChoice, discover
-from tune2serve.components.export.writer import OutTensor, parse_size, plan_shards, shard_header
+from tune2serve.components.export.plan.config_clean import clean_config, generation_config_from
+from tune2serve.components.export.source.layout import CheckpointChoice, discover
+from tune2serve.components.export.publish.writer import OutTensor, parse_size, plan_shards, shard_header
 
 
 @pytest.mark.parametrize("text, value", [("5GB", 5 * 10**9), ("500MB", 500 * 10**6), ("100KB", 100_000),

@@ -121,7 +121,7 @@ def open_weights(folder: Folder, names: list[str], scratch: Path) -> tuple[Check
     GCS: safetensors read by range where they lie (``remote.RemoteSafetensorsFile``);
     ``.bin`` files downloaded to ``scratch`` one by one (a pickle is scanned whole)."""
     from tune2serve.components.checkpoint import bounded_json
-    from tune2serve.components.export.remote import RemoteSafetensorsFile
+    from tune2serve.components.export.source.remote import RemoteSafetensorsFile
 
     if isinstance(folder, LocalFolder):
         tensors = CheckpointTensors.open(folder.root, label=folder.uri)

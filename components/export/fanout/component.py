@@ -29,7 +29,7 @@ def export_plan(
         dtype: auto, bfloat16, float16 or float32.
         max_shard_size: largest shard, e.g. 5GB.
     """
-    from tune2serve.components.export.fanout import plan_export
+    from tune2serve.components.export.fanout.fanout import plan_export
     from tune2serve.components.logs import get_logger, log_event
 
     groups, result = plan_export(source, dest, workers=workers, min_worker_bytes=min_worker_size,
@@ -56,7 +56,7 @@ def export_worker(
         dtype: as for export_plan.
         max_shard_size: as for export_plan.
     """
-    from tune2serve.components.export.fanout import Group, export_group
+    from tune2serve.components.export.fanout.fanout import Group, export_group
 
     export_group(source, dest, Group.from_json(group), base_model=base_model or None, checkpoint=checkpoint,
                  dtype=dtype, max_shard_size=max_shard_size)
@@ -81,7 +81,7 @@ def export_commit(
     """
     from collections import namedtuple
 
-    from tune2serve.components.export.fanout import commit_export
+    from tune2serve.components.export.fanout.fanout import commit_export
 
     result = commit_export(source, dest, base_model=base_model or None, checkpoint=checkpoint, dtype=dtype,
                            max_shard_size=max_shard_size)

@@ -38,9 +38,9 @@ from tune2serve.components.checkpoint.identity import folder_identity
 from tune2serve.components.checkpoint.manifest import MANIFEST_NAME
 from tune2serve.components.errors import CheckpointError
 from tune2serve.components.checkpoint.storage import GCS_SCHEME, Folder, GcsFolder, ObjectInfo, open_folder
-from tune2serve.components.export.config_clean import TOKENIZER_FILES, TRAINING_ONLY_KEYS, config_dtype
-from tune2serve.components.export.layout import CheckpointChoice, Selection, discover
-from tune2serve.components.export.writer import INDEX_NAME
+from tune2serve.components.export.plan.config_clean import TOKENIZER_FILES, TRAINING_ONLY_KEYS, config_dtype
+from tune2serve.components.export.source.layout import CheckpointChoice, Selection, discover
+from tune2serve.components.export.publish.writer import INDEX_NAME
 from tune2serve.components.logs import get_logger, log_event
 
 logger = get_logger("export.passthrough")

@@ -32,7 +32,7 @@ from typing import Any
 
 from tune2serve.components.checkpoint.tensor_reader import FLOAT_NAMES
 from tune2serve.components.errors import MergeError
-from tune2serve.components.export.adapter_config import pattern_value
+from tune2serve.components.export.plan.adapter_config import pattern_value
 
 _KEY = re.compile(r"^(?:base_model\.model\.)?(?P<module>.+\.experts)(?P<nest>(?:\.base_layer)*)\.lora_(?P<ab>[AB])\.weight$")
 _PEFT = "merge with PEFT and export the merged folder"

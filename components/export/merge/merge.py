@@ -35,9 +35,9 @@ from tune2serve.components.checkpoint.bin_loader import load_state_dict
 from tune2serve.components.checkpoint.storage import LocalFolder
 from tune2serve.components.checkpoint.tensor_reader import TensorMeta, torch_dtype
 from tune2serve.components.errors import MergeError
-from tune2serve.components.export.adapter_config import check_values, pattern_value
-from tune2serve.components.export.finite import check_finite
-from tune2serve.components.export.producers import check_adapter_config, check_gathered
+from tune2serve.components.export.plan.adapter_config import check_values, pattern_value
+from tune2serve.components.export.merge.finite import check_finite
+from tune2serve.components.export.source.producers import check_adapter_config, check_gathered
 
 ADAPTER_CONFIG = "adapter_config.json"
 _PREFIX = "base_model.model."

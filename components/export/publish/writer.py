@@ -169,7 +169,7 @@ def write_shard(path: Path, plan: ShardPlan, produce: Produce, crc: bool = False
     import threading
     import time
 
-    from tune2serve.components.export.shard_file import ShardFile
+    from tune2serve.components.export.publish.shard_file import ShardFile
     from tune2serve.components.export.timing import Spans as _Spans
 
     spans = spans or _Spans()

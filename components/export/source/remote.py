@@ -26,7 +26,7 @@ from tune2serve.components.checkpoint.safetensors_header import read_header
 from tune2serve.components.checkpoint.storage import Folder
 from tune2serve.components.checkpoint.tensor_reader import SafetensorsFile, TensorMeta, torch_dtype
 from tune2serve.components.errors import CheckpointError
-from tune2serve.components.export.stream import BufferPool
+from tune2serve.components.export.merge.stream import BufferPool
 
 AHEAD = 4  # ranged reads in flight ahead of the stream, per file
 

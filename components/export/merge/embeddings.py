@@ -14,9 +14,9 @@ from __future__ import annotations
 from typing import Any
 
 from tune2serve.components.checkpoint.tensor_reader import CheckpointTensors
-from tune2serve.components.export.config_clean import is_tied
-from tune2serve.components.export.merge import AdapterPlan
-from tune2serve.components.export.plan import EMBED_SUFFIXES, LM_HEAD_NAMES
+from tune2serve.components.export.plan.config_clean import is_tied
+from tune2serve.components.export.merge.merge import AdapterPlan
+from tune2serve.components.export.plan.plan import EMBED_SUFFIXES, LM_HEAD_NAMES
 
 
 def untie_trained_embedding(adapter: AdapterPlan, tensors: CheckpointTensors, config: dict[str, Any]) -> None:

@@ -23,7 +23,7 @@ from pathlib import PurePosixPath
 from tune2serve.components.checkpoint import bounded_json
 from tune2serve.components.checkpoint.storage import Folder, ObjectInfo
 from tune2serve.components.errors import CheckpointError, UsageError
-from tune2serve.components.export.producers import unconsolidated
+from tune2serve.components.export.source.producers import unconsolidated
 
 TRAINING_FILES = ("optimizer.pt", "scheduler.pt", "training_args.bin", "trainer_state.json")
 _TRAINER_CKPT = re.compile(r"^checkpoint-(\d+)$")

@@ -14,6 +14,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
+from tune2serve.components.checkpoint import bounded_json
 from tune2serve.components.errors import MergeError
 
 MAX_RANK = 65_536
@@ -24,7 +25,7 @@ MAX_ABS_SCALING = 1e4
 
 
 def _number(value: object) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    return bounded_json.is_finite_number(value)
 
 
 def _rank(value: object) -> bool:

@@ -22,7 +22,7 @@ The result equals the single-worker export byte for byte: the same plan, the sam
 shard writer, the same commit (tests/export/test_fanout.py).
 
 These are the pipeline's export, so a gs:// source that already is a deployable folder
-passes through (``pass_through``, ``passthrough.py``): the plan has one empty group, the
+passes through (``pass_through``, ``plan/passthrough.py``): the plan has one empty group, the
 worker does nothing, and commit returns the source itself as the export.
 """
 
@@ -32,7 +32,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from tune2serve.components.export.export import ExportResult, Part, export_checkpoint
-from tune2serve.components.export.writer import parse_size
+from tune2serve.components.export.publish.writer import parse_size
 
 MIN_WORKER_BYTES = "20GB"  # below this share per worker, more workers cost more than they save
 

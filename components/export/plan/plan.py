@@ -16,9 +16,9 @@ from typing import Any
 
 from tune2serve.components.checkpoint.tensor_reader import FLOAT_NAMES, TensorMeta
 from tune2serve.components.errors import MergeError, UsageError
-from tune2serve.components.export.config_clean import config_dtype, is_tied
-from tune2serve.components.export.merge import AdapterPlan
-from tune2serve.components.export.writer import OutTensor
+from tune2serve.components.export.plan.config_clean import config_dtype, is_tied
+from tune2serve.components.export.merge.merge import AdapterPlan
+from tune2serve.components.export.publish.writer import OutTensor
 
 DTYPES = {"bfloat16": "BF16", "float16": "F16", "float32": "F32"}
 EMBED_SUFFIXES = ("embed_tokens.weight", "wte.weight", "word_embeddings.weight", "embed_in.weight")

@@ -42,7 +42,7 @@ from tune2serve.components.checkpoint import bounded_json
 from tune2serve.components.checkpoint.manifest import MANIFEST_NAME, Manifest, ManifestEntry, parse_manifest
 from tune2serve.components.checkpoint.storage import Folder, GcsFolder, LocalFolder
 from tune2serve.components.errors import CheckpointError, DestinationError, PromotionError
-from tune2serve.components.export.writer import Written, hash_file
+from tune2serve.components.export.publish.writer import Written, hash_file
 
 STAGING = "_staging"
 STATE = "state.json"

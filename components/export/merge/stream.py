@@ -28,11 +28,11 @@ from collections.abc import Iterator
 from typing import Any
 
 from tune2serve.components.checkpoint.tensor_reader import FLOAT_NAMES, CheckpointTensors, torch_dtype
-from tune2serve.components.export.finite import check_finite
+from tune2serve.components.export.merge.finite import check_finite
 from tune2serve.components.errors import CheckpointError
-from tune2serve.components.export.merge import AdapterPlan, RowMerger, cast, merged, row_blockable
+from tune2serve.components.export.merge.merge import AdapterPlan, RowMerger, cast, merged, row_blockable
 from tune2serve.components.export.timing import Spans
-from tune2serve.components.export.writer import Chunk, OutTensor
+from tune2serve.components.export.publish.writer import Chunk, OutTensor
 
 CHUNK_BYTES = 16 << 20   # one pooled buffer
 POOL_COUNT = 8           # buffers: 3 queued per consumer + the one being filled, + slack

@@ -1,0 +1,1 @@
+"""Export stage 4, publishing: shards written and hashed as streamed, staged and published atomically at DEST."""
