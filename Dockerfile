@@ -40,6 +40,8 @@ COPY requirements.txt ./requirements.txt
 RUN pip install --require-hashes --no-deps --extra-index-url "${TORCH_INDEX_URL}" -r requirements.txt
 
 COPY pyproject.toml setup.py README.md ./
+# What the steps run: the components, the DAG and its runners, the CLI. Not the local stack
+# or the demo models (localstack/, demo/): setup.py skips a package root that is absent.
 COPY components ./components
 COPY pipelines ./pipelines
 COPY cli ./cli

@@ -2,14 +2,20 @@
 installs exactly the runtime lock (hash-checked, nothing resolved at build time), then the
 package itself adding nothing; the lock's kfp is the one the compiled spec names and the
 steps run with; it runs as non-root and leaves no build tools in the final stage;
-.dockerignore keeps everything else out."""
+.dockerignore keeps everything else out (the local stack, the demo and the tests too); the
+package made from that context holds the steps alone, and nothing they run imports the
+local stack or the demo."""
 
 from __future__ import annotations
 
 import fnmatch
+import json
 import re
 import shlex
+import subprocess
+import sys
 import tomllib
+import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -162,17 +168,88 @@ def _ignored(rel: str, patterns: list[str]) -> bool:
     return verdict
 
 
+def _dockerignore() -> list[str]:
+    return [p.strip() for p in (REPO / ".dockerignore").read_text().splitlines() if p.strip() and not p.startswith("#")]
+
+
 def test_dockerignore_lets_in_the_sources_and_nothing_else() -> None:
-    patterns = [p.strip() for p in (REPO / ".dockerignore").read_text().splitlines() if p.strip() and not p.startswith("#")]
+    patterns = _dockerignore()
     for needed in ("pyproject.toml", "setup.py", "README.md", "requirements.txt", "components/errors.py", "cli/main.py",
-                   "components/validate/supported_models.json"):
+                   "cli/commands/validate.py", "pipelines/promote.py", "components/validate/supported_models.json"):
         assert not _ignored(needed, patterns), needed
     for kept_out in (".venv/bin/python", ".git/HEAD", "tests/conftest.py", "compiled/promote_checkpoint.yaml",
                      ".tune2serve/stack.json", "components/__pycache__/errors.cpython-311.pyc", "bench/run.py",
-                     "localstack/tls/ca.key", "requirements-test.txt", "tools/relock.py"):
+                     "localstack/tls/ca.key", "localstack/stack.py", "demo/tiny_models.py",
+                     "tests/fixtures/broken_models.py", "requirements-test.txt", "tools/relock.py"):
         assert _ignored(kept_out, patterns), kept_out
 
 
 def test_every_copied_source_exists() -> None:
     for name in ("pyproject.toml", "setup.py", "README.md", "requirements.txt", "components", "pipelines", "cli"):
         assert (REPO / name).exists(), f"the Dockerfile copies {name}, which is missing"
+
+
+@pytest.mark.timeout(300)
+def test_the_build_context_makes_a_package_of_the_steps_alone(tmp_path: Path) -> None:
+    """setup.py on what `docker build` receives (no localstack/, demo/, tests/): the package
+    builds, and holds components, pipelines and cli and nothing else."""
+    context = tmp_path / "context"
+    tracked = subprocess.run(["git", "ls-files"], cwd=REPO, capture_output=True, text=True, check=True).stdout.split()
+    for rel in tracked:
+        if (REPO / rel).is_file() and not _ignored(rel, _dockerignore()):
+            (context / rel).parent.mkdir(parents=True, exist_ok=True)
+            (context / rel).write_bytes((REPO / rel).read_bytes())
+    assert not (context / "localstack").exists() and (context / "cli").is_dir()
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "--no-build-isolation",
+                    "--wheel-dir", str(tmp_path / "wheel"), str(context)], check=True, capture_output=True)
+    [wheel] = (tmp_path / "wheel").glob("tune2serve-*.whl")
+    names = zipfile.ZipFile(wheel).namelist()
+    packages = {n.split("/")[1] for n in names if n.startswith("tune2serve/")}
+    assert packages == {"components", "pipelines", "cli"}, packages
+    assert {"tune2serve/cli/main.py", "tune2serve/pipelines/promote.py",
+            "tune2serve/components/validate/supported_models.json"} <= set(names)
+
+
+# The image carries neither the local stack nor the demo: nothing it runs may import them
+# when it is imported (the `local` verb's module does, and the CLI reports that verb as
+# not available in such a build).
+_WITHOUT_LOCAL_STACK = """
+import contextlib, importlib, io, json, pkgutil, sys, tempfile
+from importlib.abc import MetaPathFinder
+
+class Absent(MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[:2] in (["tune2serve", "localstack"], ["tune2serve", "demo"]):
+            raise ModuleNotFoundError(f"No module named {name!r}", name=name)
+
+sys.meta_path.insert(0, Absent())
+failed = {}
+for package in ("components", "pipelines", "cli"):
+    root = importlib.import_module(f"tune2serve.{package}")
+    for module in pkgutil.walk_packages(root.__path__, f"tune2serve.{package}."):
+        try:
+            importlib.import_module(module.name)
+        except ModuleNotFoundError as e:
+            failed[module.name] = str(e)
+from tune2serve.cli.main import main
+with contextlib.redirect_stdout(io.StringIO()) as out:
+    try:
+        main(["--help"])
+    except SystemExit as e:
+        assert e.code == 0, e.code
+assert "usage: tune2serve" in out.getvalue()
+with tempfile.TemporaryDirectory() as d, contextlib.redirect_stdout(io.StringIO()):
+    assert main(["compile", "--output", d + "/p.yaml"]) == 0
+with contextlib.redirect_stderr(io.StringIO()) as err:
+    assert main(["local"]) == 2
+assert "not available in this build" in err.getvalue(), err.getvalue()
+print(json.dumps(failed))
+"""
+
+
+@pytest.mark.timeout(300)
+def test_what_the_image_runs_imports_no_local_stack_or_demo() -> None:
+    proc = subprocess.run([sys.executable, "-c", _WITHOUT_LOCAL_STACK], capture_output=True, text=True, timeout=280)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert json.loads(proc.stdout.splitlines()[-1]) == {
+        "tune2serve.cli.commands.local": "No module named 'tune2serve.localstack'"}
