@@ -57,8 +57,12 @@ def inspect_index(folder: Folder, name: str) -> tuple[WeightIndex | None, list[I
     index = WeightIndex(file=name)
     problems: list[IndexProblem] = []
     total = doc.get("metadata", {}).get("total_size") if isinstance(doc.get("metadata"), dict) else None
-    index.total_size = (int(total) if bounded_json.is_finite_number(total) and 0 <= total < 2**64  # type: ignore[operator]
-                        else None)
+    in_range = bounded_json.is_finite_number(total) and 0 <= total < 2**64  # type: ignore[operator]
+    index.total_size = int(total) if in_range else None  # type: ignore[arg-type]
+    if bounded_json.is_number(total) and not in_range:
+        problems.append(IndexProblem(INDEX_INVALID, f"{name}: metadata.total_size {str(total)[:24]} is not a byte count"))
+    if not doc["weight_map"]:
+        problems.append(IndexProblem(INDEX_INVALID, f"{name}: weight_map names no tensors"))
     for tensor, shard in doc["weight_map"].items():
         if not isinstance(shard, str):
             problems.append(IndexProblem(INDEX_INVALID, f"{name}: weight_map[{tensor!r}] is {shard!r}, not a file name", tensor))

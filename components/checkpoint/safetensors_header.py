@@ -140,7 +140,8 @@ def inspect_header(folder: Folder, name: str, file_size: int | None = None) -> H
         return _fail(HEADER_TOO_MANY_TENSORS,
                      f"{name}: header holds more than {MAX_TENSORS_PER_FILE} entries; no real shard does (split the file)")
     try:
-        doc = bounded_json.loads(raw.rstrip(b" "), name, max_bytes=MAX_HEADER_BYTES, max_depth=None)
+        doc = bounded_json.loads(raw.rstrip(b" "), name, max_bytes=MAX_HEADER_BYTES, max_depth=None,
+                                 max_int_digits=bounded_json.U64_DIGITS)
     except bounded_json.JsonLimitError as e:
         return _fail(HEADER_NOT_JSON, f"{name}: header is not valid JSON: {str(e).removeprefix(name + ': ')}")
     if not isinstance(doc, dict):

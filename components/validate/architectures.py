@@ -40,18 +40,47 @@ def class_defaults(model_type: str | None) -> dict[str, Any]:
     return dict(_defaults_doc()["defaults"].get(model_type or "", {}))
 
 
+def class_aliases(model_type: str | None) -> dict[str, str]:
+    """The config class's ``attribute_map`` (alias → attribute): both spellings are read."""
+    return dict(_defaults_doc().get("aliases", {}).get(model_type or "", {}))
+
+
+def _canonical(layer: dict[str, Any], aliases: dict[str, str]) -> dict[str, Any]:
+    """``layer`` with every aliased key under its attribute name; where a layer spells
+    both, the attribute name wins, as transformers' ``__init__`` keeps it."""
+    out = {aliases.get(k, k): v for k, v in layer.items() if k not in aliases}
+    for alias, attr in aliases.items():
+        if alias in layer and attr not in layer:
+            out[attr] = layer[alias]
+    return out
+
+
 def effective_text_config(doc: dict[str, Any]) -> dict[str, Any]:
     """The language model's config as the server sees it: the file's keys over the config
-    class defaults; for multimodal configs, ``text_config`` over the top level."""
+    class defaults; for multimodal configs, ``text_config`` over the top level. Keys the
+    class renames (``attribute_map``: transformers 5 writes Qwen3-MoE's ``num_local_experts``
+    where transformers 4 wrote ``num_experts``) are read under either spelling and given
+    under both."""
     model_type = doc.get("model_type") if isinstance(doc.get("model_type"), str) else None
     top = dict(doc)  # an explicit null is kept: DeepSeek's "q_lora_rank": null means no query compression
     text = doc.get("text_config")
     if not isinstance(text, dict):
-        return {**class_defaults(model_type), **top}
-    text_type = text.get("model_type") if isinstance(text.get("model_type"), str) else \
-        _defaults_doc()["text_config_types"].get(model_type or "")
-    merged = {**class_defaults(model_type), **class_defaults(text_type), **top, **text}
-    merged["model_type"] = text_type or model_type
+        layers, types = [class_defaults(model_type), top], [model_type]
+    else:
+        text_type = text.get("model_type") if isinstance(text.get("model_type"), str) else \
+            _defaults_doc()["text_config_types"].get(model_type or "")
+        layers, types = [class_defaults(model_type), class_defaults(text_type), top, text], [model_type, text_type]
+    aliases: dict[str, str] = {}
+    for t in types:
+        aliases.update(class_aliases(t))
+    merged: dict[str, Any] = {}
+    for layer in layers:
+        merged.update(_canonical(layer, aliases))
+    for alias, attr in aliases.items():
+        if attr in merged:
+            merged[alias] = merged[attr]
+    if isinstance(text, dict):
+        merged["model_type"] = types[1] or model_type
     return merged
 
 

@@ -19,7 +19,6 @@ CONFIG = "config.json"
 TOKENIZER_CONFIG = "tokenizer_config.json"
 TOKENIZER_JSON = "tokenizer.json"
 TOKENIZER_MODEL = "tokenizer.model"
-MAX_JSON_BYTES = 64 * 1024 * 1024  # a config or tokenizer file beyond this is not one
 
 
 @dataclass(frozen=True)
@@ -114,10 +113,10 @@ def read_json_file(folder: Folder, sizes: dict[str, int], name: str) -> JsonFile
         return JsonFile(name, error="missing")
     if sizes[name] == 0:
         return JsonFile(name, error="empty")
-    if sizes[name] > MAX_JSON_BYTES:
+    if sizes[name] > bounded_json.max_bytes_for(name):
         return JsonFile(name, error="too-large")
     try:
-        return JsonFile(name, doc=bounded_json.loads(folder.read_bytes(name), name, max_bytes=MAX_JSON_BYTES))
+        return JsonFile(name, doc=bounded_json.loads(folder.read_bytes(name), name))
     except bounded_json.JsonLimitError as e:
         reason = str(e).removeprefix(f"{name}: ")
         return JsonFile(name, error=reason if reason.startswith("not ") else f"refused: {reason}")

@@ -7,6 +7,10 @@ the model from the config *class*, whose defaults fill every absent key (Gemma-3
 ``head_dim`` 256, Gemma-3-4B's ``num_attention_heads`` 8). Only plain defaults are
 recorded: values derived in ``__post_init__`` (Llama's ``head_dim`` = hidden / heads,
 Qwen3-Next's ``layer_types``) are computed by ``validate.architectures``.
+
+Each class's ``attribute_map`` is recorded too: transformers renames keys between versions
+and reads either spelling (a Qwen3-MoE config saved by transformers 5 says
+``num_local_experts`` where transformers 4 wrote ``num_experts``), so validate must too.
 """
 
 from __future__ import annotations
@@ -35,8 +39,11 @@ def generate() -> dict[str, Any]:
 
     model_types = sorted({t for f in load_supported().families for t in f.model_types} | set(TEXT_CONFIG_TYPES.values()))
     defaults: dict[str, dict[str, Any]] = {}
+    aliases: dict[str, dict[str, str]] = {}
     for model_type in model_types:
         cls = CONFIG_MAPPING[model_type]
+        if getattr(cls, "attribute_map", None):
+            aliases[model_type] = dict(sorted(cls.attribute_map.items()))
         values: dict[str, Any] = {}
         for f in dataclasses.fields(cls):
             if f.default is not dataclasses.MISSING and f.default is not None and _plain(f.default):
@@ -46,6 +53,7 @@ def generate() -> dict[str, Any]:
         "generated_by": "tests/validate/config_defaults_gen.py",
         "transformers_version": transformers.__version__,
         "text_config_types": TEXT_CONFIG_TYPES,
+        "aliases": aliases,
         "defaults": defaults,
     }
 

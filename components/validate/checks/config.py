@@ -3,6 +3,7 @@ remote code (Vertex serves with vLLM, which would need trust_remote_code)."""
 
 from __future__ import annotations
 
+from tune2serve.components.checkpoint.bounded_json import max_bytes_for
 from tune2serve.components.validate.context import Checkpoint, JsonFile
 from tune2serve.components.validate.findings import Finding, error, info
 from tune2serve.components.validate.supported import load_supported
@@ -28,7 +29,8 @@ def _json_problems(jf: JsonFile, code: str) -> list[Finding]:
     if jf.error in ("missing", "empty"):  # reported by the files check
         return []
     if jf.error == "too-large":
-        return [error(code, f"{jf.name} is too large to be a config file", jf.name)]
+        return [error(code, f"{jf.name} is above the {max_bytes_for(jf.name)}-byte limit for this file: "
+                            "it is not a real configuration file", jf.name)]
     if jf.error:
         return [error(code, f"{jf.name} is {jf.error}", jf.name)]
     if not isinstance(jf.doc, dict):

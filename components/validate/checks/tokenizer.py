@@ -11,6 +11,7 @@ route that Vertex AI's custom-weights endpoints expose needs it, so it is an err
 
 from __future__ import annotations
 
+from tune2serve.components.checkpoint.bounded_json import max_bytes_for
 from tune2serve.components.validate.context import (
     CONFIG,
     TOKENIZER_CONFIG,
@@ -21,7 +22,6 @@ from tune2serve.components.validate.context import (
 from tune2serve.components.validate.findings import Finding, error, info
 
 CHAT_TEMPLATE_FILES = ("chat_template.jinja", "chat_template.json")
-MAX_TOKENIZER_BYTES = 64 * 1024 * 1024
 
 
 def check_tokenizer(ckpt: Checkpoint) -> list[Finding]:
@@ -60,7 +60,7 @@ def _chat_template(ckpt: Checkpoint) -> list[Finding]:
 
 
 def _load_tokenizer_json(ckpt: Checkpoint) -> tuple[int | None, str]:
-    if ckpt.sizes[TOKENIZER_JSON] > MAX_TOKENIZER_BYTES:
+    if ckpt.sizes[TOKENIZER_JSON] > max_bytes_for(TOKENIZER_JSON):
         return None, f"{ckpt.sizes[TOKENIZER_JSON]} bytes is too large for a tokenizer"
     from tokenizers import Tokenizer
 
