@@ -19,7 +19,7 @@ import shutil
 import tempfile
 import threading
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath, PureWindowsPath
 from typing import IO, Any
 
@@ -46,6 +46,10 @@ class ObjectInfo:
     generation: int | None = None
     # Set when the entry is no regular file: "a FIFO", "a symlink loop", ... (local only).
     not_regular: str | None = None
+    # When it was last written (seconds since the epoch): GCS's ``updated``, a local
+    # file's mtime; what "the newest tuning output" is judged by. Not part of equality:
+    # the same bytes written again are the same file.
+    updated: float | None = field(default=None, compare=False)
 
 
 def _kind(mode: int) -> str | None:
@@ -151,6 +155,19 @@ class Folder(ABC):
         """The URI of ``name`` inside this folder."""
         return self.uri.rstrip("/") + "/" + check_relative_name(name, self.uri)
 
+    def store_exists(self) -> bool:
+        """True when the store that holds the folder exists: the bucket on GCS; local disk
+        always does. A listing answers "nothing written here yet" and "no such bucket"
+        alike (``SourceNotFoundError``); a caller to whom the first is an answer (no
+        tuning output yet) and the second a mistake (a misspelt bucket) asks this."""
+        return True
+
+    def parallel_reads(self) -> int:
+        """How many reads of this folder are worth making at once: one on local disk, where
+        reads are not latency-bound; a remote folder, where each read is a round-trip,
+        says more."""
+        return 1
+
 
 class LocalFolder(Folder):
     def __init__(self, path: str | os.PathLike[str]) -> None:
@@ -245,7 +262,7 @@ class LocalFolder(Folder):
         kind = _kind(info.st_mode)
         if kind is not None:
             return ObjectInfo(rel, 0, not_regular=kind + (" (symlinked)" if full.is_symlink() else ""))
-        return ObjectInfo(rel, info.st_size)
+        return ObjectInfo(rel, info.st_size, updated=info.st_mtime)
 
     def has(self, name: str) -> bool:
         try:
@@ -350,6 +367,8 @@ def storage_client() -> Any:
 # client's default two minutes; later reads keep the client's default policy.
 REACH_DEADLINE_S = 15.0
 REACH_TIMEOUT_S = 10.0
+# Ranged reads in flight at once on one gs:// folder (headers: a round-trip each).
+GCS_PARALLEL_READS = 8
 
 
 def _reach_retry() -> Any:
@@ -407,7 +426,8 @@ class GcsFolder(Folder):
         self._count(0)
         found = [
             ObjectInfo(b.name[len(prefix):], int(b.size or 0), crc32c=b.crc32c or None,
-                       generation=int(b.generation) if b.generation else None)
+                       generation=int(b.generation) if b.generation else None,
+                       updated=b.updated.timestamp() if b.updated else None)
             for b in blobs
             if not b.name.endswith("/") and b.name[len(prefix):]
         ]
@@ -508,6 +528,15 @@ class GcsFolder(Folder):
     def child(self, subpath: str) -> GcsFolder:
         rel = check_relative_name(subpath.strip("/"), self.uri)
         return GcsFolder(f"{self.uri}/{rel}", client=self._client)
+
+    def store_exists(self) -> bool:
+        try:
+            return bool(self.bucket.exists(retry=_reach_retry(), timeout=REACH_TIMEOUT_S))
+        except Exception as e:  # google.api_core errors and transport errors alike
+            raise self._translate(e, None) from e
+
+    def parallel_reads(self) -> int:
+        return GCS_PARALLEL_READS
 
 
 class _BufferSink:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from pathlib import Path
 
@@ -82,3 +83,40 @@ def test_gcs_missing_prefix_and_object(gcs_bucket: str) -> None:
         folder.list()
     with pytest.raises(SourceNotFoundError, match="not found"):
         folder.read_bytes("config.json")
+
+
+def test_listings_say_when_each_file_was_written(tmp_path: Path, gcs_bucket: str) -> None:
+    """Local: the file's mtime; GCS: the object's ``updated``, from the listing itself.
+    Equality ignores it: the same bytes written again are the same file."""
+    (tmp_path / "a").mkdir()
+    (tmp_path / "a" / "old.json").write_text("{}")
+    (tmp_path / "new.json").write_text("{}")
+    os.utime(tmp_path / "a" / "old.json", (1000, 1000))
+    os.utime(tmp_path / "new.json", (2000, 2000))
+    assert [(o.name, o.updated) for o in LocalFolder(tmp_path).list()] == [("a/old.json", 1000.0), ("new.json", 2000.0)]
+
+    import time
+
+    before = time.time()
+    folder = open_folder(f"gs://{gcs_bucket}/times")
+    folder.write_bytes("x.json", b"{}")
+    (listed,) = folder.list()
+    assert listed.updated is not None and before - 60 < listed.updated < time.time() + 60
+    assert listed == dataclasses.replace(listed, updated=None)
+
+
+def test_store_exists_tells_an_empty_prefix_from_a_missing_bucket(tmp_path: Path, gcs_bucket: str) -> None:
+    empty = open_folder(f"gs://{gcs_bucket}/nothing/yet")
+    with pytest.raises(SourceNotFoundError):
+        empty.list()
+    assert empty.store_exists() is True
+    missing = open_folder(f"gs://{gcs_bucket}-missing/nothing/yet")
+    with pytest.raises(SourceNotFoundError):
+        missing.list()
+    assert missing.store_exists() is False
+    assert LocalFolder(tmp_path / "nope").store_exists() is True  # local disk is always there
+
+
+def test_remote_folders_ask_for_concurrent_reads(tmp_path: Path) -> None:
+    assert LocalFolder(tmp_path).parallel_reads() == 1
+    assert GcsFolder("gs://bucket/x").parallel_reads() > 1
