@@ -13,9 +13,9 @@ resolves to itself, so the same pipeline serves the trigger, the UI and
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 
-from tune2serve.components.errors import SourceNotFoundError, SourceReadError, UsageError
+from tune2serve.components.checkpoint.storage import open_folder
+from tune2serve.components.errors import SourceNotFoundError, UsageError
 from tune2serve.components.logs import get_logger, log_event
 
 NEWEST_PREFIX = "newest:"
@@ -41,25 +41,18 @@ class SourceResolution:
 
 
 def _objects_with_times(prefix: str) -> list[tuple[str, float]]:
-    """(relative name, modification time) of everything under ``prefix``."""
-    if prefix.startswith("gs://"):
-        from tune2serve.components.checkpoint.storage import parse_gcs_uri, storage_client
-
-        bucket, key = parse_gcs_uri(prefix)
-        start = f"{key}/" if key else ""
-        try:
-            blobs = list(storage_client().list_blobs(bucket, prefix=start))
-        except Exception as e:  # google.api_core and transport errors alike: say which prefix
-            from google.api_core import exceptions as gexc
-
-            if isinstance(e, gexc.NotFound):
-                raise SourceNotFoundError(f"{prefix}: bucket {bucket!r} not found; check the schedule's "
-                                          "--source-prefix") from e
-            raise SourceReadError(f"{prefix}: cannot list tuning outputs: {type(e).__name__}: {e}") from e
-        return [(b.name[len(start):], b.updated.timestamp() if b.updated else 0.0)
-                for b in blobs if not b.name.endswith("/")]
-    root = Path(prefix)
-    return [(p.relative_to(root).as_posix(), p.stat().st_mtime) for p in root.rglob("*") if p.is_file()]
+    """(relative name, modification time) of every file under ``prefix``, from one listing
+    through the storage abstraction. Nothing there yet is an empty list (no tuning output
+    so far); a bucket that does not exist is an error naming the schedule's flag."""
+    folder = open_folder(prefix)
+    try:
+        listing = folder.list()
+    except SourceNotFoundError:
+        if not folder.store_exists():
+            raise SourceNotFoundError(f"{prefix}: its bucket does not exist; check the schedule's "
+                                      "--source-prefix") from None
+        return []
+    return [(o.name, o.updated or 0.0) for o in listing if o.not_regular is None]
 
 
 def _completed(files: set[str]) -> bool:

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import upload_folder
-from tune2serve.components.errors import UsageError
+from tune2serve.components.errors import SourceNotFoundError, UsageError
 from tune2serve.components.discover import discover
 from tune2serve.pipelines import schedule
 from tune2serve.cli.main import main
@@ -78,6 +78,15 @@ def test_newest_completed_output_on_gcs(gcs_bucket: str, tmp_path: Path) -> None
     upload_folder(tmp_path / "old", gcs_bucket, "tuning/run-1")
     upload_folder(tmp_path / "new", gcs_bucket, "tuning/run-2")
     assert discover.newest_tuning_output(f"gs://{gcs_bucket}/tuning/") == f"gs://{gcs_bucket}/tuning/run-2"
+
+
+def test_a_missing_bucket_is_a_mistake_an_empty_prefix_is_nothing_to_do(gcs_bucket: str) -> None:
+    """Both list as nothing; only the empty prefix is a run with nothing to promote yet.
+    A misspelt bucket must fail the scheduled run by name, not no-op it forever."""
+    assert discover.newest_tuning_output(f"gs://{gcs_bucket}/tuning") is None
+    with pytest.raises(SourceNotFoundError, match=f"gs://{gcs_bucket}-typo/tuning: its bucket does not exist; "
+                                                  "check the schedule's --source-prefix"):
+        discover.newest_tuning_output(f"gs://{gcs_bucket}-typo/tuning")
 
 
 def test_resolve_source_is_a_no_op_once_promoted(gcs_bucket: str, tmp_path: Path) -> None:
