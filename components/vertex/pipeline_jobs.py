@@ -230,10 +230,10 @@ def _local_bucket_preflight(vertex: VertexTarget, pipeline_root: str) -> Iterato
         return
     from google.cloud.aiplatform.utils import gcs_utils
 
-    from tune2serve.components.checkpoint.storage import parse_gcs_uri, storage_client
+    from tune2serve.components.checkpoint.storage import open_folder, parse_gcs_uri
 
     bucket, _prefix = parse_gcs_uri(pipeline_root)
-    if not storage_client().bucket(bucket).exists():
+    if not open_folder(pipeline_root).store_exists():
         raise UsageError(f"pipeline root {pipeline_root}: bucket {bucket!r} does not exist on the local "
                          "stack's GCS; create it first")
     with _PREFLIGHT_LOCK:

@@ -113,6 +113,14 @@ def test_a_pipeline_root_that_is_not_gcs_is_refused(pipelines, tiny_template, tm
     assert pipelines.job_names() == []
 
 
+def test_a_pipeline_root_in_a_bucket_that_does_not_exist_is_refused(pipelines, gcs_bucket, tiny_template, capsys) -> None:
+    """On the local stack the bucket is checked (through the storage layer) before the run is created."""
+    assert main(_argv(pipelines, f"{gcs_bucket}-missing", tiny_template, "--param", "source=x")) == 2
+    err = capsys.readouterr().err
+    assert f"bucket '{gcs_bucket}-missing' does not exist on the local stack's GCS" in err and "Traceback" not in err
+    assert pipelines.job_names() == []
+
+
 def test_a_missing_template_says_how_to_make_one(pipelines, gcs_bucket, tmp_path, capsys) -> None:
     assert main(_argv(pipelines, gcs_bucket, tmp_path / "none.yaml", "--param", "source=x")) == 2
     assert "no such pipeline template" in capsys.readouterr().err
