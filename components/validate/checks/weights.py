@@ -13,12 +13,10 @@ from concurrent.futures import ThreadPoolExecutor
 
 from tune2serve.components.checkpoint.index import inspect_index
 from tune2serve.components.checkpoint.safetensors_header import HeaderInspection, inspect_header
-from tune2serve.components.checkpoint.storage import LocalFolder
 from tune2serve.components.validate.context import Checkpoint
 from tune2serve.components.validate.findings import Finding, error, warning
 
 MAX_LISTED = 5  # names quoted in one grouped finding
-HEADER_READ_THREADS = 8
 
 
 def check_weights(ckpt: Checkpoint) -> list[Finding]:
@@ -39,11 +37,13 @@ def _read_headers(ckpt: Checkpoint) -> list[Finding]:
     def inspect(name: str) -> HeaderInspection:
         return inspect_header(ckpt.folder, name, ckpt.sizes[name])
 
-    # Remote reads are latency-bound: fetch headers concurrently. Local reads are not.
-    if isinstance(ckpt.folder, LocalFolder) or len(names) < 2:
+    # As many headers at once as the folder says reads are worth (remote reads are
+    # latency-bound; local reads are not).
+    workers = min(ckpt.folder.parallel_reads(), len(names))
+    if workers < 2:
         results = [inspect(n) for n in names]
     else:
-        with ThreadPoolExecutor(max_workers=HEADER_READ_THREADS) as pool:
+        with ThreadPoolExecutor(max_workers=workers) as pool:
             results = list(pool.map(inspect, names))
     found: list[Finding] = []
     for name, result in zip(names, results):
