@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 
 from tune2serve.components.checkpoint import bounded_json
 from tune2serve.components.checkpoint.storage import Folder, ObjectInfo, check_relative_name
+from tune2serve.components.checkpoint.training_state import is_training_state
 from tune2serve.components.errors import CheckpointError, SourceReadError
 
 SAFETENSORS_INDEX = "model.safetensors.index.json"
@@ -105,8 +106,7 @@ def find_weight_files(listing: list[ObjectInfo]) -> WeightFiles:
     top = [o.name for o in listing if "/" not in o.name]
     return WeightFiles(
         safetensors=sorted(n for n in top if n.endswith(".safetensors")),
-        bins=sorted(n for n in top if n.endswith(".bin") and n != "training_args.bin"
-                    and not n.startswith(("optimizer", "scheduler", "rng_state"))),
+        bins=sorted(n for n in top if n.endswith(".bin") and not is_training_state(n)),
         safetensors_index=SAFETENSORS_INDEX if SAFETENSORS_INDEX in top else next(
             (n for n in top if n.endswith(".safetensors.index.json")), None),
         bin_index=BIN_INDEX if BIN_INDEX in top else next((n for n in top if n.endswith(".bin.index.json")), None),

@@ -9,7 +9,8 @@ A tune2serve export is recognised by its ``manifest.json`` (written last, so pre
 means complete) and must still match it; another folder is said to be one, in one
 warning line, and identified by its object listing (``checkpoint/identity.py``). A
 half-uploaded folder (a shard missing or truncated, an index naming absent shards) is
-refused by validate's findings, which name the file.
+refused by validate's findings, which name the file. A folder holding training state or
+a pickle beside the weights is refused first, from its listing (export makes it clean).
 """
 
 from __future__ import annotations
@@ -19,10 +20,13 @@ from dataclasses import dataclass
 from typing import Any
 
 from tune2serve.components.checkpoint.identity import LISTING, FolderIdentity, folder_identity
+from tune2serve.components.checkpoint.index import find_weight_files
 from tune2serve.components.checkpoint.manifest import MANIFEST_NAME
-from tune2serve.components.checkpoint.storage import GCS_SCHEME, open_folder
+from tune2serve.components.checkpoint.storage import GCS_SCHEME, Folder, open_folder
+from tune2serve.components.checkpoint.training_state import PICKLE_OUTSIDE_WEIGHTS, TRAINING_STATE, WHY, stray_files
 from tune2serve.components.deploy.request import MachineSpec
 from tune2serve.components.errors import (
+    CheckpointError,
     SourceNotFoundError,
     UsageError,
     ValidationFailedError,
@@ -45,7 +49,8 @@ def check_export(export_uri: str, machine: MachineSpec | None = None) -> Preflig
         UsageError: the URI is not ``gs://`` (Vertex reads custom weights from GCS only),
             or the machine spec names no machine Vertex AI offers.
         SourceNotFoundError: nothing at the URI.
-        CheckpointError: the folder's manifest.json does not parse or no longer matches
+        CheckpointError: the folder holds training state or a pickle that is not the
+            model's weights (``refuse_stray_files``); or the folder's manifest.json does not parse or no longer matches
             the files (an export damaged after it was written).
         ValidationFailedError: validation found errors (the report is attached), the
             machine spec's GPU memory included.
@@ -57,6 +62,7 @@ def check_export(export_uri: str, machine: MachineSpec | None = None) -> Preflig
     if not folder.exists():
         raise SourceNotFoundError(f"{export_uri}: no such export (nothing under this prefix); "
                                   "check the URI or run 'tune2serve export' first", file=export_uri)
+    refuse_stray_files(folder, export_uri)
     identity = folder_identity(folder)
     if identity.basis == LISTING:
         log_event(_log, "deploy.no_manifest", f"{export_uri}: no {MANIFEST_NAME} (not a tune2serve export); "
@@ -68,6 +74,35 @@ def check_export(export_uri: str, machine: MachineSpec | None = None) -> Preflig
     log_event(_log, "deploy.preflight_ok", f"{export_uri}: validation passed ({identity.basis} identity)",
               export=export_uri, files=identity.files, identity_basis=identity.basis, serving_bytes=serving)
     return Preflight(identity, serving)
+
+
+def refuse_stray_files(folder: Folder, export_uri: str) -> None:
+    """Refuses a folder holding training state or a pickle that is not the model's
+    weights (``checkpoint/training_state.py``, the rule export and validate follow):
+    Vertex AI would copy it to every replica, and a pickle is code. Decided from the
+    listing and a few bytes of files whose name says nothing; nothing is unpickled.
+
+    Raises:
+        CheckpointError: naming every such file, and that ``tune2serve export`` makes a
+            clean folder.
+    """
+    listing = [o for o in folder.list() if not o.is_symlink_outside and not o.not_regular]
+    weights = find_weight_files(listing)
+    stray = stray_files(folder, {o.name: o.size for o in listing}, set(weights.bins) | set(weights.safetensors))
+    if not stray:
+        return
+    groups = []
+    for code, label in ((TRAINING_STATE, "training state"), (PICKLE_OUTSIDE_WEIGHTS, "pickles beside the weights")):
+        names = [s.name for s in stray if s.code == code]
+        if names:
+            more = f" and {len(names) - 10} more" if len(names) > 10 else ""
+            groups.append(f"{label} {', '.join(names[:10])}{more} ({WHY[code]})")
+    raise CheckpointError(
+        f"{export_uri}: refusing to deploy a folder holding files that are not part of a served model: "
+        f"{'; '.join(groups)}. "
+        f"Nothing was deployed. 'tune2serve export {export_uri} DEST' makes a clean folder (safetensors weights, "
+        "config, tokenizer; no training state, no pickles) at DEST: deploy that",
+        file=stray[0].name)
 
 
 def _validate(export_uri: str, machine: MachineSpec | None) -> Any:

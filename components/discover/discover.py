@@ -14,15 +14,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from tune2serve.components.checkpoint.training_state import is_training_state
 from tune2serve.components.checkpoint.storage import open_folder
 from tune2serve.components.errors import SourceNotFoundError, UsageError
 from tune2serve.components.logs import get_logger, log_event
 
 NEWEST_PREFIX = "newest:"
 
-# Files that mean "final weights are here" and files that are training state only.
+# Files that mean "final weights are here" (training state, checkpoint/training_state.py, never does).
 _WEIGHT_SUFFIXES = (".safetensors", ".bin")
-_NOT_WEIGHTS = {"training_args.bin", "optimizer.bin", "scheduler.bin"}
 _CONFIGS = {"config.json", "adapter_config.json"}
 _FINAL_FOLDERS = {"final", "checkpoint-final"}
 
@@ -68,7 +68,7 @@ def _completed(files: set[str]) -> bool:
     for folder, names in folders.items():
         if folder and folder.rsplit("/", 1)[-1] not in _FINAL_FOLDERS:
             continue
-        has_weights = any(n.endswith(_WEIGHT_SUFFIXES) and n not in _NOT_WEIGHTS for n in names)
+        has_weights = any(n.endswith(_WEIGHT_SUFFIXES) and not is_training_state(n) for n in names)
         if has_weights and names & _CONFIGS:
             return True
     return False

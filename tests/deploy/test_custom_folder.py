@@ -187,6 +187,55 @@ def test_a_half_uploaded_folder_deploys_nothing(stack_env: StackHandle, hf_folde
     assert _counts(stack_env) == before
 
 
+def _add_stray(folder: Path, case: str, marker: Path) -> str:
+    """What a Trainer output or a careless upload leaves beside the weights; returns the
+    file deploy must name first. Every pickle's payload would run ``touch MARKER``."""
+    import pickle
+
+    from tests.export.conftest import RunsShell, hostile_pickle
+
+    if case == "trainer":  # what Trainer.save_state and _save_checkpoint write, optimizer.pt hostile
+        hostile_pickle(folder / "optimizer.pt", marker, {"state": {}, "param_groups": [{"lr": 1e-4}]})
+        for name in ("scheduler.pt", "rng_state.pth", "training_args.bin"):
+            hostile_pickle(folder / name, marker)
+        (folder / "trainer_state.json").write_text(json.dumps({"global_step": 5, "log_history": []}))
+        return "optimizer.pt"
+    if case == "trainer-state-only":
+        (folder / "trainer_state.json").write_text(json.dumps({"global_step": 5}))
+        return "trainer_state.json"
+    if case == "nested-pickle":
+        (folder / "original").mkdir()  # as Meta's published repositories hold it
+        hostile_pickle(folder / "original" / "consolidated.00.pth", marker)
+        return "original/consolidated.00.pth"
+    (folder / "extra_weights.dat").write_bytes(pickle.dumps({"w": RunsShell(marker)}, protocol=4))  # disguised
+    return "extra_weights.dat"
+
+
+@pytest.mark.parametrize("case", ["trainer", "trainer-state-only", "nested-pickle", "disguised-pickle"])
+def test_training_state_and_stray_pickles_are_refused_before_any_vertex_call(
+        stack_env: StackHandle, hf_folder: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str],
+        monkeypatch: pytest.MonkeyPatch, case: str) -> None:
+    """Exit 1 naming the file and the way out (export makes a clean folder), nothing
+    made, no pickle opened. Vertex is pointed at a closed port, so the refusal cannot
+    come from (or after) any Vertex call."""
+    from tune2serve.localstack.ports import free_port
+
+    folder = tmp_path / case
+    shutil.copytree(hf_folder, folder)
+    marker = tmp_path / "MARKER"
+    named = _add_stray(folder, case, marker)
+    uri = stack_env.upload(folder, f"custom-weights/stray-{case}")
+    before = _counts(stack_env)
+    monkeypatch.setenv("TUNE2SERVE_VERTEX_API_ENDPOINT", f"127.0.0.1:{free_port()}")
+    exit_code, out, err = _cli(capsys, "deploy", uri, "--project", stack_env.project, "--region", stack_env.region,
+                               *MACHINE_FLAGS, "--json")
+    assert (exit_code, out) == (1, ""), err
+    assert f"{uri}: refusing to deploy" in err and named in err and "tune2serve export" in err
+    assert "Nothing was deployed" in err and "Traceback" not in err
+    assert not marker.exists()
+    assert _counts(stack_env) == before
+
+
 def test_the_changed_folder_is_smoke_tested_and_promoted_onto_the_serving_endpoint(
         stack_env: StackHandle, first: Any, changed: DeployResult, capsys: pytest.CaptureFixture[str]) -> None:
     _, production, _ = first

@@ -18,6 +18,7 @@ FOLDER = [ObjectInfo("config.json", 700), ObjectInfo("model-00001-of-00002.safet
 
 @pytest.mark.parametrize("extra,reason", [
     (ObjectInfo("optimizer.pt", 5), "gs://b/m/optimizer.pt is not a file of a deployable folder"),
+    (ObjectInfo("trainer_state.json", 5), "trainer_state.json is not a file of a deployable folder: it is training state"),
     (ObjectInfo("pytorch_model.bin", 5), "converts .bin weights to safetensors"),
     (ObjectInfo("checkpoint-5/config.json", 5), "gs://b/m/checkpoint-5/config.json is in a subfolder"),
     (ObjectInfo("model-00003-of-00003.safetensors", 2000), "is 2000 bytes, larger than --max-shard-size"),

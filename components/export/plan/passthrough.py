@@ -36,6 +36,7 @@ from typing import Any
 from tune2serve.components.checkpoint import bounded_json
 from tune2serve.components.checkpoint.identity import folder_identity
 from tune2serve.components.checkpoint.manifest import MANIFEST_NAME
+from tune2serve.components.checkpoint.training_state import is_training_state
 from tune2serve.components.errors import CheckpointError
 from tune2serve.components.checkpoint.storage import GCS_SCHEME, Folder, GcsFolder, ObjectInfo, open_folder
 from tune2serve.components.export.plan.config_clean import TOKENIZER_FILES, TRAINING_ONLY_KEYS, config_dtype
@@ -77,7 +78,8 @@ def decide(source: Folder, dest: Folder, selection: Selection, listing: list[Obj
             if o.size > max_shard_bytes:
                 return _copy(f"{source.join(o.name)} is {o.size} bytes, larger than --max-shard-size")
             continue
-        return _copy(f"{source.join(o.name)} is not a file of a deployable folder (export leaves it out"
+        state = ": it is training state" if is_training_state(o.name) else ""
+        return _copy(f"{source.join(o.name)} is not a file of a deployable folder{state} (export leaves it out"
                      f"{' and converts .bin weights to safetensors' if o.name.endswith('.bin') else ''})")
     try:
         config = bounded_json.read_object(source, "config.json")
@@ -113,12 +115,15 @@ def described(folder: Folder, selection: Selection, decision: Decision) -> dict[
     }
 
 
-def passed_through(source: str, dest: str, *, checkpoint: str, dtype: str, max_shard_bytes: int) -> dict[str, Any] | None:
+def passed_through(source: str, dest: str, *, checkpoint: str, dtype: str, max_shard_bytes: int,
+                   folder: Folder | None = None) -> dict[str, Any] | None:
     """``ExportResult`` fields when ``source`` is deployed as it is, else None (export
-    copies). Only gs:// to gs:// is considered; the decision is logged either way."""
+    copies). Only gs:// to gs:// is considered; the decision is logged either way.
+    ``folder``: the source already opened and listed (``Folder.pinned``), so the
+    export lists it once in all."""
     if not (source.startswith(GCS_SCHEME) and dest.startswith(GCS_SCHEME)):
         return None
-    folder = open_folder(source)
+    folder = folder or open_folder(source)
     listing = folder.list()
     selection = discover(folder, CheckpointChoice.parse(checkpoint), listing)
     decision = decide(folder, open_folder(dest), selection, listing, dtype=dtype, max_shard_bytes=max_shard_bytes)

@@ -22,10 +22,10 @@ from pathlib import PurePosixPath
 
 from tune2serve.components.checkpoint import bounded_json
 from tune2serve.components.checkpoint.storage import Folder, ObjectInfo
+from tune2serve.components.checkpoint.training_state import is_training_state
 from tune2serve.components.errors import CheckpointError, UsageError
 from tune2serve.components.export.source.producers import unconsolidated
 
-TRAINING_FILES = ("optimizer.pt", "scheduler.pt", "training_args.bin", "trainer_state.json")
 _TRAINER_CKPT = re.compile(r"^checkpoint-(\d+)$")
 _STEP_NAME = re.compile(r"^(?:checkpoint|step|ckpt|epoch)?[-_]?(\d+)$")  # torchtune: epoch_N/, by number
 _FINAL_NAMES = {"final", "checkpoint-final", "final_checkpoint", "final-checkpoint"}
@@ -79,7 +79,7 @@ def _dirs(listing: list[ObjectInfo]) -> dict[str, set[str]]:
 def checkpoint_kind(files: set[str]) -> str | None:
     """"full", "adapter" or None for the files of one folder."""
     weights = {f for f in files if f.endswith((".safetensors", ".bin"))
-               and not f.startswith(("adapter_model", "optimizer", "scheduler", "rng_state", "training_args"))}
+               and not f.startswith("adapter_model") and not is_training_state(f)}
     if "config.json" in files and weights:
         return "full"
     if "adapter_config.json" in files and files & {"adapter_model.safetensors", "adapter_model.bin"}:

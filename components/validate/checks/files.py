@@ -1,9 +1,11 @@
 """Which files are there: DESIGN.md §1's required files, nothing that leaves the
-folder, no empty files, one weight format, no Python code, no training state."""
+folder, no empty files, one weight format, no Python code, no training state and no
+pickle beside the weights."""
 
 from __future__ import annotations
 
 from tune2serve.components.checkpoint.index import BIN_INDEX, SAFETENSORS_INDEX
+from tune2serve.components.checkpoint.training_state import WHY, stray_files
 from tune2serve.components.validate.context import (
     CONFIG,
     TOKENIZER_CONFIG,
@@ -13,7 +15,6 @@ from tune2serve.components.validate.context import (
 )
 from tune2serve.components.validate.findings import Finding, error, warning
 
-TRAINING_STATE_PREFIXES = ("optimizer", "scheduler", "rng_state", "trainer_state", "training_args")
 _CHECKED_EMPTY_SUFFIXES = (".json", ".safetensors", ".bin", ".model", ".jinja")
 
 
@@ -38,10 +39,18 @@ def check_files(ckpt: Checkpoint) -> list[Finding]:
         if base.endswith(".py"):
             found.append(warning("python-files", f"{name} is Python code; the server never runs it (no remote code) "
                                                  "so a model that needs it will not load", name))
-        if base.startswith(TRAINING_STATE_PREFIXES):
-            found.append(warning("training-state", f"{name} is training state, not part of a served model; "
-                                                   "export without it to save upload time", name))
+    found += _stray(ckpt)
     return found
+
+
+def _stray(ckpt: Checkpoint) -> list[Finding]:
+    """Training state and pickles that are not the weights (``checkpoint/training_state.py``,
+    the definition deploy refuses by): errors, so a folder that validates is deployable.
+    The model's own ``.bin`` weights are scanned by the pickles check instead."""
+    weights = set(ckpt.weights.bins) | set(ckpt.weights.safetensors)
+    return [error(s.code, f"{s.name} is {s.what}, not part of a served model ({WHY[s.code]}); it was not "
+                          "loaded. 'tune2serve export SOURCE DEST' makes a clean folder without it", s.name)
+            for s in stray_files(ckpt.folder, ckpt.sizes, weights)]
 
 
 def _weights(ckpt: Checkpoint) -> list[Finding]:
