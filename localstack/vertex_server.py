@@ -18,7 +18,9 @@ answered as numbers. Operations are polled at ``/ui/projects/P/locations/L/opera
 
 Admin routes (not Vertex): GET /_local/health, GET /_local/status, POST /_local/faults,
 POST /_local/repair, POST /_local/schedules:tick (fire the due schedules now; with
-``{"force": true}`` every ACTIVE one; answers ``{"started": [pipeline job names]}``).
+``{"force": true}`` every ACTIVE one; answers ``{"started": [pipeline job names]}``),
+POST /_local/tuningJobs (record a tuning job that GET .../tuningJobs/ID then answers:
+localstack/tuning_jobs.py).
 Cloud Monitoring (not Vertex, same process): GET /v3/projects/P/timeSeries here, and the
 gRPC MetricService on ``monitoring_port`` (localstack/monitoring.py).
 """
@@ -46,11 +48,13 @@ from tune2serve.localstack.api_errors import ApiError, invalid, not_found
 from tune2serve.localstack.control_plane import ControlPlane
 from tune2serve.localstack.dataplane import DataPlane, error_response
 from tune2serve.localstack.faults import Fault, FaultBook
+from tune2serve.localstack.tuning_jobs import TuningJobs
 
 V = r"(?P<version>v1|v1beta1)"
 LOC = r"(?P<parent>projects/(?P<project>[^/]+)/locations/(?P<location>[^/:]+))"
 EP = LOC + r"/endpoints/(?P<id>[^/:]+)"
 MODEL = LOC + r"/models/(?P<id>[^/:]+)"
+TUNING_JOB = LOC + r"/tuningJobs/(?P<id>[^/:]+)"
 
 
 class Call:
@@ -82,6 +86,7 @@ class ControlPlaneApp:
 
     def __init__(self, cp: ControlPlane, dp: DataPlane, pipelines: Any) -> None:
         self.cp, self.dp, self.pipelines = cp, dp, pipelines
+        self.tuning_jobs = TuningJobs()
         r: list[tuple[str, str, Callable[[Call], Any]]] = [
             ("POST", rf"/{V}/{LOC}:deploy", self.deploy),
             ("POST", rf"/{V}/{LOC}:recommendSpec", self.recommend_spec),
@@ -99,11 +104,13 @@ class ControlPlaneApp:
             ("GET", rf"/{V}/{MODEL}", self.get_model),
             ("PATCH", rf"/{V}/{MODEL}", self.patch_model),
             ("DELETE", rf"/{V}/{MODEL}", self.delete_model),
+            ("GET", rf"/{V}/{TUNING_JOB}", self.get_tuning_job),
             ("GET", r"/_local/health", lambda c: {"ok": True}),
             ("GET", r"/_local/status", self.status),
             ("POST", r"/_local/faults", self.fault),
             ("POST", r"/_local/repair", self.repair),
             ("POST", r"/_local/schedules:tick", self.tick_schedules),
+            ("POST", r"/_local/tuningJobs", lambda c: self.tuning_jobs.record(c.raw)),
             ("GET", r"/v3/projects/(?P<project>[^/]+)/timeSeries", self.list_time_series),
         ]
         self.routes = [(method, re.compile(pattern + "$"), fn) for method, pattern, fn in r]
@@ -225,6 +232,10 @@ class ControlPlaneApp:
 
     def delete_model(self, call: Call) -> dict[str, Any]:
         return self._op(call, self.cp.delete_model(call.version, call.groups["id"], call.name))
+
+    def get_tuning_job(self, call: Call) -> dict[str, Any]:
+        name = f"{call.groups['parent']}/tuningJobs/{call.groups['id']}"
+        return self.tuning_jobs.get(call.version, name, call.int_enums)
 
     def list_time_series(self, call: Call) -> Response:
         """Cloud Monitoring's v3 REST ``projects.timeSeries.list`` (localstack/monitoring.py)."""

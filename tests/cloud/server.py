@@ -13,9 +13,9 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
-from tune2serve.localstack import protos
 from tune2serve.localstack.api_errors import ApiError
 from tune2serve.localstack.pipeline_jobs import PipelineJobsService
+from tune2serve.localstack.tuning_jobs import TuningJobs
 
 
 @dataclass
@@ -31,6 +31,8 @@ class PipelinesServer:
         return f"projects/{self.project}/locations/{self.region}"
 
     tuning_jobs: dict[str, dict] = field(default_factory=dict)
+    # name -> canonical status (e.g. "UNAVAILABLE") its GET answers instead of the job
+    tuning_job_faults: dict[str, str] = field(default_factory=dict)
 
     def job_names(self) -> list[str]:
         with self.service.lock:
@@ -42,22 +44,28 @@ class PipelinesServer:
         self.service.close()
 
 
-_TUNING_JOB = re.compile(r"^/v1beta1/(projects/[^/]+/locations/[^/]+/tuningJobs/[^/:]+)$")
+_TUNING_JOB = re.compile(r"^/(v1|v1beta1)/(projects/[^/]+/locations/[^/]+/tuningJobs/[^/:]+)$")
 
 
-def _tuning_job(tuning_jobs: dict[str, dict], path: str) -> tuple[int, dict] | None:
-    """GET of a tuning job the test put in ``tuning_jobs`` (rendered by the v1beta1 type)."""
+def _tuning_job(tuning_jobs: TuningJobs, faults: dict[str, str], path: str) -> tuple[int, dict] | None:
+    """GET of a tuning job the test put in ``tuning_jobs``, answered by the local stack's
+    own tuning-jobs store (localstack/tuning_jobs.py), or the error ``faults`` names for it."""
     match = _TUNING_JOB.match(path)
     if not match:
         return None
-    if match.group(1) not in tuning_jobs:
-        return 404, ApiError("NOT_FOUND", f"{match.group(1)} not found.").body()
-    return 200, protos.render("v1beta1", "TuningJob", tuning_jobs[match.group(1)], int_enums=True)
+    if match.group(2) in faults:
+        error = ApiError(faults[match.group(2)], "injected by the test")
+        return error.http_status, error.body()
+    try:
+        return 200, tuning_jobs.get(match.group(1), match.group(2), int_enums=True)
+    except ApiError as e:
+        return e.http_status, e.body()
 
 
 def start(state_dir: Path, child_env: dict[str, str]) -> PipelinesServer:
     service = PipelineJobsService(state_dir, child_env)
-    tuning_jobs: dict[str, dict] = {}
+    tuning_jobs = TuningJobs()
+    tuning_job_faults: dict[str, str] = {}
 
     class Handler(BaseHTTPRequestHandler):
         def _answer(self) -> None:
@@ -67,7 +75,7 @@ def start(state_dir: Path, child_env: dict[str, str]) -> PipelinesServer:
             try:
                 out = service.handle(self.command, parts.path, parse_qs(parts.query), body)
                 if out is None and self.command == "GET":
-                    out = _tuning_job(tuning_jobs, parts.path)
+                    out = _tuning_job(tuning_jobs, tuning_job_faults, parts.path)
             except Exception as e:  # a bug here must show as a 500 with its cause, not a dropped connection
                 traceback.print_exc()
                 out = 500, {"error": {"code": 500, "message": f"{type(e).__name__}: {e}", "status": "INTERNAL"}}
@@ -86,4 +94,5 @@ def start(state_dir: Path, child_env: dict[str, str]) -> PipelinesServer:
 
     httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
     threading.Thread(target=httpd.serve_forever, daemon=True).start()
-    return PipelinesServer(f"http://127.0.0.1:{httpd.server_address[1]}", service, httpd, tuning_jobs=tuning_jobs)
+    return PipelinesServer(f"http://127.0.0.1:{httpd.server_address[1]}", service, httpd,
+                           tuning_jobs=tuning_jobs.jobs, tuning_job_faults=tuning_job_faults)
