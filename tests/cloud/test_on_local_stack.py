@@ -190,6 +190,7 @@ def test_trigger_submits_once_per_succeeded_tuning_job_and_never_for_a_failed_on
     import functions_framework
     from google.cloud import aiplatform
 
+    from tune2serve.localstack.admin import record_tuning_job
     from tune2serve.pipelines import trigger
 
     bucket = f"gs://{local_stack.bucket}/{prefix}"
@@ -198,6 +199,7 @@ def test_trigger_submits_once_per_succeeded_tuning_job_and_never_for_a_failed_on
     monkeypatch.setenv("TUNE2SERVE_PIPELINE_PARAMS", json.dumps({"base_model": demo["base"]}))
     monkeypatch.setenv("TUNE2SERVE_EXPORT_PREFIX", f"{bucket}/trigger-exports")
     monkeypatch.setenv("TUNE2SERVE_REGION", local_stack.region)
+    monkeypatch.setenv("TUNE2SERVE_PROJECT", local_stack.project)
     client = functions_framework.create_app(target="on_tuning_job_event", source=str(REPO / "pipelines" / "trigger.py"),
                                             signature_type="cloudevent").test_client()
 
@@ -208,6 +210,8 @@ def test_trigger_submits_once_per_succeeded_tuning_job_and_never_for_a_failed_on
     tuning_job = f"projects/{local_stack.project}/locations/{local_stack.region}/tuningJobs/{tuning_id}"
     name = f"projects/{local_stack.project}/locations/{local_stack.region}/pipelineJobs/{trigger.pipeline_job_id(tuning_job)}"
     ledger["jobs"].add(name)
+    # the trigger reads the job's state and output from Vertex, never from the event
+    record_tuning_job(local_stack.api_endpoint, tuning_job, "JOB_STATE_SUCCEEDED", demo["tuning_output"])
     succeeded = _event("pubsub_tuning_succeeded.json", tuning_id, local_stack.project, local_stack.region,
                        demo["tuning_output"])
     before = pipeline_jobs(local_stack)
@@ -228,6 +232,7 @@ def test_trigger_submits_once_per_succeeded_tuning_job_and_never_for_a_failed_on
     assert set(pipeline_jobs(local_stack)) == set(after)
 
     failed_id = str(uuid.uuid4().int)[:19]
+    record_tuning_job(local_stack.api_endpoint, tuning_job.replace(tuning_id, failed_id), "JOB_STATE_FAILED")
     assert deliver(_event("pubsub_tuning_failed.json", failed_id, local_stack.project, local_stack.region, None)) == 200
     assert set(pipeline_jobs(local_stack)) == set(after)
 
