@@ -64,6 +64,16 @@ class _Parser(argparse.ArgumentParser):
         sys.stderr.write(f"{self.prog}: error: {message} (see '{self.prog} --help')\n")
         raise SystemExit(2)
 
+    def _get_values(self, action: argparse.Action, arg_strings: list[str]) -> object:
+        """Python 3.11's argparse drops a ``--`` given as an option's value
+        (``--bake-s=--``) and stores ``[]`` without calling the option's ``type``; here the
+        type sees the ``--`` and refuses it like any other non-number."""
+        if action.option_strings and action.nargs is None and arg_strings == ["--"]:
+            value = self._get_value(action, "--")
+            self._check_value(action, value)
+            return value
+        return super()._get_values(action, arg_strings)
+
 
 def _command_module(verb: str):  # type: ignore[no-untyped-def]
     module, _ = VERBS[verb]

@@ -17,6 +17,8 @@ import urllib.request
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from tune2serve.components import ranges  # stdlib-only, as this module must stay
+
 KIND_HELP: dict[str, str] = {
     "deploy-fails": "the next --count (default 1) :deploy / deployModel operations for the target fail",
     "undeploy-fails": "the next --count (default 1) undeployModel operations for the target fail "
@@ -57,7 +59,7 @@ class Fault:
         """Why this fault cannot be injected ("" when it can)."""
         if self.kind not in KINDS:
             return f"unknown fault kind {self.kind!r}; expected one of {', '.join(KINDS)}"
-        if self.kind == "routing-skew" and (not self.target or self.percent is None or not 0 <= self.percent <= 100):
+        if self.kind == "routing-skew" and (not self.target or self.percent is None):
             return "routing-skew needs --target (a deployed model id or Model name) and --percent between 0 and 100"
         if self.match is not None:
             if self.kind not in ("http-503", "http-429"):
@@ -66,8 +68,10 @@ class Fault:
                 re.compile(self.match)
             except re.error as e:
                 return f"--match {self.match!r} is not a valid regular expression: {e}"
-        if self.count is not None and self.count < 1:
-            return f"--count must be at least 1; got {self.count}"
+        for spec, value in ((ranges.FAULT_COUNT, self.count), (ranges.FAULT_MS, self.ms),
+                            (ranges.FAULT_PERCENT, self.percent)):
+            if value is not None and spec.problem(value):
+                return f"{spec.flag}: {spec.problem(value)}"
         return ""
 
 

@@ -26,6 +26,7 @@ from typing import Any, TextIO
 
 from tune2serve.components.errors import PromotionError, UsageError
 from tune2serve.components.logs import get_logger, log_event
+from tune2serve.components.ranges import check_parameter_values
 from tune2serve.pipelines import kfp_local
 
 _log = get_logger("run")
@@ -57,7 +58,7 @@ class JobOptions:
     machine_type: str = ""
     accelerator_type: str = ""
     accelerator_count: int = 0
-    canary_percent: int = 0
+    canary_percent: int = 10
     steps: str = ""
     strict: bool = False
     home: str | None = None
@@ -218,6 +219,8 @@ def run_job(opts: JobOptions, *, echo: TextIO | None = None) -> JobResult:
         raise UsageError("on Vertex AI give --export-dest gs://BUCKET/PREFIX: the deploy reads the export from GCS")
     if opts.source is None and opts.cloud:
         raise UsageError("the demo (no SOURCE) runs on the local stack only; give SOURCE with --project")
+    check_parameter_values({"accelerator_count": opts.accelerator_count, "canary_percent": opts.canary_percent,
+                            "steps": opts.steps})
     home = resolve_home(opts.home)
     stamp = time.strftime("%Y%m%d-%H%M%S")
     clock = _Clock()

@@ -11,6 +11,8 @@ import inspect
 from collections.abc import Callable
 from typing import Any
 
+from tune2serve.components.ranges import describe_parameter
+
 PARAMETER_DOCS: dict[str, str] = {
     'source': (
         "the tuning job's output: a local path, a gs:// prefix (HF Trainer output, Vertex "
@@ -78,7 +80,7 @@ PARAMETER_DOCS: dict[str, str] = {
         'one. Machine type, accelerator type and count are set together or not at all.'
     ),
     'accelerator_type': 'accelerator type, for example NVIDIA_L4; empty with machine_type empty.',
-    'accelerator_count': 'accelerators per replica (1, 2, 4 or 8); 0 with machine_type empty.',
+    'accelerator_count': 'accelerators per replica; 0 with machine_type empty.',
     'min_replica_count': 'minimum number of serving replicas.',
     'max_replica_count': 'maximum number of serving replicas (autoscaling upper bound).',
     'endpoint_display_name': (
@@ -105,12 +107,12 @@ PARAMETER_DOCS: dict[str, str] = {
         'canary steps; empty to check that the new endpoint serves 100% on healthy replicas.'
     ),
     'canary_percent': (
-        'share of traffic the new model gets in its one canary step before 100% (0 means '
-        '10%); give this or steps, not both.'
+        'share of traffic the new model gets in its one canary step before 100%, in percent '
+        '(default 10); used when steps is empty.'
     ),
     'steps': (
         'canary schedule as comma-separated percents, for example 10,50,100; empty to use '
-        'canary_percent.'
+        'canary_percent (steps, when given, replaces it).'
     ),
     'significance': (
         'false-alarm rate of the statistical test that the observed traffic shares match the '
@@ -150,6 +152,13 @@ GATE_DOCS: dict[str, str] = {
 }
 
 
+def _with_range(name: str, doc: str) -> str:
+    """The description with the parameter's documented range (components/ranges.py), the
+    one a run refuses values outside of."""
+    allowed = describe_parameter(name)
+    return f"{doc} Range: {allowed}." if allowed else doc
+
+
 def documented(summary: str, **overrides: str) -> Callable[[Any], Any]:
     """Writes a pipeline function's Google-style docstring from ``PARAMETER_DOCS``.
 
@@ -161,7 +170,7 @@ def documented(summary: str, **overrides: str) -> Callable[[Any], Any]:
     def apply(fn: Any) -> Any:
         names = inspect.signature(fn).parameters
         docs = {**PARAMETER_DOCS, **GATE_DOCS, **overrides}
-        fn.__doc__ = "\n".join([summary, "", "Args:", *(f"    {n}: {docs[n]}" for n in names)])
+        fn.__doc__ = "\n".join([summary, "", "Args:", *(f"    {n}: {_with_range(n, docs[n])}" for n in names)])
         return fn
 
     return apply

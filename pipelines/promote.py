@@ -500,7 +500,7 @@ def promote_checkpoint(
     deploy_timeout_s: int = 7200,
     golden: str = "",
     production_endpoint: str = "",
-    canary_percent: int = 0,
+    canary_percent: int = 10,
     steps: str = "",
     significance: float = 0.01,
     keep_previous_s: int = 0,

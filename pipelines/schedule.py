@@ -21,6 +21,7 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
+from tune2serve.components import ranges
 from tune2serve.components.errors import UsageError
 
 # ---------------------------------------------------------------------------- cron
@@ -143,10 +144,9 @@ def create_schedule(submission: Any, *, cron: str, display_name: str, max_concur
     from tune2serve.components.vertex import pipeline_jobs
 
     parse_cron(cron)
-    if max_concurrent_run_count < 1:
-        raise UsageError(f"--max-concurrent-runs {max_concurrent_run_count}: must be at least 1")
-    if max_run_count is not None and max_run_count < 1:
-        raise UsageError(f"--max-runs {max_run_count}: must be at least 1")
+    ranges.MAX_CONCURRENT_RUNS.check(max_concurrent_run_count)
+    if max_run_count is not None:
+        ranges.MAX_RUNS.check(max_run_count)
     return pipeline_jobs.create_schedule(
         submission.vertex, submission.run_spec, cron=cron, display_name=display_name,
         max_concurrent_run_count=max_concurrent_run_count, max_run_count=max_run_count,

@@ -217,8 +217,10 @@ def prepare_from_values(*, vertex: Any, template: PipelineTemplate, pipeline_roo
                         network: str | None = None, network_attachment: str | None = None,
                         enable_caching: bool | None = None) -> Submission:
     """The submission for parameter values already resolved against ``template``."""
+    from tune2serve.components.ranges import check_parameter_values
     from tune2serve.components.vertex.pipeline_jobs import JOB_ID_PATTERN, RunSpec
 
+    check_parameter_values(values)  # a NaN or a 0 that means nothing fails here, not in the run
     if job_id is not None and not JOB_ID_PATTERN.match(job_id):
         raise UsageError(f"--job-id {job_id!r}: use lowercase letters, digits and '-', starting with a letter (≤ 128)")
     spec = RunSpec(

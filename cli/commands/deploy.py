@@ -9,6 +9,8 @@ import argparse
 import json
 import sys
 
+from tune2serve.components import ranges  # stdlib-only
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("source", metavar="SOURCE", help="the folder to deploy: gs://BUCKET/PREFIX written by 'tune2serve export', or any "
@@ -18,9 +20,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     spec = parser.add_argument_group("machine spec (all three, or none to use Vertex AI's recommendation)")
     spec.add_argument("--machine-type", help="e.g. g2-standard-12")
     spec.add_argument("--accelerator-type", help="e.g. NVIDIA_L4")
-    spec.add_argument("--accelerator-count", type=int, help="1, 2, 4 or 8")
-    parser.add_argument("--min-replica-count", type=int, default=1)
-    parser.add_argument("--max-replica-count", type=int, default=None, help="default: the min replica count")
+    spec.add_argument("--accelerator-count", type=ranges.ACCELERATOR_COUNT.from_text, metavar="N",
+                      help=ranges.ACCELERATOR_COUNT.help("accelerators per replica"))
+    parser.add_argument("--min-replica-count", type=ranges.MIN_REPLICA_COUNT.from_text, default=1, metavar="N",
+                        help=ranges.MIN_REPLICA_COUNT.help("fewest serving replicas (default 1)"))
+    parser.add_argument("--max-replica-count", type=ranges.MAX_REPLICA_COUNT.from_text, default=None, metavar="N",
+                        help=ranges.MAX_REPLICA_COUNT.help("most serving replicas (default: the min replica count)"))
     parser.add_argument("--endpoint-display-name", help="default: tune2serve-<identity digest>")
     parser.add_argument("--model-display-name", help="default: tune2serve-<identity digest>")
     parser.add_argument("--enable-private-service-connect", action="store_true",
@@ -29,8 +34,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--reservation-affinity", help="NO_RESERVATION, ANY_RESERVATION, SPECIFIC_RESERVATION, ...")
     parser.add_argument("--reservation-key", help="e.g. compute.googleapis.com/reservation-name")
     parser.add_argument("--reservation-values", default="", help="comma-separated reservation resource names")
-    parser.add_argument("--deploy-timeout", type=float, default=7200.0, metavar="SECONDS",
-                        help="give up waiting on the deploy operation after this long (default 7200)")
+    parser.add_argument("--deploy-timeout", type=ranges.DEPLOY_TIMEOUT_S.from_text, default=7200.0, metavar="SECONDS",
+                        help=ranges.DEPLOY_TIMEOUT_S.help("give up waiting on the deploy operation after this long "
+                                                          "(default 7200)"))
     parser.add_argument("--run-id", help="labels the resources with tune2serve-run=<id> (clean-up finds them by it)")
     parser.add_argument("--json", action="store_true", help="print one JSON object on stdout")
 
@@ -48,8 +54,6 @@ def run(args: argparse.Namespace) -> int:
 
     max_replicas = args.max_replica_count if args.max_replica_count is not None else args.min_replica_count
     check_replicas(args.min_replica_count, max_replicas)
-    if args.deploy_timeout <= 0:
-        raise UsageError(f"--deploy-timeout {args.deploy_timeout}: must be positive")
     if args.psc_project_allowlist and not args.enable_private_service_connect:
         raise UsageError("--psc-project-allowlist needs --enable-private-service-connect")
     spec = DeploySpec(

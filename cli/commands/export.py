@@ -13,6 +13,8 @@ import json
 import sys
 from typing import Any
 
+from tune2serve.components import ranges  # stdlib-only
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("source", metavar="SOURCE",
@@ -26,7 +28,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="which checkpoint of a training run (default: final)")
     parser.add_argument("--dtype", default="auto", choices=["auto", "bfloat16", "float16", "float32"],
                         help="dtype of the written weights (default: the base's)")
-    parser.add_argument("--max-shard-size", default="5GB", metavar="SIZE", help="e.g. 5GB, 500MB (default: 5GB)")
+    parser.add_argument("--max-shard-size", type=ranges.MAX_SHARD_SIZE.from_text, default="5GB", metavar="SIZE",
+                        help=ranges.MAX_SHARD_SIZE.help("largest safetensors shard written (default: 5GB)"))
     parser.add_argument("--json", action="store_true", help="print one JSON object on stdout")
 
 

@@ -10,6 +10,7 @@ import json
 import sys
 import textwrap
 
+from tune2serve.components import ranges  # stdlib-only
 from tune2serve.localstack.faults import KIND_HELP  # stdlib-only module
 
 FAULT_KINDS = tuple(KIND_HELP)
@@ -34,9 +35,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     _home(p)
     p.add_argument("--target", help="a deployed model id or a Model resource name (default: every deployed model); "
                    "control-429: a part of the API call's 'METHOD PATH', e.g. :deploy")
-    p.add_argument("--count", type=int, help="how many requests or operations the fault applies to")
-    p.add_argument("--ms", type=int, help="latency: milliseconds added to each answer")
-    p.add_argument("--percent", type=int, help="routing-skew: the share of requests sent to the target (0-100)")
+    p.add_argument("--count", type=ranges.FAULT_COUNT.from_text, metavar="N",
+                   help=ranges.FAULT_COUNT.help("how many requests or operations the fault applies to"))
+    p.add_argument("--ms", type=ranges.FAULT_MS.from_text, metavar="N",
+                   help=ranges.FAULT_MS.help("latency: milliseconds added to each answer"))
+    p.add_argument("--percent", type=ranges.FAULT_PERCENT.from_text, metavar="N",
+                   help=ranges.FAULT_PERCENT.help("routing-skew: the share of requests sent to the target"))
     p.add_argument("--match", metavar="REGEX", help="http-503/http-429: fail only the requests whose body matches "
                    "REGEX (Python re.search on the UTF-8 body)")
     p = sub.add_parser("tick", help="start the stack's due pipeline schedules now",

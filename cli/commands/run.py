@@ -12,6 +12,8 @@ import argparse
 import json
 import sys
 
+from tune2serve.components import ranges  # stdlib-only
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("source", nargs="?", default=None, metavar="SOURCE",
@@ -28,10 +30,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--checkpoint", default="final", help="final, best, latest or STEP (default final)")
     parser.add_argument("--machine-type", default="", metavar="T")
     parser.add_argument("--accelerator-type", default="", metavar="A")
-    parser.add_argument("--accelerator-count", type=int, default=0, metavar="N")
+    parser.add_argument("--accelerator-count", type=ranges.ACCELERATOR_COUNT.from_text, default=None, metavar="N",
+                        help=ranges.ACCELERATOR_COUNT.help("accelerators per replica (with the two above)"))
     group = parser.add_mutually_exclusive_group()
-    group.add_argument("--canary-percent", type=int, default=0, metavar="N")
-    group.add_argument("--steps", default="", metavar="10,50,100")
+    group.add_argument("--canary-percent", type=ranges.CANARY_PERCENT.from_text, metavar="N",
+                       help=ranges.CANARY_PERCENT.help("with --production-endpoint: one canary step at N%%, then "
+                                                       "100%% (default 10)"))
+    group.add_argument("--steps", type=ranges.STEPS.from_text, default=None, metavar="10,50,100",
+                       help=ranges.STEPS.help("canary schedule instead of --canary-percent"))
     parser.add_argument("--strict", action="store_true", help="treat validation warnings as errors")
     parser.add_argument("--home", default=None, metavar="DIR", help="local stack home (default .tune2serve)")
     parser.add_argument("--verbose", action="store_true", help="stream every step's output to stderr")
@@ -46,8 +52,9 @@ def run(args: argparse.Namespace) -> int:
         source=args.source, base_model=args.base_model, export_dest=args.export_dest,
         production_endpoint=args.production_endpoint, project=args.project, region=args.region,
         golden_file=args.golden, checkpoint=args.checkpoint, machine_type=args.machine_type,
-        accelerator_type=args.accelerator_type, accelerator_count=args.accelerator_count,
-        canary_percent=args.canary_percent, steps=args.steps, strict=args.strict, home=args.home,
+        accelerator_type=args.accelerator_type, accelerator_count=args.accelerator_count or 0,
+        canary_percent=ranges.DEFAULT_CANARY_PERCENT if args.canary_percent is None else args.canary_percent,
+        steps=args.steps or "", strict=args.strict, home=args.home,
         verbose=args.verbose,
     )
     result = run_job(opts, echo=sys.stderr if args.verbose else None)

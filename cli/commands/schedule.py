@@ -22,6 +22,8 @@ import argparse
 import json
 from typing import Any
 
+from tune2serve.components import ranges  # stdlib-only
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     from tune2serve.cli.commands.submit import add_run_arguments
@@ -33,8 +35,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_run_arguments(create, display_name=False)
     create.add_argument("--source-prefix", metavar="GS_URI",
                         help="promote the newest completed tuning output under this prefix at each run")
-    create.add_argument("--max-concurrent-runs", type=int, default=1, metavar="N")
-    create.add_argument("--max-runs", type=int, metavar="N", help="complete the schedule after N runs")
+    create.add_argument("--max-concurrent-runs", type=ranges.MAX_CONCURRENT_RUNS.from_text, default=1, metavar="N",
+                        help=ranges.MAX_CONCURRENT_RUNS.help("runs of this schedule at once (default 1)"))
+    create.add_argument("--max-runs", type=ranges.MAX_RUNS.from_text, metavar="N",
+                        help=ranges.MAX_RUNS.help("complete the schedule after N runs"))
     create.add_argument("--start-time", metavar="RFC3339", help="no run before this time")
     create.add_argument("--end-time", metavar="RFC3339", help="no run after this time")
 

@@ -18,6 +18,8 @@ import json
 import sys
 from typing import Any
 
+from tune2serve.components import ranges  # stdlib-only
+
 
 def add_run_arguments(parser: argparse.ArgumentParser, *, display_name: bool = True) -> None:
     """The flags shared by ``submit`` and ``schedule create``: what a run is made from.
@@ -62,8 +64,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_run_arguments(parser)
     parser.add_argument("--job-id", help="the run's id (lowercase, digits, '-'); default: name + time")
     parser.add_argument("--wait", action="store_true", help="wait for the run to end, printing state changes")
-    parser.add_argument("--timeout", type=float, default=24 * 3600.0, metavar="S", help="--wait gives up after S seconds")
-    parser.add_argument("--poll", type=float, default=10.0, metavar="S", help=argparse.SUPPRESS)
+    parser.add_argument("--timeout", type=ranges.SUBMIT_TIMEOUT_S.from_text, default=24 * 3600.0, metavar="S",
+                        help=ranges.SUBMIT_TIMEOUT_S.help("--wait gives up after S seconds (default 86400)"))
+    parser.add_argument("--poll", type=ranges.POLL_S.from_text, default=10.0, metavar="S", help=argparse.SUPPRESS)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -10,6 +10,8 @@ import argparse
 import sys
 from pathlib import Path
 
+from tune2serve.components import ranges  # stdlib-only
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("source", metavar="SOURCE", help="a local folder or gs://bucket/prefix")
@@ -17,7 +19,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--strict", action="store_true", help="treat every warning as an error")
     parser.add_argument("--machine-type", default=None, help="e.g. g2-standard-12 (set with the two below)")
     parser.add_argument("--accelerator-type", default=None, help="e.g. NVIDIA_L4")
-    parser.add_argument("--accelerator-count", type=int, default=None, help="1, 2, 4 or 8")
+    parser.add_argument("--accelerator-count", type=ranges.ACCELERATOR_COUNT.from_text, default=None, metavar="N",
+                        help=ranges.ACCELERATOR_COUNT.help("accelerators per replica"))
     parser.add_argument("--verify-checksums", action="store_true",
                         help="hash every file against manifest.json (reads all the data)")
     parser.add_argument("--scan-values", action="store_true",

@@ -15,6 +15,8 @@ import json
 import os
 import sys
 
+from tune2serve.components import ranges  # stdlib-only
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("endpoint", metavar="ENDPOINT", help="endpoint resource name or id")
@@ -22,26 +24,35 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--region", default=os.environ.get("TUNE2SERVE_REGION"), help="Vertex AI region")
     parser.add_argument("--model", help="Model resource name to promote onto ENDPOINT (as deploy prints it)")
     group = parser.add_mutually_exclusive_group()
-    group.add_argument("--canary-percent", type=int, help="one canary step at N%%, then 100%% (default 10)")
-    group.add_argument("--steps", help="canary schedule, e.g. 10,50,100")
-    parser.add_argument("--significance", type=float, default=0.01,
-                        help="significance of the binomial routing test (default 0.01)")
-    parser.add_argument("--keep-previous", type=float, default=0.0, metavar="SECONDS",
-                        help="keep the previous model deployed at 0%% this long before undeploying it")
+    # default None, not 10: argparse tells a flag given from one absent by the value differing
+    # from its default, so "--canary-percent 10 --steps ..." would slip past the exclusion
+    group.add_argument("--canary-percent", type=ranges.CANARY_PERCENT.from_text, metavar="N",
+                       help=ranges.CANARY_PERCENT.help("one canary step at N%%, then 100%% (default 10)"))
+    group.add_argument("--steps", type=ranges.STEPS.from_text, metavar="10,50,100",
+                       help=ranges.STEPS.help("canary schedule instead of --canary-percent"))
+    parser.add_argument("--significance", type=ranges.SIGNIFICANCE.from_text, default=0.01,
+                        help=ranges.SIGNIFICANCE.help("significance of the binomial routing test (default 0.01)"))
+    parser.add_argument("--keep-previous", type=ranges.KEEP_PREVIOUS_S.from_text, default=0.0, metavar="SECONDS",
+                        help=ranges.KEEP_PREVIOUS_S.help("keep the previous model deployed at 0%% this long before "
+                                                         "undeploying it (default 0)"))
     parser.add_argument("--staging-endpoint", help="the endpoint deploy made for --model (machine spec is copied "
                         "from it; it is undeployed and deleted after a successful promotion)")
-    parser.add_argument("--bake-s", type=float, default=0.0, metavar="SECONDS",
-                        help="after the probe passes at each canary step below 100%%, hold the split this long and "
-                        "judge the canary by the endpoint's real traffic in Cloud Monitoring (default 0: no bake; "
-                        "in the cloud use 600 or more: points cover 60 s and arrive minutes late)")
-    parser.add_argument("--max-error-rate-delta", type=float, default=0.01,
-                        help="bake: roll back when the canary's error rate exceeds the serving model's by more than "
-                        "this (absolute; default 0.01)")
-    parser.add_argument("--max-latency-ratio", type=float, default=1.5,
-                        help="bake: roll back when the canary's p95 latency exceeds this times the serving model's "
-                        "(default 1.5)")
-    parser.add_argument("--min-bake-requests", type=int, default=20,
-                        help="bake: fewer canary requests than this is inconclusive (default 20)")
+    parser.add_argument("--bake-s", type=ranges.BAKE_S.from_text, default=0.0, metavar="SECONDS",
+                        help=ranges.BAKE_S.help(
+                            "after the probe passes at each canary step below 100%%, hold the split this long and "
+                            "judge the canary by the endpoint's real traffic in Cloud Monitoring (default 0: no "
+                            "bake; in the cloud use 600 or more: points cover 60 s and arrive minutes late)"))
+    parser.add_argument("--max-error-rate-delta", type=ranges.MAX_ERROR_RATE_DELTA.from_text, default=0.01,
+                        help=ranges.MAX_ERROR_RATE_DELTA.help(
+                            "bake: roll back when the canary's error rate exceeds the serving model's by more "
+                            "than this (absolute; default 0.01)"))
+    parser.add_argument("--max-latency-ratio", type=ranges.MAX_LATENCY_RATIO.from_text, default=1.5,
+                        help=ranges.MAX_LATENCY_RATIO.help(
+                            "bake: roll back when the canary's p95 latency exceeds this times the serving model's "
+                            "(default 1.5)"))
+    parser.add_argument("--min-bake-requests", type=ranges.MIN_BAKE_REQUESTS.from_text, default=20,
+                        help=ranges.MIN_BAKE_REQUESTS.help(
+                            "bake: fewer canary requests than this is inconclusive (default 20)"))
     parser.add_argument("--hold-inconclusive", action="store_true",
                         help="bake: leave an inconclusive canary at its step (exit 1, outcome failed) instead of "
                         "rolling it back; finish with --rollback")
@@ -68,7 +79,8 @@ def run(args: argparse.Namespace) -> int:
     staging = (args.staging_endpoint or "") if args.model else args.endpoint
     result = verify_traffic(project=args.project, region=args.region, endpoint=staging,
                             model=args.model, production_endpoint=args.endpoint if args.model else None,
-                            steps=args.steps, canary_percent=args.canary_percent, significance=args.significance,
+                            steps=args.steps, canary_percent=args.canary_percent,
+                            significance=args.significance,
                             keep_previous_s=args.keep_previous, run_id=args.run_id, bake=bake)
     if args.report_dir:
         from pathlib import Path

@@ -21,7 +21,10 @@ def deploy(
 
     from tune2serve.components.deploy.deploy import deploy_export
     from tune2serve.components.deploy.request import DeploySpec, machine_spec_from_flags, vertex_resource_uri
+    from tune2serve.components.ranges import check_parameters
 
+    check_parameters(accelerator_count=accelerator_count, min_replica_count=min_replica_count,
+                     max_replica_count=max_replica_count, deploy_timeout_s=deploy_timeout_s)
     result = deploy_export(DeploySpec(
         export_uri=export_uri, project=project, region=region,
         machine=machine_spec_from_flags(machine_type, accelerator_type, accelerator_count),

@@ -27,7 +27,9 @@ def export(
     from collections import namedtuple
 
     from tune2serve.components.export.export import export_checkpoint
+    from tune2serve.components.ranges import check_parameters
 
+    check_parameters(max_shard_size=max_shard_size)
     result = export_checkpoint(source, dest, base_model=base_model or None, checkpoint=checkpoint, dtype=dtype,
                                max_shard_size=max_shard_size, pass_through=True)
     model.uri = result.dest

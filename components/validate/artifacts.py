@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from tune2serve.components.errors import SourceError
+from tune2serve.components.ranges import check_parameters
 from tune2serve.components.validate.context import ValidateOptions
 from tune2serve.components.validate.findings import Report, error
 from tune2serve.components.validate.memory import parse_machine_spec
@@ -15,7 +16,8 @@ from tune2serve.components.validate.validator import validate_checkpoint
 
 def options_from_parameters(strict: bool, machine_type: str, accelerator_type: str, accelerator_count: int,
                             verify_checksums: bool, base_model: str) -> ValidateOptions:
-    """Pipeline parameters use "" and 0 for "not set"."""
+    """Pipeline parameters use "" and 0 for "not set"; the numbers in their documented ranges."""
+    check_parameters(accelerator_count=accelerator_count)
     spec = parse_machine_spec(machine_type or None, accelerator_type or None, accelerator_count or None)
     return ValidateOptions(strict=strict, machine_spec=spec, verify_checksums=verify_checksums,
                            base_model=base_model or None)

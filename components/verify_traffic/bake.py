@@ -25,6 +25,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from tune2serve.components import ranges
 from tune2serve.components.vertex.monitoring import LatencyPoint, ModelSeries
 
 PASSED, FAILED, INCONCLUSIVE = "passed", "failed", "inconclusive"
@@ -42,15 +43,14 @@ class BakePolicy:
     on_inconclusive: str = "rollback"  # or "hold"
 
     def problem(self) -> str:
-        """Why this policy is unusable ("" when it is fine)."""
-        if self.bake_s < 0:
-            return f"--bake-s must be 0 or more; got {self.bake_s:g}"
-        if not 0 <= self.max_error_rate_delta < 1:
-            return f"--max-error-rate-delta must be in [0, 1); got {self.max_error_rate_delta:g}"
-        if self.max_latency_ratio < 1:
-            return f"--max-latency-ratio must be at least 1; got {self.max_latency_ratio:g}"
-        if self.min_requests < 1:
-            return f"--min-bake-requests must be at least 1; got {self.min_requests}"
+        """Why this policy is unusable ("" when it is fine): each number in its documented
+        range (``components.ranges``: NaN and Inf never pass)."""
+        for spec, value in ((ranges.BAKE_S, self.bake_s), (ranges.MAX_ERROR_RATE_DELTA, self.max_error_rate_delta),
+                            (ranges.MAX_LATENCY_RATIO, self.max_latency_ratio),
+                            (ranges.MIN_BAKE_REQUESTS, self.min_requests)):
+            problem = spec.problem(value)
+            if problem:
+                return f"{spec.flag}: {problem}"
         if self.on_inconclusive not in ("rollback", "hold"):
             return f"on_inconclusive must be rollback or hold; got {self.on_inconclusive!r}"
         return ""

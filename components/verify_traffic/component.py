@@ -26,14 +26,18 @@ def verify_traffic(endpoint: str, model: str, production_endpoint: str, project:
     from collections import namedtuple
 
     from tune2serve.components.errors import PromotionAbortedError
+    from tune2serve.components.ranges import check_parameters
     from tune2serve.components.verify_traffic.bake import BakePolicy
     from tune2serve.components.verify_traffic.report import write_reports
     from tune2serve.components.verify_traffic.rollback import UNNAMED_PIPELINE_RUN
     from tune2serve.components.verify_traffic.verify import verify_traffic as run
 
+    check_parameters(canary_percent=canary_percent, steps=steps, significance=significance,
+                     keep_previous_s=keep_previous_s, bake_s=bake_s, max_error_rate_delta=max_error_rate_delta,
+                     max_latency_ratio=max_latency_ratio, min_bake_requests=min_bake_requests)
     result = run(project=project, region=region, endpoint=endpoint, model=model or None,
                  production_endpoint=production_endpoint or None, steps=steps or None,
-                 canary_percent=canary_percent or None, significance=significance, keep_previous_s=keep_previous_s,
+                 canary_percent=canary_percent, significance=significance, keep_previous_s=keep_previous_s,
                  run_id=run_id or UNNAMED_PIPELINE_RUN,
                  bake=BakePolicy(bake_s, max_error_rate_delta, max_latency_ratio, min_bake_requests))
     for name, value in result.metrics().items():

@@ -12,6 +12,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 
+from tune2serve.components import ranges
 from tune2serve.components.errors import UsageError
 
 NEW_MODEL_KEY = "0"
@@ -48,22 +49,15 @@ def full_split(new_id: str) -> Split:
     return {new_id: 100}
 
 
-def parse_steps(steps: str | None, canary_percent: int | None) -> list[int]:
-    """The canary schedule: ``--steps 10,50,100`` or ``--canary-percent N`` (then N, 100).
-    Always ends at 100; strictly increasing; each step in 1..100."""
-    if steps and canary_percent:
-        raise UsageError("give either --canary-percent or --steps, not both")
+def parse_steps(steps: str | None, canary_percent: int | None = None) -> list[int]:
+    """The canary schedule: ``--steps 10,50,100``, or else ``--canary-percent N`` (then N,
+    100; default 10). Always ends at 100; strictly increasing; each step in 1..100 (the
+    ranges of ``components.ranges``: no empty item, no 0, no NaN)."""
     if steps:
-        try:
-            values = [int(s) for s in steps.replace(" ", "").split(",") if s]
-        except ValueError as e:
-            raise UsageError(f"--steps must be comma-separated whole percents such as 10,50,100; got {steps!r}") from e
+        values = ranges.STEPS.values(steps)
     else:
-        values = [canary_percent or 10]
-    if not values or any(not 1 <= v <= 100 for v in values):
-        raise UsageError(f"every canary step must be between 1 and 100; got {values}")
-    if any(b <= a for a, b in zip(values, values[1:])):
-        raise UsageError(f"canary steps must increase; got {values}")
+        percent = ranges.DEFAULT_CANARY_PERCENT if canary_percent is None else canary_percent
+        values = [int(ranges.CANARY_PERCENT.check(percent))]
     return values if values[-1] == 100 else [*values, 100]
 
 

@@ -18,6 +18,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from tune2serve.components import ranges
 from tune2serve.components.errors import UsageError
 from tune2serve.components.verify_traffic.bake import BakePolicy
 from tune2serve.components.verify_traffic.canary import (
@@ -151,8 +152,8 @@ def verify_traffic(*, project: str, region: str, endpoint: str, model: str | Non
     from tune2serve.components.vertex.clients import target
     from tune2serve.components.vertex.resources import endpoint_name, model_name
 
-    if not 0 < significance < 0.5:
-        raise UsageError(f"--significance must be between 0 and 0.5; got {significance}")
+    ranges.SIGNIFICANCE.check(significance)
+    ranges.KEEP_PREVIOUS_S.check(keep_previous_s)
     vertex = target(project, region)
     schedule: list[int] = []
     if production_endpoint:  # usage errors before any network call

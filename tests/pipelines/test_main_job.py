@@ -29,7 +29,7 @@ def test_arguments_are_pipeline_parameters() -> None:
     inputs = promote_checkpoint.component_spec.inputs
     assert set(args) <= set(inputs)
     assert {name for name, spec in inputs.items() if not spec.optional} <= set(args)
-    assert args["steps"] == "10,100" and args["canary_percent"] == 0
+    assert args["steps"] == "10,100" and args["canary_percent"] == 10  # the share it means; steps replaces it
 
 
 KFP_LOCAL_OUTPUT = """\

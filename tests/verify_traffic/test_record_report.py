@@ -104,9 +104,11 @@ def test_cli_usage_errors_exit_2(capsys: pytest.CaptureFixture[str]) -> None:
         main(["verify-traffic", "123", "--project", "p", "--region", "r", "--model", "m",
               "--canary-percent", "10", "--steps", "10,100"])
     assert exited.value.code == 2
-    assert main(["verify-traffic", "projects/p/locations/r/endpoints/1", "--project", "p", "--region", "r",
-                 "--model", "projects/p/locations/r/models/2", "--steps", "50,10"]) == 2
-    assert "canary steps must increase" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exited:
+        main(["verify-traffic", "projects/p/locations/r/endpoints/1", "--project", "p", "--region", "r",
+              "--model", "projects/p/locations/r/models/2", "--steps", "50,10"])
+    assert exited.value.code == 2
+    assert "argument --steps: '50,10': canary steps must increase" in capsys.readouterr().err
 
 
 def test_the_exit_handler_reads_the_state_kfp_gives_it() -> None:

@@ -59,8 +59,10 @@ def test_parse_steps() -> None:
     assert parse_steps("10,50", None) == [10, 50, 100]
     assert parse_steps(None, 25) == [25, 100]
     assert parse_steps(None, None) == [10, 100]
-    for bad in ("50,10", "0,100", "ten"):
-        with pytest.raises(UsageError):
+    assert parse_steps("20,100", 10) == [20, 100]  # steps, when given, replaces canary_percent (default 10)
+    for bad in ("50,10", "0,100", "ten", "10,,100", "10,nan", "-10,100", ","):
+        with pytest.raises(UsageError, match="--steps"):
             parse_steps(bad, None)
-    with pytest.raises(UsageError, match="not both"):
-        parse_steps("10,100", 10)
+    for percent in (0, -1, 101, float("nan"), float("inf")):
+        with pytest.raises(UsageError, match="--canary-percent"):
+            parse_steps(None, percent)

@@ -31,7 +31,9 @@ def export_plan(
     """
     from tune2serve.components.export.fanout.fanout import plan_export
     from tune2serve.components.logs import get_logger, log_event
+    from tune2serve.components.ranges import check_parameters
 
+    check_parameters(max_shard_size=max_shard_size, export_workers=workers, export_min_worker_size=min_worker_size)
     groups, result = plan_export(source, dest, workers=workers, min_worker_bytes=min_worker_size,
                                  base_model=base_model or None, checkpoint=checkpoint, dtype=dtype,
                                  max_shard_size=max_shard_size)

@@ -31,8 +31,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from tune2serve.components import ranges
 from tune2serve.components.export.export import ExportResult, Part, export_checkpoint
-from tune2serve.components.export.publish.writer import parse_size
 
 MIN_WORKER_BYTES = "20GB"  # below this share per worker, more workers cost more than they save
 
@@ -73,9 +73,11 @@ def plan_export(source: str, dest: str, *, workers: int, min_worker_bytes: str |
                 pass_through: bool = True, **options: Any) -> tuple[list[Group], ExportResult]:
     """The groups (and the plan's result: ``noop`` when DEST already holds this export,
     then one empty group). ``options`` are ``export_checkpoint``'s."""
+    min_bytes = ranges.EXPORT_MIN_WORKER_SIZE.bytes(min_worker_bytes, "export_min_worker_size")  # before any I/O
+    ranges.EXPORT_WORKERS.check(workers, "export_workers")
     part = Part("plan")
     result = export_checkpoint(source, dest, part=part, pass_through=pass_through, **options)
-    groups = split(part.planned, max(1, workers), parse_size(min_worker_bytes)) if not result.noop else [Group(0, [], 0)]
+    groups = split(part.planned, workers, min_bytes) if not result.noop else [Group(0, [], 0)]
     return groups, result
 
 

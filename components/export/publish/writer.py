@@ -15,21 +15,18 @@ from __future__ import annotations
 
 import hashlib
 import json
-import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from tune2serve.components import ranges
 from tune2serve.components.checkpoint.index import SAFETENSORS_INDEX
-from tune2serve.components.errors import CheckpointError, UsageError
+from tune2serve.components.errors import CheckpointError
 
 if TYPE_CHECKING:
     from tune2serve.components.export.timing import Spans
 
-_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([KMGT]?I?B?)?\s*$", re.I)
-_UNITS = {"": 1, "B": 1, "KB": 10**3, "MB": 10**6, "GB": 10**9, "TB": 10**12,
-          "KIB": 2**10, "MIB": 2**20, "GIB": 2**30, "TIB": 2**40, "K": 10**3, "M": 10**6, "G": 10**9, "T": 10**12}
 _CRC_CHUNK = 8 << 20
 _DEPTH = 3  # chunks queued for the writer: with the producer's own, bounds memory in flight
 _ELEMENT_BYTES = {"F64": 8, "I64": 8, "U64": 8, "F32": 4, "I32": 4, "U32": 4, "F16": 2, "BF16": 2, "I16": 2, "U16": 2}
@@ -37,18 +34,9 @@ _ELEMENT_BYTES = {"F64": 8, "I64": 8, "U64": 8, "F32": 4, "I32": 4, "U32": 4, "F
 
 def parse_size(text: str | int) -> int:
     """``"5GB"`` → 5·10⁹ (decimal units, as transformers' ``max_shard_size``), ``"2GiB"``
-    → 2·2³⁰, a bare number is bytes."""
-    if isinstance(text, int):
-        value = text
-    else:
-        match = _SIZE.match(str(text))
-        unit = (match.group(2) or "").upper() if match else ""
-        if not match or unit not in _UNITS:
-            raise UsageError(f"--max-shard-size {text!r}: expected a size such as 5GB, 500MB or 100KB")
-        value = int(float(match.group(1)) * _UNITS[unit])
-    if value <= 0:
-        raise UsageError(f"--max-shard-size {text!r}: must be more than 0 bytes")
-    return value
+    → 2·2³⁰, a bare number is bytes; in ``--max-shard-size``'s documented range
+    (``components.ranges``: one parser for every size a user gives)."""
+    return ranges.MAX_SHARD_SIZE.bytes(text)
 
 
 @dataclass(frozen=True)
