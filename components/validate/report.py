@@ -9,6 +9,7 @@ import html
 from pathlib import Path
 from typing import Any
 
+from tune2serve.components import markdown as md
 from tune2serve.components.validate.findings import Finding, Report
 from tune2serve.components.validate.memory import human_bytes
 
@@ -65,20 +66,18 @@ def render_text(report: Report) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _md(text: str) -> str:
-    return text.replace("|", "\\|").replace("\n", " ")
-
-
 def render_markdown(report: Report) -> str:
+    """Every value from the checkpoint (source, file names, config values in the figures
+    and messages) through ``markdown.text``: literal text in the rendered page."""
     out = [f"# Checkpoint validation: {'✅' if report.ok else '❌'} {verdict(report)}", "",
-           f"Source: `{report.source}`", "", "| | |", "|---|---|"]
-    out += [f"| {label} | {_md(value)} |" for label, value in summary_rows(report)]
+           f"Source: {md.text(report.source)}", "", "| | |", "|---|---|"]
+    out += [f"| {md.text(label)} | {md.text(value)} |" for label, value in summary_rows(report)]
     for severity in SEVERITIES:
         items = [f for f in report.findings if f.severity == severity]
         if not items:
             continue
         out += ["", f"## {severity.capitalize()}s ({len(items)})", "", "| code | file | message |", "|---|---|---|"]
-        out += [f"| `{f.code}` | {'`' + _md(f.file) + '`' if f.file else '—'} | {_md(f.message)} |" for f in items]
+        out += [f"| {md.text(f.code)} | {md.text(f.file) if f.file else '—'} | {md.text(f.message)} |" for f in items]
     return "\n".join(out) + "\n"
 
 

@@ -16,6 +16,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from tune2serve.components import markdown as md
 from tune2serve.components.errors import PromotionError, VertexError
 from tune2serve.components.logs import get_logger, log_event
 from tune2serve.components.verify_traffic.canary import cleanup_staging
@@ -35,10 +36,11 @@ class FinalizeResult:
     problems: list[str] = field(default_factory=list)
 
     def markdown(self) -> str:
-        lines = [f"# finalize: pipeline {self.pipeline_state}", ""]
-        lines += [f"- {a}" for a in self.actions] or ["- nothing to undo"]
+        """Actions and problems quote resource names and API errors: literal text."""
+        lines = [f"# finalize: pipeline {md.text(self.pipeline_state)}", ""]
+        lines += [f"- {md.text(a)}" for a in self.actions] or ["- nothing to undo"]
         if self.problems:
-            lines += ["", "## Problems (act on these)", ""] + [f"- {p}" for p in self.problems]
+            lines += ["", "## Problems (act on these)", ""] + [f"- {md.text(p)}" for p in self.problems]
         return "\n".join(lines) + "\n"
 
 

@@ -12,6 +12,7 @@ from html import escape
 from pathlib import Path
 from typing import Any
 
+from tune2serve.components import markdown as md
 from tune2serve.components.verify_traffic.checks import StepResult
 from tune2serve.components.verify_traffic.verify import VerifyResult
 
@@ -50,13 +51,19 @@ def _step_rows(step: StepResult) -> list[tuple[str, ...]]:
 _HEAD = ("deployed model", "role", "configured", "observed", "n", "errors", "p50", "p95")
 
 
+def _row(cells: tuple[str, ...]) -> str:
+    return "| " + " | ".join(md.text(c) for c in cells) + " |"
+
+
 def markdown(result: VerifyResult) -> str:
+    """Resource names, deployed-model ids, reasons and notes come from the endpoint and
+    from error messages: each through ``markdown.text`` (literal text)."""
     lines = [f"# verify-traffic: {result.outcome}", "", f"**{HEADLINES[result.outcome]}**", "",
-             f"- endpoint: `{result.endpoint}`"]
+             f"- endpoint: {md.text(result.endpoint)}"]
     if result.model:
-        lines.append(f"- model: `{result.model}`")
+        lines.append(f"- model: {md.text(result.model)}")
     if result.reason:
-        lines.append(f"- reason: {result.reason}")
+        lines.append(f"- reason: {md.text(result.reason)}")
     lines += ["", "## Evidence", ""]
     for step in result.steps:
         t = step.test
@@ -64,20 +71,21 @@ def markdown(result: VerifyResult) -> str:
                   f"n = {t.n} (planned {step.plan.requests}, formula {step.plan.formula_requests or '–'}), "
                   f"new model answered {t.k} ({t.observed_share:.1%}), p-value {t.p_value:.3g} "
                   f"(significance {t.alpha})", "",
-                  "| " + " | ".join(_HEAD) + " |", "|" + "---|" * len(_HEAD)]
-        lines += ["| " + " | ".join(r) + " |" for r in _step_rows(step)]
-        lines += [f"- {f}" for f in step.failures] + [""]
+                  _row(_HEAD), "|" + "---|" * len(_HEAD)]
+        lines += [_row(r) for r in _step_rows(step)]
+        lines += [f"- {md.text(f)}" for f in step.failures] + [""]
         if step.bake is not None:
             b = step.bake
-            lines += [f"Bake {b.window[1] - b.window[0]:.0f} s on real traffic (Cloud Monitoring): **{b.verdict}**", "",
-                      "| " + " | ".join(_BAKE_HEAD) + " |", "|" + "---|" * len(_BAKE_HEAD)]
-            lines += ["| " + " | ".join(r) + " |" for r in _bake_rows(b)] + [""]
+            lines += [f"Bake {b.window[1] - b.window[0]:.0f} s on real traffic (Cloud Monitoring): "
+                      f"**{md.text(b.verdict)}**", "", _row(_BAKE_HEAD), "|" + "---|" * len(_BAKE_HEAD)]
+            lines += [_row(r) for r in _bake_rows(b)] + [""]
     if result.rollback:
-        lines += ["## Rollback", "", f"restored {result.rollback['restored_split']}, undeployed "
-                  f"{', '.join(result.rollback['undeployed']) or 'nothing'}", ""]
-    lines += ["## Final traffic split", ""] + [f"- `{k}`: {v}%" for k, v in result.traffic_split.items()] + [""]
+        lines += ["## Rollback", "", f"restored {md.text(result.rollback['restored_split'])}, undeployed "
+                  f"{md.text(', '.join(result.rollback['undeployed']) or 'nothing')}", ""]
+    lines += ["## Final traffic split", ""] + [f"- {md.text(k)}: {md.text(v)}%" for k, v in result.traffic_split.items()]
+    lines += [""]
     if result.notes:
-        lines += ["## Notes", ""] + [f"- {n}" for n in result.notes] + [""]
+        lines += ["## Notes", ""] + [f"- {md.text(n)}" for n in result.notes] + [""]
     lines += ["## Method", "", METHOD, ""]
     return "\n".join(lines)
 

@@ -35,6 +35,8 @@ def test_markdown_escapes_table_pipes_and_groups_by_severity() -> None:
     assert md.startswith("# Checkpoint validation: ❌ NOT DEPLOYABLE: 1 error")
     assert "pipe" in md and "\\| pipe" in md
     assert md.index("## Errors (1)") < md.index("## Warnings (1)") < md.index("## Infos (1)")
+    # the source and the message are literal text (tests/test_markdown.py renders them)
+    assert "<script>" not in md and "<img" not in md and "&lt;img src=x onerror=\"alert(1)\"&gt;" in md
 
 
 def test_text_and_verdict() -> None:
