@@ -16,22 +16,33 @@ Verdict over the window (``judge_bake``, pure, so the rule is tested without a s
   both have ``min_requests`` successful answers; p95 from the merged latency
   distributions, at the upper bound of the bucket that holds it).
 * **passed** — otherwise.
+
+Garbage from Cloud Monitoring is never a pass: a negative count, a negative bucket
+count, a NaN/Inf mean, a bucket bound that is not a number, not increasing or +inf
+before the last bucket, bucket counts that do not sum to the distribution's count, an
+interval that ends before it starts — any of these in the canary's or the serving
+models' series makes the bake **inconclusive** (rolled back, or held under "hold"),
+and the reason names each bad point (which deployed model, which metric, when, what was
+wrong). ``nan < x`` is false for every x, so such data would otherwise slip past every
+threshold; the numbers judged and reported are computed from the valid points only.
 """
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from tune2serve.components import ranges
-from tune2serve.components.vertex.monitoring import LatencyPoint, ModelSeries
+from tune2serve.components.vertex.monitoring import CountPoint, LatencyPoint, ModelSeries
 
 PASSED, FAILED, INCONCLUSIVE = "passed", "failed", "inconclusive"
 DEFAULT_MAX_ERROR_RATE_DELTA = 0.01
 DEFAULT_MAX_LATENCY_RATIO = 1.5
 DEFAULT_MIN_REQUESTS = 20
+MAX_PROBLEMS_SHOWN = 5  # in the reason; every one is in the evidence's data_problems
 
 
 @dataclass(frozen=True)
@@ -96,6 +107,70 @@ def percentile(points: Iterable[LatencyPoint], q: float) -> float | None:
     return bounds[-1]
 
 
+def _is_count(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
+def _interval_problem(start: Any, end: Any) -> str:
+    if not all(isinstance(t, (int, float)) and math.isfinite(t) for t in (start, end)) or end < start:
+        return f"its interval [{start!r}, {end!r}] is not a time interval"
+    return ""
+
+
+def count_problem(point: CountPoint) -> str:
+    """Why a response_count point cannot be judged ("" when it can)."""
+    if not _is_count(point.count):
+        return f"its count {point.count!r} is not a count (negative or not a whole number)"
+    return _interval_problem(point.start, point.end)
+
+
+def latency_problem(point: LatencyPoint) -> str:
+    """Why a prediction_latencies distribution point cannot be judged ("" when it can)."""
+    if not _is_count(point.count):
+        return f"its count {point.count!r} is not a count (negative or not a whole number)"
+    if not isinstance(point.mean_ms, (int, float)) or not math.isfinite(point.mean_ms) or point.mean_ms < 0:
+        return f"its mean {point.mean_ms!r} ms is not a finite, non-negative latency"
+    if len(point.bounds) != len(point.counts):
+        return f"it has {len(point.bounds)} bucket bounds for {len(point.counts)} bucket counts"
+    bad = next((c for c in point.counts if not _is_count(c)), None)
+    if bad is not None:
+        return f"a bucket count {bad!r} is not a count (negative or not a whole number)"
+    for i, bound in enumerate(point.bounds):
+        if not isinstance(bound, (int, float)) or math.isnan(bound) or bound == -math.inf:
+            return f"bucket bound {i} ({bound!r}) is not a number"
+        if bound == math.inf and i != len(point.bounds) - 1:
+            return f"bucket bound {i} is +inf before the last bucket"
+        if i and not bound > point.bounds[i - 1]:
+            return f"its bucket bounds are not increasing ({point.bounds[i - 1]!r} then {bound!r})"
+    if point.counts and sum(point.counts) != point.count:
+        return f"its bucket counts sum to {sum(point.counts)}, not to its count {point.count}"
+    return _interval_problem(point.start, point.end)
+
+
+def data_problems(read: Mapping[str, ModelSeries], deployed_ids: Iterable[str]) -> list[str]:
+    """Every point of these deployed models' series that cannot be judged, named: which
+    deployed model, which metric, when, and what is wrong with it."""
+    problems = []
+    for dm in deployed_ids:
+        series = read.get(dm)
+        if series is None:
+            continue
+        for c in series.counts:
+            if why := count_problem(c):
+                problems.append(f"deployed model {dm}: response_count (response_code {c.code!r}) point at "
+                                f"{c.start!r}: {why}")
+        for p in series.latencies:
+            if why := latency_problem(p):
+                problems.append(f"deployed model {dm}: prediction_latencies point at {p.start!r}: {why}")
+    return problems
+
+
+def valid_points(series: ModelSeries) -> ModelSeries:
+    """The series without the points ``data_problems`` names (what the numbers are made of)."""
+    return ModelSeries([c for c in series.counts if not count_problem(c)],
+                       [p for p in series.latencies if not latency_problem(p)])
+
+
 def window_stats(series: Iterable[ModelSeries]) -> WindowStats:
     series = list(series)
     counts = [c for s in series for c in s.counts]
@@ -111,7 +186,8 @@ class BakeResult:
     canary: WindowStats
     baseline: WindowStats
     failures: tuple[str, ...] = ()
-    series: dict[str, dict[str, Any]] = field(default_factory=dict)  # the points read, per deployed model
+    series: dict[str, dict[str, Any]] = field(default_factory=dict)  # the valid points read, per deployed model
+    data_problems: tuple[str, ...] = ()  # every point that could not be judged, named
 
     @property
     def passed(self) -> bool:
@@ -121,7 +197,7 @@ class BakeResult:
         return {"verdict": self.verdict, "window": {"start": round(self.window[0], 3), "end": round(self.window[1], 3),
                                                     "seconds": round(self.window[1] - self.window[0], 1)},
                 "canary": self.canary.as_dict(), "baseline": self.baseline.as_dict(),
-                "failures": list(self.failures), "series": self.series}
+                "failures": list(self.failures), "series": self.series, "data_problems": list(self.data_problems)}
 
 
 def _series_evidence(read: Mapping[str, ModelSeries]) -> dict[str, dict[str, Any]]:
@@ -140,10 +216,17 @@ def judge_bake(read: Mapping[str, ModelSeries], canary_id: str, serving_ids: Ite
                window: tuple[float, float] = (0.0, 0.0)) -> BakeResult:
     """The verdict on the window; see the module docstring for the rule."""
     serving = [i for i in serving_ids if i != canary_id]
-    canary = window_stats([read[canary_id]] if canary_id in read else [])
-    baseline = window_stats(read[i] for i in serving if i in read)
-    evidence = _series_evidence(read)
+    problems = data_problems(read, [canary_id, *serving])
+    clean = {dm: valid_points(s) for dm, s in read.items()}
+    canary = window_stats([clean[canary_id]] if canary_id in clean else [])
+    baseline = window_stats(clean[i] for i in serving if i in clean)
+    evidence = _series_evidence(clean)
     seconds = window[1] - window[0]
+    if problems:
+        more = len(problems) - MAX_PROBLEMS_SHOWN
+        reason = ("bake inconclusive (never a pass): Cloud Monitoring returned points that cannot be judged: "
+                  + "; ".join(problems[:MAX_PROBLEMS_SHOWN]) + (f"; and {more} more" if more > 0 else ""))
+        return BakeResult(INCONCLUSIVE, window, canary, baseline, (reason,), evidence, tuple(problems))
     if canary.requests < policy.min_requests or baseline.requests == 0:
         reason = (f"bake inconclusive: over {seconds:.0f} s the canary answered {canary.requests} requests "
                   f"(at least {policy.min_requests} needed) and the serving models {baseline.requests}; "
