@@ -1,10 +1,17 @@
-"""Finite weights: every merged tensor is checked as it streams, so a NaN/Inf adapter,
-or an update that overflows the output dtype (bf16/fp16 turn overflow into Inf), fails
-the export with the tensor's name instead of shipping a model that answers garbage.
+"""Finite weights: every merged (or converted) tensor is checked as it streams, before
+its cast to the output dtype, so a NaN/Inf adapter, or a value that the output dtype
+cannot hold, fails the export with the tensor's name instead of shipping a model that
+answers garbage.
 
-The check runs on each output block while it is still in cache: one float32 sum of the
-block (NaN and Inf propagate into it), and only when that sum is not finite, the exact
-element test (a sum of huge-but-finite bf16 values can overflow on its own).
+Why before the cast, against the output dtype's range: a float32 value beyond
+bfloat16's largest finite value (3.3895e38) or float16's (65504) is finite in float32
+and becomes ±Inf in the cast when it lies past the halfway point to the next power,
+and is silently clipped to the largest finite value below it. Both are a merge gone
+wrong (real weights are orders of magnitude smaller), so both are refused: the check
+is ``|value| <= finfo(output dtype).max`` on the float32 merge result, NaN failing it.
+
+The check runs on each block while it is still in cache: one ``aminmax`` pass (NaN
+propagates into it); only when a bound fails, the exact count for the message.
 """
 
 from __future__ import annotations
@@ -15,24 +22,39 @@ from typing import Any
 from tune2serve.components.errors import MergeError
 
 
-def check_finite(block: Any, name: str, rows: tuple[int, int] | None = None) -> None:
-    """Raises ``MergeError`` naming tensor ``name`` when ``block`` (a torch tensor in
-    the output dtype) holds a NaN or an infinity."""
+def check_finite(block: Any, name: str, rows: tuple[int, int] | None = None, out_dtype: Any = None) -> None:
+    """Raises ``MergeError`` naming tensor ``name`` when ``block`` (a torch tensor, before
+    its cast) holds a NaN or an infinity, or a value beyond the range of ``out_dtype``
+    (the dtype it is about to be cast to; None: its own)."""
     import torch
 
     if not block.is_floating_point() or block.numel() == 0:
         return
-    if math.isfinite(float(torch.sum(block, dtype=torch.float32))):
+    target = out_dtype if out_dtype is not None and out_dtype.is_floating_point else block.dtype
+    limit = min(torch.finfo(target).max, torch.finfo(block.dtype).max)
+    low, high = (float(v) for v in torch.aminmax(block))
+    if math.isfinite(low) and math.isfinite(high) and -limit <= low and high <= limit:
         return
-    bad = ~torch.isfinite(block)
-    if not bool(bad.any()):
-        return
-    count = int(bad.sum())
     nans = int(torch.isnan(block).sum())
+    infs = int(torch.isinf(block).sum())
     where = f" (rows {rows[0]}..{rows[1]})" if rows else ""
+    if nans or infs:
+        raise MergeError(
+            f"tensor {name}{where}: the merge produced {nans + infs} non-finite values ({nans} NaN, {infs} ±Inf) "
+            f"in {_dtype(block.dtype)}; the adapter's weights or scaling are NaN/Inf or overflow float32. Nothing "
+            "was published; check the adapter",
+            file=None,
+        )
+    beyond = int((block.abs() > limit).sum())
+    largest = max(abs(low), abs(high))
     raise MergeError(
-        f"tensor {name}{where}: the merge produced {count} non-finite values ({nans} NaN, {count - nans} ±Inf) "
-        f"in {str(block.dtype).removeprefix('torch.')}; the adapter's weights or scaling are NaN/Inf or overflow "
-        "the output dtype. Nothing was published; check the adapter (or export with --dtype float32)",
+        f"tensor {name}{where}: {beyond} values are finite in {_dtype(block.dtype)} but beyond {_dtype(target)}'s "
+        f"range (largest magnitude {largest:.5g}, {_dtype(target)} holds at most {limit:.5g}): the cast to "
+        f"{_dtype(target)} would turn them into ±Inf or clip them, and the model would answer garbage. Nothing was "
+        "published; check the adapter's weights and scaling (or export with --dtype float32)",
         file=None,
     )
+
+
+def _dtype(dtype: Any) -> str:
+    return str(dtype).removeprefix("torch.")

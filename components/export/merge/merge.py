@@ -345,9 +345,10 @@ class RowMerger:
         if self.magnitude is not None:
             work.mul_((self.magnitude[row0:row0 + rows] / work.norm(p=2, dim=1)).view(-1, 1))
         t2 = time.perf_counter()
+        # NaN/Inf, or beyond the output dtype's range (the cast would overflow): fail naming the tensor
+        check_finite(work, self.name, (row0, row0 + rows), out.dtype)
         if work is not out:
             out.copy_(work)  # round to nearest even, as .to() does
-        check_finite(out, self.name, (row0, row0 + rows))  # NaN/Inf or cast overflow: fail naming the tensor
         t3 = time.perf_counter()
         spans.add("merge: convert to f32", t1 - t0)
         spans.add("merge: GEMM (+DoRA)", t2 - t1)

@@ -198,8 +198,8 @@ class TensorStream:
                     value = whole[row:row + n].to(torch.float32, copy=True)
                 value.add_(delta)  # the float32 sum, in place: no second slab-sized temporary
                 del delta
+                check_finite(value, t.name, (row, row + n), torch_dtype(self.out_dtype))  # before the cast
                 value = cast(value, self.out_dtype)
-                check_finite(value, t.name, (row, row + n))
             row += n
             yield Chunk(memoryview(value.reshape(-1).view(torch.uint8).numpy()))
 
@@ -209,9 +209,10 @@ class TensorStream:
         with self.spans.span("whole tensors (read+merge+cast)"):
             base = self.tensors.read(t.name) if t.name in self.tensors.metas else None
             value = merged(self.adapter, t.name, base) if self.adapter is not None else base
+            if self.adapter is not None or (value.is_floating_point() and value.dtype != torch_dtype(self.out_dtype)):
+                # a merged, replaced or converted tensor: never ship NaN/Inf, nor a value the cast overflows
+                check_finite(value, t.name, None, torch_dtype(self.out_dtype))
             value = cast(value, self.out_dtype)
-            if self.adapter is not None:
-                check_finite(value, t.name)  # a merged or replaced tensor: never ship NaN/Inf
         if tuple(value.shape) != t.shape or value.element_size() * value.numel() != t.nbytes:
             raise CheckpointError(f"tensor {t.name} came out as {list(value.shape)} {value.dtype}, planned {list(t.shape)} {t.dtype}")
         yield Chunk(memoryview(value.reshape(-1).view(torch.uint8).numpy()))
