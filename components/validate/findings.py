@@ -12,6 +12,8 @@ import json
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any, Literal
 
+from tune2serve.components.checkpoint.secrets import redact
+
 Severity = Literal["error", "warning", "info"]
 SEVERITY_ORDER: dict[str, int] = {"error": 0, "warning": 1, "info": 2}
 
@@ -22,6 +24,13 @@ class Finding:
     code: str
     message: str
     file: str | None = None
+
+    def __post_init__(self) -> None:
+        # A message may quote a config value or a file name: no credential shape reaches a
+        # report, --json or a log through it (checkpoint/secrets.py's shapes).
+        object.__setattr__(self, "message", redact(self.message))
+        if self.file is not None:
+            object.__setattr__(self, "file", redact(self.file))
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -69,6 +78,26 @@ class Report:
 
     def to_json(self, indent: int | None = 2) -> str:
         return json.dumps(self.to_dict(), indent=indent, default=str)
+
+
+MAX_PER_CODE = 20
+
+
+def cap_repeated(findings: list[Finding], limit: int = MAX_PER_CODE) -> list[Finding]:
+    """At most ``limit`` findings of one code, then one more of the same code and severity
+    saying how many were left out: a folder with 10,000 stray files yields a readable
+    report, and the gate (any error) is unchanged since the first ones are kept."""
+    seen: dict[str, int] = {}
+    kept: list[Finding] = []
+    for f in findings:
+        seen[f.code] = seen.get(f.code, 0) + 1
+        if seen[f.code] <= limit:
+            kept.append(f)
+    for f in list(kept):
+        if seen.get(f.code, 0) > limit:
+            more = seen.pop(f.code) - limit
+            kept.append(Finding(f.severity, f.code, f"… and {more} more {f.code} findings", None))
+    return kept
 
 
 def promote_warnings(findings: list[Finding]) -> list[Finding]:
