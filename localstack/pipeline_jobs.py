@@ -7,10 +7,12 @@ strictly with the SDK's own types (``protos.parse``), as the cloud does, and res
 are rendered through them.
 
 An accepted pipeline job is really run: one worker thread takes jobs in order (QUEUED →
-RUNNING → SUCCEEDED/FAILED/CANCELLED) and runs each in a child process with
-``kfp.local``'s SubprocessRunner (``python -m tune2serve.localstack.pipeline_jobs
-RUN_DIR``), its environment carrying the stack's settings so the components reach the
-same local stack. kfp.local writes outputs under a local folder (the job's run folder),
+RUNNING → SUCCEEDED/FAILED/CANCELLED) and runs each in a child process (``python -m
+tune2serve.localstack.pipeline_jobs RUN_DIR``) with the project's one kfp.local runner
+(``pipelines/kfp_local.py``), its environment carrying the stack's settings so the
+components reach the same local stack. The child writes what the runner found
+(``result.json``: which task failed, where in the DAG, and its error) for the job's
+error message. kfp.local writes outputs under a local folder (the job's run folder),
 not under the gs:// pipeline root. Schedules (``nextRunTime``, ``tick()``) are the
 ``SchedulesMixin`` part of the service, in localstack/schedules.py.
 """
@@ -40,7 +42,7 @@ _ROUTE = re.compile(r"^/(v1|v1beta1)/projects/([^/]+)/locations/([^/]+)/(pipelin
                     r"(?:/([^/:]+))?(?::([A-Za-z]+))?$")
 _JOB_ID = re.compile(r"^[a-z][-a-z0-9]{0,127}$")
 TERMINAL = {"PIPELINE_STATE_SUCCEEDED", "PIPELINE_STATE_FAILED", "PIPELINE_STATE_CANCELLED"}
-_INT_TYPES = {"NUMBER_INTEGER", "INT"}
+RESULT = "result.json"  # what the child found, for the job's error message
 
 
 def _matches(resource: dict[str, Any], text: str | None) -> bool:
@@ -278,7 +280,7 @@ class PipelineJobsService(SchedulesMixin):
             elif code == 0:
                 self._finish(name, "PIPELINE_STATE_SUCCEEDED")
             else:
-                self._finish(name, "PIPELINE_STATE_FAILED", _failure_message(run_dir / "log.txt", code))
+                self._finish(name, "PIPELINE_STATE_FAILED", _failure_message(run_dir, code))
 
     @staticmethod
     def _stop(proc: subprocess.Popen[bytes]) -> None:
@@ -309,50 +311,31 @@ class PipelineJobsService(SchedulesMixin):
             self._worker.join(timeout=10)
 
 
-_ANSI = re.compile(r"\x1b\[[0-9;]*m")
-_EXCEPTION_LINE = re.compile(r"^\s*(?:[\w.]+\.)?(\w+(?:Error|Exception)): (.+)$")
-
-
-def _failure_message(log: Path, code: int) -> str:
+def _failure_message(run_dir: Path, code: int) -> str:
     """Vertex-like: which task failed and the error it raised, then where the log is."""
-    lines = _ANSI.sub("", log.read_text(errors="replace")).splitlines() if log.is_file() else []
-    failed = next((ln.split("Inner task failed:", 1)[1].strip() for ln in reversed(lines) if "Inner task failed:" in ln), "")
-    errors = [m.group(1) + ": " + m.group(2) for ln in lines if (m := _EXCEPTION_LINE.match(ln))
-              and "finished with status" not in ln]
-    cause = next((e for e in reversed(errors) if not e.startswith("RuntimeError: Pipeline")), "")
-    head = f"The DAG failed because some tasks failed: {failed.rstrip('.')}." if failed else f"The run exited with {code}."
-    return f"{head} {cause} (log: {log})".replace("  ", " ")
-
-
-def _integers_back(node: Any) -> Any:
-    """A pipeline spec travels as a protobuf Struct, where every number is a double; the
-    integer parameters' defaults and constants are made ints again for kfp.local."""
-    if isinstance(node, list):
-        return [_integers_back(v) for v in node]
-    if not isinstance(node, dict):
-        return node
-    out = {k: _integers_back(v) for k, v in node.items()}
-    if out.get("parameterType") in _INT_TYPES and isinstance(out.get("defaultValue"), float):
-        out["defaultValue"] = int(out["defaultValue"])
-    return out
+    log = run_dir / "log.txt"
+    try:
+        found = json.loads((run_dir / RESULT).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        found = {}
+    chain = " inside ".join(f"'{t}'" for t in found.get("failed_tasks") or [])
+    head = f"The DAG failed because some tasks failed: {chain}." if chain else f"The run exited with {code}."
+    cause = f" {found['message']}" if found.get("message") else ""
+    return f"{head}{cause} (log: {log})"
 
 
 def run_pipeline_job(run_dir: Path) -> int:
-    """Runs ``run_dir/job.json`` with kfp.local (child-process entry point)."""
-    from kfp import components, local
+    """Runs ``run_dir/job.json`` with the kfp.local runner (child-process entry point);
+    writes ``run_dir/result.json``; 0 when the run succeeded."""
+    from tune2serve.pipelines.kfp_local import run_pipeline
 
     job = json.loads((run_dir / "job.json").read_text())
-    spec = _integers_back(job["pipelineSpec"])
-    declared = spec["root"].get("inputDefinitions", {}).get("parameters", {})
-    arguments = {}
-    for key, value in job.get("runtimeConfig", {}).get("parameterValues", {}).items():
-        if declared.get(key, {}).get("parameterType") in _INT_TYPES and isinstance(value, float) and value.is_integer():
-            value = int(value)  # JSON numbers arrive as doubles; kfp.local checks int parameters
-        arguments[key] = value
-    local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(run_dir / "outputs"), raise_on_error=True)
-    pipeline = components.load_component_from_text(json.dumps(spec))
-    pipeline(**arguments)
-    return 0
+    run = run_pipeline(job["pipelineSpec"], job.get("runtimeConfig", {}).get("parameterValues", {}),
+                       pipeline_root=run_dir / "outputs", echo=sys.stdout)
+    failed = run.failed_step
+    write_json_atomic(run_dir / RESULT, {"succeeded": run.succeeded, "failed_tasks": run.failed_tasks,
+                                         "message": failed.message if failed else None})
+    return 0 if run.succeeded else 1
 
 
 if __name__ == "__main__":

@@ -1,30 +1,46 @@
-"""Runs the compiled promotion pipeline with ``kfp.local`` in the current environment.
+"""The one kfp.local runner: ``tune2serve run``, the local stack's pipelineJobs, the tests
+and the benchmarks all run pipelines through ``run_pipeline``.
 
-The same PipelineSpec that Vertex AI Pipelines runs (the compiled YAML, or the pipeline
-function's spec, which a test holds equal to it) is executed by kfp.local's
-``SubprocessRunner(use_venv=False)``: each step is a subprocess of this Python, with the
-installed tune2serve package, that inherits this process's environment. The local
+kfp.local is driven through its public API only: ``kfp.local.init(runner=
+SubprocessRunner(use_venv=False), pipeline_root=..., raise_on_error=True)``, then the
+pipeline is called (a component loaded from the spec with ``kfp.components``, the way a
+user runs a compiled pipeline locally). Each step is a subprocess of this Python, with
+the installed tune2serve package, that inherits this process's environment; the local
 stack's settings (STORAGE_EMULATOR_HOST, TUNE2SERVE_VERTEX_API_ENDPOINT,
-REQUESTS_CA_BUNDLE, SSL_CERT_FILE) are put into ``os.environ`` for the duration of the
-run and restored afterwards.
+REQUESTS_CA_BUNDLE, SSL_CERT_FILE) are put into ``os.environ`` for the run and restored
+afterwards.
 
-kfp.local prints its own progress and every step's output on stdout. That stream is
-captured here line by line (to a log file, and to ``echo`` when given), which gives:
-- per-step timings (from kfp.local's "Executing task" / "finished with status" lines),
-- the failing step and its message (the last exception line the step printed),
-and keeps stdout free for a command's own result (``--json`` prints one object).
+Progress is followed from what the run leaves behind, never from kfp.local's console
+wording (which changes between releases):
 
-Outputs are read back from kfp.local's pipeline root, laid out as
-``<pipeline_root>/<run name>/<task>/executor_output.json`` and ``.../<task>/<artifact>``.
+- a task **starts** when kfp.local starts its process: a child of this process whose
+  command line carries the KFP executor input (``--executor_input``, the protocol every
+  KFP backend, Vertex included, starts a step with); its ``outputs.outputFile`` names the
+  task's folder under the pipeline root, ``<root>/<run>/[<loop>-iteration-N/]<task>/``;
+- it **ends** when kfp.local has reaped that process, and it **succeeded** when
+  ``executor_output.json`` is in its folder (the KFP executor writes it last, and only on
+  success);
+- its **outputs** are that file's ``parameterValues``; its **artifacts** are files in its
+  folder (a failed step writes its reports before failing);
+- a failed task's **message** is the last Python exception its process printed (the
+  traceback's last line and what follows it; kfp.local relays the step's output), and its
+  place in the DAG (``failed_tasks``, innermost first) is read from the spec;
+- the **run failed** when kfp.local raised ``RuntimeError`` (what ``raise_on_error=True``
+  does once the run, exit handler included, has ended) or a task failed.
+
+kfp.local's own output and every step's are captured (to a log file, and to ``echo``
+when given), which keeps stdout free for a command's own result (``--json``).
 """
 
 from __future__ import annotations
 
+import builtins
 import contextlib
 import io
 import json
 import os
 import re
+import threading
 import time
 import warnings
 from collections.abc import Iterator, Mapping
@@ -32,25 +48,22 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
-# What kfp.local writes on stdout around each step (colour codes stripped first).
+ENV_NAMES = ("STORAGE_EMULATOR_HOST", "TUNE2SERVE_VERTEX_API_ENDPOINT", "REQUESTS_CA_BUNDLE", "SSL_CERT_FILE")
+EXECUTOR_OUTPUT = "executor_output.json"  # the KFP executor's output file (ExecutorInput.outputs.output_file)
+POLL_S = 0.1  # how often the task processes are looked at; a step's interpreter lives far longer
+
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
-_START = re.compile(r"Executing task '([^']+)'")
-_FINISH = re.compile(r"Task '([^']+)' finished with status (SUCCESS|FAILURE)")
-_SKIP = re.compile(r"Skipping task ([\w-]+): upstream")
-_PIPELINE_DONE = re.compile(r"Pipeline '([^']+)' finished with status (SUCCESS|FAILURE)")
-_INNER_FAILED = re.compile(r"Inner task failed: (.+)\.$")
 # The last line of a Python traceback: "package.module.SomeError: message".
 _EXCEPTION = re.compile(r"^\s*((?:[A-Za-z_]\w*\.)*[A-Za-z_]\w*(?:Error|Exception|Exit|Interrupt)): (.*)$")
-
-ENV_NAMES = ("STORAGE_EMULATOR_HOST", "TUNE2SERVE_VERTEX_API_ENDPOINT", "REQUESTS_CA_BUNDLE", "SSL_CERT_FILE")
+_INT_TYPES = {"NUMBER_INTEGER", "INT"}
 
 
 @dataclass
 class StepRun:
-    """One task as kfp.local ran it."""
+    """One task as kfp.local ran it (the iterations of a ParallelFor are one StepRun)."""
 
     task: str
-    status: str = "RUNNING"  # SUCCESS | FAILURE | SKIPPED | RUNNING
+    status: str = "RUNNING"  # SUCCESS | FAILURE | RUNNING
     started: float = 0.0
     finished: float = 0.0
     message: str | None = None  # the step's error, when it failed
@@ -83,7 +96,7 @@ class PipelineRun:
 
     def outputs(self, task: str) -> dict[str, Any]:
         """A task's output parameters ({} when it did not run or failed)."""
-        path = self.run_dir / task / "executor_output.json"
+        path = self.run_dir / task / EXECUTOR_OUTPUT
         if not path.is_file():
             return {}
         return dict(json.loads(path.read_text(encoding="utf-8")).get("parameterValues", {}))
@@ -94,16 +107,27 @@ class PipelineRun:
         return path if path.exists() else None
 
 
-class _LineTap(io.TextIOBase):
-    """A text stream that splits what is written into lines, timestamps them and hands
-    them to a callback, copying everything to the log (and ``echo``)."""
+@dataclass
+class _Attempt:
+    """One process kfp.local ran for a task (a retry is a second attempt, same folder)."""
 
-    def __init__(self, on_line: Any, log: TextIO, echo: TextIO | None) -> None:
+    folder: Path  # <root>/<run>/[<loop>-iteration-N/]<task>
+    started: float
+    finished: float | None = None
+    succeeded: bool = False
+
+
+class _OutputTap(io.TextIOBase):
+    """What kfp.local prints (its lines and every step's output): copied to the log (and
+    ``echo``), and each Python exception the steps print kept with the time it came."""
+
+    def __init__(self, log: TextIO, echo: TextIO | None) -> None:
         super().__init__()
-        self._on_line = on_line
         self._log = log
         self._echo = echo
         self._pending = ""
+        self._open: list[str] | None = None  # the exception being read, line by line
+        self.exceptions: list[tuple[float, list[str]]] = []
 
     def writable(self) -> bool:
         return True
@@ -116,8 +140,19 @@ class _LineTap(io.TextIOBase):
         *lines, self._pending = self._pending.split("\n")
         now = time.monotonic()
         for line in lines:
-            self._on_line(_ANSI.sub("", line), now)
+            self.read_line(_ANSI.sub("", line), now)
         return len(text)
+
+    def read_line(self, line: str, now: float) -> None:
+        """An exception line opens a message; the lines after it, up to a blank line
+        (the traceback's end), continue it."""
+        if m := _EXCEPTION.match(line):
+            self._open = [f"{m.group(1).rsplit('.', 1)[-1]}: {m.group(2)}".strip()]
+            self.exceptions.append((now, self._open))
+        elif self._open is not None and line.strip():
+            self._open.append(line.strip())
+        else:
+            self._open = None
 
     def flush(self) -> None:
         self._log.flush()
@@ -125,41 +160,132 @@ class _LineTap(io.TextIOBase):
             self._echo.flush()
 
 
-class _StepTracker:
-    """Turns kfp.local's output lines into StepRun records."""
+def _children() -> set[int]:
+    """This process's child pids (Linux: one small read per thread; elsewhere psutil)."""
+    try:
+        tids = os.listdir("/proc/self/task")
+    except OSError:
+        import psutil
 
-    def __init__(self) -> None:
-        self.steps: list[StepRun] = []
-        self.current: StepRun | None = None
-        self.failed_tasks: list[str] = []
-        self._exception_lines: list[str] = []
+        return {p.pid for p in psutil.Process().children()}
+    pids: set[int] = set()
+    for tid in tids:
+        with contextlib.suppress(OSError, ValueError):
+            with open(f"/proc/self/task/{tid}/children", encoding="ascii") as f:
+                pids.update(int(p) for p in f.read().split())
+    return pids
 
-    def __call__(self, line: str, now: float) -> None:
-        if m := _START.search(line):
-            step = next((s for s in self.steps if s.task == m.group(1)), None)
-            if step is None:  # a retry keeps the first start time
-                step = StepRun(task=m.group(1), started=now)
-                self.steps.append(step)
-            step.status = "RUNNING"
-            self.current, self._exception_lines = step, []
-        elif m := _FINISH.search(line):
-            step = next((s for s in self.steps if s.task == m.group(1)), None)
-            if step is not None:
-                step.status, step.finished = m.group(2), now
-                if step.status == "FAILURE":
-                    step.message = " ".join(self._exception_lines).strip() or None
-            self.current = None
-        elif m := _SKIP.search(line):
-            self.steps.append(StepRun(task=m.group(1), status="SKIPPED", started=now, finished=now))
-        elif m := _INNER_FAILED.search(line):
-            self.failed_tasks = [t.strip(" '") for t in m.group(1).split(" inside ")]
-        elif self.current is not None:
-            if m := _EXCEPTION.match(line):
-                self._exception_lines = [f"{m.group(1).rsplit('.', 1)[-1]}: {m.group(2)}"]
-            elif self._exception_lines and line.strip() and not line.lstrip().startswith(("[KFP", "Traceback")):
-                # continuation lines of a multi-line message, up to kfp's next line
-                if not re.match(r"^\d\d:\d\d:\d\d\.\d+ - ", line):
-                    self._exception_lines.append(line.strip())
+
+def task_folder(argv: list[str], root: Path) -> Path | None:
+    """The task folder a step process writes to, from its executor input; None for a
+    process that is no KFP step under ``root``."""
+    try:
+        executor_input = json.loads(argv[argv.index("--executor_input") + 1])
+        output_file = Path(executor_input["outputs"]["outputFile"])
+    except (ValueError, IndexError, KeyError, TypeError):
+        return None
+    return output_file.parent if output_file.parent.is_relative_to(root) else None
+
+
+class _TaskWatcher:
+    """Follows the step processes kfp.local starts (see the module docstring)."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.attempts: dict[int, _Attempt] = {}
+        self._processes: dict[int, Any] = {}  # pid -> psutil.Process of an attempt still running
+        self._ignored: set[int] = set()
+        self._own_argv: list[str] | None = None
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="kfp-local-watcher", daemon=True)
+
+    def __enter__(self) -> _TaskWatcher:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+        self.poll()  # what ended since the last look
+        for attempt in self.attempts.values():  # kfp.local waits for its processes; a crash of its own may not
+            if attempt.finished is None:
+                attempt.finished, attempt.succeeded = time.monotonic(), (attempt.folder / EXECUTOR_OUTPUT).is_file()
+
+    def _run(self) -> None:
+        while not self._stop.wait(POLL_S):
+            self.poll()
+
+    def poll(self) -> None:
+        """New step processes are found among this process's children; one has ended when
+        its process is gone (reaped: kfp.local has relayed all its output by then). Gone
+        is asked of the process itself, by pid and start time, since a child listing read
+        while a thread exits can miss a child that still runs."""
+        import psutil
+
+        now = time.monotonic()
+        if self._own_argv is None:
+            self._own_argv = psutil.Process().cmdline()
+        for pid in _children() - self.attempts.keys() - self._ignored:
+            try:
+                process = psutil.Process(pid)
+                argv = process.cmdline()
+            except psutil.Error:
+                self._ignored.add(pid)
+                continue
+            if argv == self._own_argv:
+                continue  # forked, not yet exec'd: its command line is still ours; look again
+            folder = task_folder(argv, self.root)
+            if folder is None:
+                self._ignored.add(pid)
+            else:
+                self.attempts[pid], self._processes[pid] = _Attempt(folder, now), process
+        for pid, process in list(self._processes.items()):
+            if not process.is_running():
+                attempt = self.attempts[pid]
+                attempt.finished, attempt.succeeded = now, (attempt.folder / EXECUTOR_OUTPUT).is_file()
+                del self._processes[pid]
+
+
+def steps_from_attempts(attempts: list[_Attempt], exceptions: list[tuple[float, list[str]]]) -> list[StepRun]:
+    """One StepRun per task name, in the order they started: a folder's last attempt
+    decides it (retries), a loop's iterations are one step that failed when any did; a
+    failed step's message is the last exception printed while it ran."""
+    last: dict[Path, _Attempt] = {}
+    first_start: dict[Path, float] = {}
+    for a in sorted(attempts, key=lambda a: a.started):
+        first_start.setdefault(a.folder, a.started)
+        last[a.folder] = a
+    steps: dict[str, StepRun] = {}
+    for folder, a in sorted(last.items(), key=lambda kv: first_start[kv[0]]):
+        finished = a.finished if a.finished is not None else a.started
+        step = steps.setdefault(folder.name, StepRun(folder.name, "SUCCESS", first_start[folder], finished))
+        step.started, step.finished = min(step.started, first_start[folder]), max(step.finished, finished)
+        if not a.succeeded:
+            step.status = "FAILURE"
+            said = [" ".join(lines) for t, lines in exceptions if a.started <= t <= finished]
+            step.message = said[-1] if said else step.message
+    return list(steps.values())
+
+
+def dag_path(spec: Mapping[str, Any], task: str) -> list[str]:
+    """The DAG tasks around ``task`` (a task folder's name: its component's name without
+    ``comp-``), innermost first, as kfp names them when a run fails: ``['export-plan',
+    'export', 'condition-2', ...]``. A component used by several tasks gives the first
+    path in the spec's order; ``[task]`` when the spec does not hold it."""
+    components = spec.get("components", {})
+
+    def walk(dag: Mapping[str, Any], outer: list[str]) -> list[str] | None:
+        for name, t in dag.get("tasks", {}).items():
+            ref = t.get("componentRef", {}).get("name", "")
+            inner = components.get(ref, {}).get("dag")
+            if inner is not None:
+                if (found := walk(inner, [name, *outer])) is not None:
+                    return found
+            elif ref == f"comp-{task}":
+                return [name, *outer]
+        return None
+
+    return walk(spec.get("root", {}).get("dag", {}), []) or [task]
 
 
 @contextlib.contextmanager
@@ -178,14 +304,11 @@ def environment(env: Mapping[str, str]) -> Iterator[None]:
                 os.environ[k] = v
 
 
-def load_pipeline_spec(path: str | Path) -> Any:
-    """The PipelineSpec proto of a compiled pipeline YAML."""
-    from google.protobuf import json_format
-    from kfp.pipeline_spec import pipeline_spec_pb2
-
+def load_pipeline_spec(path: str | Path) -> dict[str, Any]:
+    """The PipelineSpec of a compiled pipeline YAML, as a dict."""
     from tune2serve.pipelines.compile import load_spec_dict
 
-    return json_format.ParseDict(load_spec_dict(Path(path)), pipeline_spec_pb2.PipelineSpec())
+    return load_spec_dict(Path(path))
 
 
 def promote_pipeline_spec() -> Any:
@@ -193,6 +316,39 @@ def promote_pipeline_spec() -> Any:
     from tune2serve.pipelines.promote import promote_checkpoint
 
     return promote_checkpoint.pipeline_spec
+
+
+def spec_dict(spec: Any) -> dict[str, Any]:
+    """A PipelineSpec (proto, or the dict of a compiled YAML or of a PipelineJob) as a
+    dict whose integer parameters hold ints: in a protobuf Struct, and so in JSON and in
+    compiled YAML, every number is a double, which kfp.local's type checks refuse."""
+    if not isinstance(spec, Mapping):
+        from google.protobuf import json_format
+
+        spec = json_format.MessageToDict(spec)
+    return dict(_integers_back(spec))
+
+
+def _integers_back(node: Any) -> Any:
+    if isinstance(node, list):
+        return [_integers_back(v) for v in node]
+    if not isinstance(node, Mapping):
+        return node
+    out = {k: _integers_back(v) for k, v in node.items()}
+    if out.get("parameterType") in _INT_TYPES and isinstance(out.get("defaultValue"), float):
+        out["defaultValue"] = int(out["defaultValue"])
+    return out
+
+
+def _arguments(spec: Mapping[str, Any], arguments: Mapping[str, Any]) -> dict[str, Any]:
+    """The run's arguments, integer parameters given as whole doubles made ints."""
+    declared = spec.get("root", {}).get("inputDefinitions", {}).get("parameters", {})
+    out = {}
+    for key, value in arguments.items():
+        if declared.get(key, {}).get("parameterType") in _INT_TYPES and isinstance(value, float) and value.is_integer():
+            value = int(value)
+        out[key] = value
+    return out
 
 
 def run_pipeline(
@@ -206,7 +362,8 @@ def run_pipeline(
     """Runs ``spec`` with kfp.local's SubprocessRunner in this Python environment.
 
     Args:
-        spec: a PipelineSpec (``load_pipeline_spec`` or ``promote_pipeline_spec``).
+        spec: a PipelineSpec: a proto (``promote_pipeline_spec``, ``component.pipeline_spec``)
+            or a dict (``load_pipeline_spec``, a PipelineJob's ``pipelineSpec``).
         arguments: the pipeline's parameters.
         pipeline_root: a folder of its own for this run (kfp.local writes the run's
             outputs under ``<pipeline_root>/<run name>/``); made when missing.
@@ -216,43 +373,59 @@ def run_pipeline(
     Returns:
         The run, failed or not (a failed step does not raise here).
     """
-    from kfp import local
-    from kfp.local import pipeline_orchestrator
+    from kfp import components, local
 
+    spec = spec_dict(spec)
+    pipeline = components.load_component_from_text(json.dumps(spec))
     root = Path(pipeline_root).resolve()
     root.mkdir(parents=True, exist_ok=True)
     before = {p.name for p in root.iterdir()}
     log_path = root / "pipeline.log"
-    tracker = _StepTracker()
     started = time.monotonic()
-    local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(root), raise_on_error=False)
-    with open(log_path, "a", encoding="utf-8") as log, environment(dict(env or {})):
-        tap = _LineTap(tracker, log, echo)
-        with contextlib.redirect_stdout(tap), warnings.catch_warnings():
-            # kfp.local warns that our image name lacks "python"; the steps run in this
-            # environment by design (use_venv=False), so the warning is noise here.
-            warnings.filterwarnings("ignore", message=".*non-Python base image.*", category=RuntimeWarning)
-            warnings.filterwarnings("ignore", message=".*have no effect in the current local runner.*")
-            pipeline_orchestrator.run_local_pipeline(pipeline_spec=spec, arguments=dict(arguments))
+    raised: RuntimeError | None = None
+    local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(root), raise_on_error=True)
+    # kfp.local swaps builtins.print for an indenting one around each task, from several
+    # threads at once in a ParallelFor, and can leave it swapped: put the real one back.
+    real_print = builtins.print
+    with open(log_path, "a", encoding="utf-8") as log, environment(dict(env or {})), _TaskWatcher(root) as watcher:
+        tap = _OutputTap(log, echo)
+        try:
+            with contextlib.redirect_stdout(tap), warnings.catch_warnings():
+                # kfp.local warns that our image name lacks "python"; the steps run in this
+                # environment by design (use_venv=False), so the warning is noise here.
+                warnings.filterwarnings("ignore", message=".*non-Python base image.*", category=RuntimeWarning)
+                warnings.filterwarnings("ignore", message=".*have no effect in the current local runner.*")
+                pipeline(**_arguments(spec, arguments))
+        except RuntimeError as e:  # kfp.local's word that the run failed
+            raised = e
+        finally:
+            builtins.print = real_print
             tap.write("\n")
+    if raised is not None:
+        with open(log_path, "a", encoding="utf-8") as log:
+            log.write(f"{type(raised).__name__}: {_ANSI.sub('', str(raised))}\n")
     wall = time.monotonic() - started
-    made = sorted({p.name for p in root.iterdir() if p.is_dir()} - before)
-    run_name = made[-1] if made else ""
-    # kfp.local leaves finalize for last; a step that never finished (a crash of
-    # kfp.local itself) counts as failed.
-    for s in tracker.steps:
-        if s.status == "RUNNING":
-            s.status, s.finished = "FAILURE", time.monotonic()
-    succeeded = not tracker.failed_tasks and all(s.status != "FAILURE" for s in tracker.steps)
+    attempts = list(watcher.attempts.values())
+    steps = steps_from_attempts(attempts, tap.exceptions)
+    run_name = _run_name(root, attempts, before)
+    failed = next((s for s in steps if s.status == "FAILURE"), None)
     return PipelineRun(
         run_name=run_name,
         run_dir=root / run_name,
-        succeeded=succeeded,
-        steps=tracker.steps,
+        succeeded=raised is None and failed is None,
+        steps=steps,
         log_path=log_path,
         wall_s=wall,
-        failed_tasks=tracker.failed_tasks,
+        failed_tasks=dag_path(spec, failed.task) if failed is not None else [],
     )
+
+
+def _run_name(root: Path, attempts: list[_Attempt], before: set[str]) -> str:
+    """The run's folder under the root: where its tasks wrote, else the one folder made."""
+    for a in attempts:
+        return a.folder.relative_to(root).parts[0]
+    made = sorted({p.name for p in root.iterdir() if p.is_dir()} - before)
+    return made[-1] if made else ""
 
 
 def timing_table(run: PipelineRun, extra: Mapping[str, float] | None = None) -> str:
@@ -271,9 +444,13 @@ __all__ = [
     "ENV_NAMES",
     "PipelineRun",
     "StepRun",
+    "dag_path",
     "environment",
     "load_pipeline_spec",
     "promote_pipeline_spec",
     "run_pipeline",
+    "spec_dict",
+    "steps_from_attempts",
+    "task_folder",
     "timing_table",
 ]

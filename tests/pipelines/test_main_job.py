@@ -3,6 +3,9 @@ the pipeline, and reading kfp.local's output into per-step records."""
 
 from __future__ import annotations
 
+import io
+from types import SimpleNamespace
+
 import pytest
 
 from tune2serve.components.errors import UsageError
@@ -50,10 +53,30 @@ Inner task failed: \x1b[96m'smoke-test'\x1b[0m inside \x1b[96m'condition-2'\x1b[
 """
 
 
+# The DAG around smoke-test in the spec, and the step processes kfp.local ran (times are
+# the output's line numbers: each process from its "Executing" line to its status line).
+SPEC = {"root": {"dag": {"tasks": {
+    "exit-handler-1": {"componentRef": {"name": "comp-exit-handler-1"}},
+    "finalize": {"componentRef": {"name": "comp-finalize"}}}}},
+    "components": {
+        "comp-exit-handler-1": {"dag": {"tasks": {
+            "export": {"componentRef": {"name": "comp-export"}},
+            "condition-2": {"componentRef": {"name": "comp-condition-2"}}}}},
+        "comp-condition-2": {"dag": {"tasks": {"smoke-test": {"componentRef": {"name": "comp-smoke-test"}}}}},
+        "comp-export": {"executorLabel": "exec-export"}, "comp-smoke-test": {"executorLabel": "exec-smoke-test"},
+        "comp-finalize": {"executorLabel": "exec-finalize"}}}
+PROCESSES = [("export", 1.0, 2.0, True), ("smoke-test", 3.0, 9.0, False), ("finalize", 10.0, 11.0, True)]
+
+
 def test_step_tracker_reads_kfp_local_output() -> None:
-    tracker = kfp_local._StepTracker()
+    from pathlib import Path
+
+    tap = kfp_local._OutputTap(io.StringIO(), None)
     for i, line in enumerate(KFP_LOCAL_OUTPUT.splitlines()):
-        tracker(kfp_local._ANSI.sub("", line), float(i))
+        tap.read_line(kfp_local._ANSI.sub("", line), float(i))
+    attempts = [kfp_local._Attempt(Path("/root/run") / task, start, end, ok) for task, start, end, ok in PROCESSES]
+    tracker = SimpleNamespace(steps=kfp_local.steps_from_attempts(attempts, tap.exceptions),
+                              failed_tasks=kfp_local.dag_path(SPEC, "smoke-test"))
     assert [(s.task, s.status) for s in tracker.steps] == [
         ("export", "SUCCESS"), ("smoke-test", "FAILURE"), ("finalize", "SUCCESS")]
     smoke = tracker.steps[1]
