@@ -28,11 +28,12 @@ def main() -> None:
     import httpx
 
     from tune2serve.components.deploy.deploy import deploy_export
-    from tune2serve.components.deploy.request import DeploySpec, MachineSpec
+    from tune2serve.components.deploy.request import DeploySpec
     from tune2serve.components.export.export import export_checkpoint
     from tune2serve.components.smoke_test import requests as rq
     from tune2serve.components.smoke_test.dataplane import DataPlane
     from tune2serve.components.smoke_test.golden import parse_golden
+    from tune2serve.components.vertex.machine_spec import MachineSpec
     from tune2serve.components.smoke_test.smoke import run_smoke_test
     from tune2serve.components.vertex.dedicated_endpoint import request_url
     from tune2serve.components.vertex.resources import endpoint_name

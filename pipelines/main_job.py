@@ -27,6 +27,7 @@ from typing import Any, TextIO
 from tune2serve.components.errors import PromotionError, UsageError
 from tune2serve.components.logs import get_logger, log_event
 from tune2serve.components.ranges import check_parameter_values
+from tune2serve.components.vertex.machine_spec import parse_machine_spec
 from tune2serve.pipelines import kfp_local
 
 _log = get_logger("run")
@@ -221,6 +222,8 @@ def run_job(opts: JobOptions, *, echo: TextIO | None = None) -> JobResult:
         raise UsageError("the demo (no SOURCE) runs on the local stack only; give SOURCE with --project")
     check_parameter_values({"accelerator_count": opts.accelerator_count, "canary_percent": opts.canary_percent,
                             "steps": opts.steps})
+    # the rule validate and deploy read the three by, said before anything starts
+    parse_machine_spec(opts.machine_type, opts.accelerator_type, opts.accelerator_count)
     home = resolve_home(opts.home)
     stamp = time.strftime("%Y%m%d-%H%M%S")
     clock = _Clock()

@@ -79,7 +79,8 @@ PARAMETER_DOCS: dict[str, str] = {
         'serving machine type, for example g2-standard-12; empty lets Vertex AI recommend '
         'one. Machine type, accelerator type and count are set together or not at all.'
     ),
-    'accelerator_type': 'accelerator type, for example NVIDIA_L4; empty with machine_type empty.',
+    'accelerator_type': ('accelerator type, for example NVIDIA_L4 (any case; nvidia-l4 too); empty with machine_type '
+                         'empty.'),
     'accelerator_count': 'accelerators per replica; 0 with machine_type empty.',
     'min_replica_count': 'minimum number of serving replicas.',
     'max_replica_count': 'maximum number of serving replicas (autoscaling upper bound).',

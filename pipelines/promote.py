@@ -304,6 +304,7 @@ def deploy_if_valid(
                 psc_project_allowlist=psc_project_allowlist,
                 deploy_timeout_s=deploy_timeout_s,
                 run_id=RUN_ID,
+                validated=summary,
             )
             .set_display_name(DISPLAY_NAMES["deploy"])
             .set_caching_options(False)

@@ -49,8 +49,7 @@ USED: dict[str, set[str]] = {
     "tune2serve.components.export.export": {"export_checkpoint"},
     "tune2serve.components.validate.report": {"render_text", "write_reports"},
     "tune2serve.components.deploy.deploy": {"deploy_export"},
-    "tune2serve.components.deploy.request": {"DeploySpec", "check_replicas", "machine_spec_from_flags",
-                                             "reservation_from_flags"},
+    "tune2serve.components.deploy.request": {"DeploySpec", "check_replicas", "reservation_from_flags"},
     "tune2serve.components.smoke_test.smoke": {"raise_if_failed", "run_smoke_test"},
     "tune2serve.components.smoke_test.report": {"render_markdown"},
     "tune2serve.components.verify_traffic.verify": {"verify_traffic"},
@@ -78,6 +77,7 @@ USED: dict[str, set[str]] = {
     "tune2serve.components.vertex.pipeline_jobs": {"JOB_ID_PATTERN", "RunSpec", "change_schedule", "is_already_exists",
                                                    "list_schedules", "submit_run", "wait_for_run"},
     "tune2serve.components.vertex.resources": {"endpoint_name"},
+    "tune2serve.components.vertex.machine_spec": {"MachineSpec", "parse_machine_spec"},
     # the DAG and its runners, as the CLI and the local stack call them
     "tune2serve.pipelines.promote": {"promote_checkpoint"},
     "tune2serve.pipelines.compile": {"compile_pipeline", "load_spec_dict"},

@@ -47,10 +47,9 @@ def _split(text: str) -> tuple[str, ...]:
 
 def run(args: argparse.Namespace) -> int:
     from tune2serve.components.deploy.deploy import deploy_export
-    from tune2serve.components.deploy.request import (
-        DeploySpec, check_replicas, machine_spec_from_flags, reservation_from_flags,
-    )
+    from tune2serve.components.deploy.request import DeploySpec, check_replicas, reservation_from_flags
     from tune2serve.components.errors import UsageError
+    from tune2serve.components.vertex.machine_spec import parse_machine_spec
 
     max_replicas = args.max_replica_count if args.max_replica_count is not None else args.min_replica_count
     check_replicas(args.min_replica_count, max_replicas)
@@ -58,7 +57,7 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError("--psc-project-allowlist needs --enable-private-service-connect")
     spec = DeploySpec(
         export_uri=args.source, project=args.project, region=args.region,
-        machine=machine_spec_from_flags(args.machine_type, args.accelerator_type, args.accelerator_count),
+        machine=parse_machine_spec(args.machine_type, args.accelerator_type, args.accelerator_count),
         min_replica_count=args.min_replica_count, max_replica_count=max_replicas,
         endpoint_display_name=args.endpoint_display_name, model_display_name=args.model_display_name,
         enable_private_service_connect=args.enable_private_service_connect,

@@ -82,15 +82,17 @@ def check_listing(manifest: Manifest, objects: list[ObjectInfo], folder_uri: str
                               f"it was written; rerun 'tune2serve export' to this destination", file=entry.name)
 
 
-def folder_identity(folder: Folder) -> FolderIdentity:
-    """The folder's identity from its manifest when it has one, else from its listing.
+def folder_identity(folder: Folder, objects: list[ObjectInfo] | None = None) -> FolderIdentity:
+    """The folder's identity from its manifest when it has one, else from its listing
+    (``objects``: a listing of ``folder`` the caller already holds, so validate and deploy
+    identify exactly the objects they read; None: list it now).
 
     Raises:
         CheckpointError: the manifest does not parse or disagrees with the listing, or
             (no manifest) the listing carries no content identity.
         SourceNotFoundError: the folder is empty.
     """
-    objects = folder.list()
+    objects = folder.list() if objects is None else objects
     manifest = read_manifest(folder) if any(o.name == MANIFEST_NAME for o in objects) else None
     if manifest is not None:
         check_listing(manifest, objects, folder.uri)

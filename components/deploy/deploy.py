@@ -4,7 +4,9 @@ The plan, in order, with why:
 1. Preflight the folder (exists, matches its manifest if it has one, valid): refuse
    before any Vertex call. Any folder that validates is deployable; its identity is the
    manifest's digest, or for a folder not exported by tune2serve the digest of its GCS
-   object listing (``checkpoint/identity.py``).
+   object listing (``checkpoint/identity.py``). In the pipeline, validate's result is
+   reused when it identifies exactly these files (and the same machine spec) instead of
+   validating them a second time; from the CLI the folder is always validated here.
 2. Look for what an earlier run made for the same export (``existing.find``): by the
    deterministic ids first, then by labels. Reuse a healthy deployment (completing its
    labels) instead of making a second endpoint; delete an endpoint left with no deployed
@@ -153,7 +155,7 @@ def deploy_export(spec: DeploySpec, *, poll: PollPolicy = DEFAULT_POLL,
                   on_operation: Callable[[str], None] | None = None) -> DeployResult:
     """Deploys ``spec.export_uri`` (or finds the deployment an earlier run made)."""
     vertex = target(spec.project, spec.region)
-    checked = preflight.check_export(spec.export_uri, spec.machine)
+    checked = preflight.check_export(spec.export_uri, spec.machine, spec.validated)
     digest = checked.identity.digest
     labels = deployment_labels(spec.export_uri, digest, spec.run_id)
     spec = replace(spec, endpoint_display_name=spec.endpoint_display_name or default_display_name(digest),

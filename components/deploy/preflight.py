@@ -24,7 +24,7 @@ from tune2serve.components.checkpoint.index import find_weight_files
 from tune2serve.components.checkpoint.manifest import MANIFEST_NAME
 from tune2serve.components.checkpoint.storage import GCS_SCHEME, Folder, open_folder
 from tune2serve.components.checkpoint.training_state import PICKLE_OUTSIDE_WEIGHTS, TRAINING_STATE, WHY, stray_files
-from tune2serve.components.deploy.request import MachineSpec
+from tune2serve.components.deploy.request import Validated
 from tune2serve.components.errors import (
     CheckpointError,
     SourceNotFoundError,
@@ -32,6 +32,7 @@ from tune2serve.components.errors import (
     ValidationFailedError,
 )
 from tune2serve.components.logs import get_logger, log_event
+from tune2serve.components.vertex.machine_spec import MachineSpec
 
 _log = get_logger("deploy.preflight")
 
@@ -42,8 +43,12 @@ class Preflight:
     serving_bytes: int | None  # validate's estimate (weights + KV cache), for the machine check
 
 
-def check_export(export_uri: str, machine: MachineSpec | None = None) -> Preflight:
+def check_export(export_uri: str, machine: MachineSpec | None = None, validated: Validated | None = None) -> Preflight:
     """The folder's identity and memory estimate, or raises before any Vertex call.
+
+    ``validated`` (in the pipeline: validate's result for this export) is reused instead
+    of validating a second time when it covers exactly what is deployed: the same files
+    (``reuses``); otherwise, and always outside the pipeline, the folder is validated here.
 
     Raises:
         UsageError: the URI is not ``gs://`` (Vertex reads custom weights from GCS only),
@@ -69,11 +74,34 @@ def check_export(export_uri: str, machine: MachineSpec | None = None) -> Preflig
                   f"deploying it as it is if it validates, identified by its object listing "
                   f"({identity.files} objects, digest {identity.digest[:16]})", logging.WARNING,
                   export=export_uri, identity=identity.digest)
-    report = _validate(export_uri, machine)
-    serving = _serving_bytes(folder, report)
+    why_not = reuses(validated, identity, machine)
+    if validated is not None and why_not is None:
+        serving = validated.serving_bytes
+        log_event(_log, "deploy.validation_reused", f"{export_uri}: validate passed on exactly these files "
+                  f"({identity.basis} digest {identity.digest[:16]}); not validating them again",
+                  export=export_uri, identity=identity.digest, serving_bytes=serving)
+    else:
+        if validated is not None:
+            log_event(_log, "deploy.revalidating", f"{export_uri}: validating again: {why_not}", logging.WARNING,
+                      export=export_uri, identity=identity.digest)
+        serving = _serving_bytes(_validate(export_uri, machine))
     log_event(_log, "deploy.preflight_ok", f"{export_uri}: validation passed ({identity.basis} identity)",
               export=export_uri, files=identity.files, identity_basis=identity.basis, serving_bytes=serving)
     return Preflight(identity, serving)
+
+
+def reuses(validated: Validated | None, identity: FolderIdentity, machine: MachineSpec | None) -> str | None:
+    """None when ``validated`` covers this deploy: it identifies the very files about to
+    be deployed (same basis and digest, so not a folder rewritten since) and it checked
+    memory against the same machine spec (or, like deploy, against none). Else why not."""
+    if validated is None:
+        return "no validation result was handed over"
+    if validated.identity != {"basis": identity.basis, "digest": identity.digest}:
+        return (f"the files differ from those validated (validated {validated.identity or 'without an identity'}, "
+                f"deploying {identity.basis} digest {identity.digest})")
+    if validated.machine_spec != (machine.to_dict() if machine else None):
+        return f"validate checked memory against {validated.machine_spec}, deploy asks for {machine}"
+    return None
 
 
 def refuse_stray_files(folder: Folder, export_uri: str) -> None:
@@ -107,11 +135,9 @@ def refuse_stray_files(folder: Folder, export_uri: str) -> None:
 
 def _validate(export_uri: str, machine: MachineSpec | None) -> Any:
     from tune2serve.components.validate.context import ValidateOptions
-    from tune2serve.components.validate.memory import parse_machine_spec
     from tune2serve.components.validate.validator import validate_checkpoint
 
-    spec = parse_machine_spec(machine.machine_type, machine.accelerator_type, machine.accelerator_count) if machine else None
-    report = validate_checkpoint(export_uri, ValidateOptions(machine_spec=spec))
+    report = validate_checkpoint(export_uri, ValidateOptions(machine_spec=machine))
     if not report.ok:
         errors = [f for f in report.findings if f.severity == "error"]
         listed = "; ".join(f"[{f.code}] {f.message}" + (f" ({f.file})" if f.file and f.file not in f.message else "")
@@ -124,30 +150,20 @@ def _validate(export_uri: str, machine: MachineSpec | None) -> Any:
     return report
 
 
-def _serving_bytes(folder: Any, report: Any) -> int | None:
-    from tune2serve.components.checkpoint import bounded_json
-    from tune2serve.components.errors import CheckpointError
-    from tune2serve.components.validate.architectures import effective_text_config
-    from tune2serve.components.validate.memory import estimate_serving_memory
-
-    weight_bytes = report.summary.get("weight_bytes")
-    try:
-        config = bounded_json.read_object(folder, "config.json")
-    except (CheckpointError, OSError):
-        return None
-    # the same view of the config as validate's memory check (class defaults, text_config)
-    text_config = effective_text_config(config)
-    return estimate_serving_memory(int(weight_bytes), text_config).total_bytes if weight_bytes else None
+def _serving_bytes(report: Any) -> int | None:
+    """validate's serving-memory estimate (weights as vLLM holds them + KV cache), the one
+    its memory finding judges; None when it could not make one."""
+    found = report.summary.get("serving_memory_bytes")
+    return int(found) if isinstance(found, int) and found > 0 else None
 
 
 def fits(serving_bytes: int | None, machine: MachineSpec) -> bool:
     """validate's memory check for a recommended spec; unknown specs are not second-guessed."""
-    from tune2serve.components.validate import memory
+    from tune2serve.components.vertex import machine_spec
 
-    if serving_bytes is None or machine.accelerator_type not in memory.ACCELERATORS:
+    if serving_bytes is None or not machine.known:
         return True
-    spec = memory.MachineSpec(machine.machine_type, machine.accelerator_type, machine.accelerator_count)
-    return memory.fits(spec, serving_bytes)
+    return machine_spec.fits(machine, serving_bytes)
 
 
 def pick_recommended(specs: list[MachineSpec], serving_bytes: int | None, export_uri: str) -> MachineSpec:
@@ -158,14 +174,15 @@ def pick_recommended(specs: list[MachineSpec], serving_bytes: int | None, export
     Raises:
         UsageError: no recommended spec holds the estimate (or there was none).
     """
-    from tune2serve.components.validate import memory
+    from tune2serve.components.validate.memory import human_bytes
+    from tune2serve.components.vertex.machine_spec import recommend_machine_spec
 
     for spec in specs:
         if fits(serving_bytes, spec):
             return spec
     offered = ", ".join(f"{s.machine_type} with {s.accelerator_count} x {s.accelerator_type}" for s in specs) or "none"
-    need = f"validate estimates {memory.human_bytes(serving_bytes)} of GPU memory" if serving_bytes else "the model"
-    smallest = memory.recommend_machine_spec(serving_bytes) if serving_bytes else None
+    need = f"validate estimates {human_bytes(serving_bytes)} of GPU memory" if serving_bytes else "the model"
+    smallest = recommend_machine_spec(serving_bytes) if serving_bytes else None
     if smallest is None:
         advice = ("no single-host machine spec holds it; deploy a smaller model" if serving_bytes else
                   "give --machine-type, --accelerator-type and --accelerator-count")

@@ -11,10 +11,12 @@ name, drops the PSC config unless an allow-list is given, and cannot label resou
 from __future__ import annotations
 
 import hashlib
+import json
 from dataclasses import dataclass, field
 from typing import Any
 
 from tune2serve.components.errors import UsageError
+from tune2serve.components.vertex.machine_spec import MachineSpec
 from tune2serve.components.vertex.resources import sanitize_label_value
 
 DEFAULT_DEPLOY_TIMEOUT_S = 2 * 3600  # the SDK's own default for a custom-weights deploy
@@ -28,14 +30,29 @@ LABEL_MANAGED_BY = "managed-by"
 
 
 @dataclass(frozen=True)
-class MachineSpec:
-    machine_type: str
-    accelerator_type: str
-    accelerator_count: int
+class Validated:
+    """What validate found for a folder, as the pipeline hands it to deploy (validate's
+    summary; the DAG deploys only when that validation passed). Deploy reuses it instead
+    of validating again only for the very files validated and the same machine spec
+    (``preflight.check_export``)."""
 
-    def to_dict(self) -> dict[str, Any]:
-        return {"machine_type": self.machine_type, "accelerator_type": self.accelerator_type,
-                "accelerator_count": self.accelerator_count}
+    identity: dict[str, str] | None  # {"basis", "digest"}: checkpoint/identity.py of the files validated
+    machine_spec: dict[str, Any] | None  # the spec the memory was checked against (MachineSpec.to_dict)
+    serving_bytes: int | None  # validate's serving-memory estimate (weights + KV cache)
+
+    @classmethod
+    def from_summary(cls, text: str) -> Validated | None:
+        """From validate's summary JSON; None when there is none or it does not parse
+        (then deploy validates)."""
+        try:
+            summary = json.loads(text) if text else None
+        except ValueError:
+            return None
+        if not isinstance(summary, dict):
+            return None
+        identity, spec, serving = (summary.get(k) for k in ("identity", "machine_spec", "serving_memory_bytes"))
+        return cls(identity if isinstance(identity, dict) else None, spec if isinstance(spec, dict) else None,
+                   serving if isinstance(serving, int) and not isinstance(serving, bool) and serving > 0 else None)
 
 
 @dataclass(frozen=True)
@@ -62,26 +79,8 @@ class DeploySpec:
     reservation: ReservationAffinity | None = None
     deploy_timeout_s: float = DEFAULT_DEPLOY_TIMEOUT_S
     run_id: str | None = None
+    validated: Validated | None = None  # in the pipeline: validate's result for this export
     extra: dict[str, Any] = field(default_factory=dict)
-
-
-def machine_spec_from_flags(machine_type: str | None, accelerator_type: str | None,
-                            accelerator_count: int | None) -> MachineSpec | None:
-    """All three or none (as Vertex requires); none means 'recommend one'."""
-    given = {"--machine-type": machine_type, "--accelerator-type": accelerator_type,
-             "--accelerator-count": accelerator_count}
-    present = [k for k, v in given.items() if v not in (None, "", 0)]
-    if not present:
-        return None
-    if len(present) < 3:
-        missing = ", ".join(k for k in given if k not in present)
-        raise UsageError(f"machine type, accelerator type and accelerator count go together: "
-                         f"{', '.join(present)} given without {missing} (give all three, or none to use "
-                         "the spec Vertex AI recommends)")
-    count = int(accelerator_count or 0)
-    if count not in (1, 2, 4, 8):
-        raise UsageError(f"--accelerator-count {count}: must be 1, 2, 4 or 8")
-    return MachineSpec(str(machine_type), str(accelerator_type).upper(), count)
 
 
 def reservation_from_flags(kind: str | None, key: str | None, values: list[str] | tuple[str, ...] | None

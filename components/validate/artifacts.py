@@ -9,9 +9,9 @@ from tune2serve.components.errors import SourceError
 from tune2serve.components.ranges import check_parameters
 from tune2serve.components.validate.context import ValidateOptions
 from tune2serve.components.validate.findings import Report, error
-from tune2serve.components.validate.memory import parse_machine_spec
 from tune2serve.components.validate.report import render_html, render_markdown
 from tune2serve.components.validate.validator import validate_checkpoint
+from tune2serve.components.vertex.machine_spec import parse_machine_spec
 
 
 def options_from_parameters(strict: bool, machine_type: str, accelerator_type: str, accelerator_count: int,

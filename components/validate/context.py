@@ -13,7 +13,7 @@ from tune2serve.components.checkpoint.index import WeightFiles, WeightIndex, fin
 from tune2serve.components.checkpoint.safetensors_header import FLOAT_DTYPES, SafetensorsHeader, TensorInfo
 from tune2serve.components.checkpoint.storage import Folder, ObjectInfo
 from tune2serve.components.validate.architectures import effective_text_config
-from tune2serve.components.validate.memory import MachineSpec
+from tune2serve.components.vertex.machine_spec import MachineSpec
 
 CONFIG = "config.json"
 TOKENIZER_CONFIG = "tokenizer_config.json"
@@ -23,7 +23,7 @@ TOKENIZER_MODEL = "tokenizer.model"
 
 @dataclass(frozen=True)
 class ValidateOptions:
-    """How to validate. ``machine_spec`` comes from ``memory.parse_machine_spec``."""
+    """How to validate. ``machine_spec`` comes from ``vertex.machine_spec.parse_machine_spec``."""
 
     strict: bool = False
     machine_spec: MachineSpec | None = None

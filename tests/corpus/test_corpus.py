@@ -157,8 +157,9 @@ def test_deploy_on_the_local_stack(producer: str, local_stack, tmp_path: Path) -
     deployed, served."""
     from tests.demo.deployments import stack_environ
     from tune2serve.components.deploy.deploy import deploy_export
-    from tune2serve.components.deploy.request import DeploySpec, MachineSpec
+    from tune2serve.components.deploy.request import DeploySpec
     from tune2serve.components.export.export import export_checkpoint
+    from tune2serve.components.vertex.machine_spec import MachineSpec
 
     folder = _folder(tmp_path, producer, "llama")
     for oddity in ODDITIES:

@@ -22,7 +22,8 @@ import pytest
 from tests.demo.deployments import MACHINE_FLAGS, stack_environ
 from tests.stack_fixtures import StackHandle
 from tune2serve.components.deploy.deploy import DeployResult, deploy_export
-from tune2serve.components.deploy.request import DeploySpec, MachineSpec, deployment_ids
+from tune2serve.components.deploy.request import DeploySpec, deployment_ids
+from tune2serve.components.vertex.machine_spec import MachineSpec
 from tune2serve.cli.main import main
 
 pytestmark = [pytest.mark.stack, pytest.mark.slow]

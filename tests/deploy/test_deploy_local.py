@@ -11,7 +11,8 @@ import pytest
 
 from tests.demo.deployments import MACHINE_FLAGS, demo_models, exported, stack_environ
 from tune2serve.components.deploy.deploy import DeployResult, deploy_export
-from tune2serve.components.deploy.request import DeploySpec, MachineSpec
+from tune2serve.components.deploy.request import DeploySpec
+from tune2serve.components.vertex.machine_spec import MachineSpec
 from tune2serve.components.errors import OperationFailedError, VertexUserError
 from tune2serve.cli.main import main
 

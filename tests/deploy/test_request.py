@@ -8,18 +8,18 @@ import pytest
 
 from tune2serve.components.deploy.request import (
     DeploySpec,
-    MachineSpec,
     ReservationAffinity,
     DeploymentIds,
     build_deploy_request,
     deployment_ids,
     deployment_labels,
-    machine_spec_from_flags,
     machine_specs_from_recommendation,
     reservation_from_flags,
     vertex_resource_uri,
 )
 from tune2serve.components.errors import UsageError
+from tune2serve.components.vertex.machine_spec import MachineSpec
+from tune2serve.components.vertex.machine_spec import parse_machine_spec as machine_spec_from_flags
 from tune2serve.components.vertex.resources import sanitize_label_value
 
 L4 = MachineSpec("g2-standard-12", "NVIDIA_L4", 1)
@@ -142,7 +142,7 @@ def test_artifact_uri_is_the_gcpc_form() -> None:
 
 
 def _memory_spec_bytes(machine: str, accelerator: str, count: int) -> int:
-    from tune2serve.components.validate import memory
+    from tune2serve.components.vertex import machine_spec as memory
 
     return memory.MachineSpec(machine, accelerator, count).usable_bytes()
 

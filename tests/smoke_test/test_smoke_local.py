@@ -12,7 +12,8 @@ import pytest
 
 from tests.demo.deployments import exported, stack_environ
 from tune2serve.components.deploy.deploy import DeployResult, deploy_export
-from tune2serve.components.deploy.request import DeploySpec, MachineSpec
+from tune2serve.components.deploy.request import DeploySpec
+from tune2serve.components.vertex.machine_spec import MachineSpec
 from tune2serve.components.smoke_test.report import render_markdown
 from tune2serve.components.smoke_test.smoke import SmokeSettings, raise_if_failed, run_smoke_test
 from tune2serve.components.vertex.retry import RetryPolicy

@@ -11,14 +11,8 @@ import pytest
 from tune2serve.components.errors import UsageError
 from tune2serve.components.validate import ValidateOptions, validate_checkpoint
 from tune2serve.components.validate.checks.quantization import native_quantization
-from tune2serve.components.validate.memory import (
-    GIB,
-    MachineSpec,
-    estimate_serving_memory,
-    kv_bytes_per_token,
-    parse_machine_spec,
-    recommend_machine_spec,
-)
+from tune2serve.components.validate.memory import estimate_serving_memory, kv_bytes_per_token
+from tune2serve.components.vertex.machine_spec import GIB, MachineSpec, parse_machine_spec, recommend_machine_spec
 from tune2serve.components.validate.supported import load_supported
 from tests.fixtures.broken_models import edit_json
 

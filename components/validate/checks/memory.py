@@ -1,18 +1,16 @@
-"""Serving memory against the requested machine spec (see ``validate.memory``)."""
+"""Serving memory (``validate.memory``) against the requested machine spec (``vertex.machine_spec``)."""
 
 from __future__ import annotations
 
 from tune2serve.components.validate.context import Checkpoint
 from tune2serve.components.validate.findings import Finding, error, info, warning
 from tune2serve.components.validate.memory import (
-    GIB,
     human_bytes,
     KV_CONCURRENT_SEQUENCES,
     KV_CONTEXT_TOKENS,
     estimate_serving_memory,
-    fits,
-    recommend_machine_spec,
 )
+from tune2serve.components.vertex.machine_spec import GIB, fits, recommend_machine_spec
 
 
 def check_memory(ckpt: Checkpoint) -> list[Finding]:
