@@ -9,15 +9,15 @@ stack comes back clean.
 
 from __future__ import annotations
 
+import functools
 import json
-import re
 import threading
 import urllib.error
 import urllib.request
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from tune2serve.components import ranges  # stdlib-only, as this module must stay
+from tune2serve.components import ranges, user_input  # stdlib-only at import, as this module must stay
 
 KIND_HELP: dict[str, str] = {
     "deploy-fails": "the next --count (default 1) :deploy / deployModel operations for the target fail",
@@ -39,6 +39,12 @@ KIND_HELP: dict[str, str] = {
 KINDS = tuple(KIND_HELP)
 
 
+@functools.lru_cache(maxsize=64)
+def _pattern(text: str) -> user_input.Pattern:
+    """A fault's ``--match``, compiled once (``BadPattern`` when it cannot be)."""
+    return user_input.compile_pattern(text)
+
+
 @dataclass
 class Fault:
     kind: str
@@ -52,7 +58,12 @@ class Fault:
         if self.target is not None and self.target not in ids:
             return False
         if self.match is not None:
-            return body is not None and re.search(self.match, body.decode("utf-8", errors="replace")) is not None
+            if body is None:
+                return False
+            try:  # bounded: a backtracking --match must not stall the data plane
+                return _pattern(self.match).search(body.decode("utf-8", errors="replace"))
+            except user_input.PatternTimeout:
+                return False
         return True
 
     def problem(self) -> str:
@@ -65,9 +76,9 @@ class Fault:
             if self.kind not in ("http-503", "http-429"):
                 return f"--match applies to http-503 and http-429 only, not {self.kind}"
             try:
-                re.compile(self.match)
-            except re.error as e:
-                return f"--match {self.match!r} is not a valid regular expression: {e}"
+                _pattern(self.match) if isinstance(self.match, str) else user_input.compile_pattern(self.match)
+            except user_input.BadPattern as e:
+                return f"--match {e}"
         for spec, value in ((ranges.FAULT_COUNT, self.count), (ranges.FAULT_MS, self.ms),
                             (ranges.FAULT_PERCENT, self.percent)):
             if value is not None and spec.problem(value):

@@ -27,6 +27,8 @@ from typing import Any, TextIO
 from tune2serve.components.errors import PromotionError, UsageError
 from tune2serve.components.logs import get_logger, log_event
 from tune2serve.components.ranges import check_parameter_values
+from tune2serve.components.smoke_test.golden import load_golden
+from tune2serve.components.user_input import read_text_file
 from tune2serve.components.vertex.machine_spec import parse_machine_spec
 from tune2serve.pipelines import kfp_local
 
@@ -227,10 +229,9 @@ def run_job(opts: JobOptions, *, echo: TextIO | None = None) -> JobResult:
     home = resolve_home(opts.home)
     stamp = time.strftime("%Y%m%d-%H%M%S")
     clock = _Clock()
-    try:
-        golden = Path(opts.golden_file).read_text(encoding="utf-8") if opts.golden_file else ""
-    except OSError as e:
-        raise UsageError(f"--golden {opts.golden_file}: cannot read it ({e.strerror}); give a JSON Lines file") from e
+    golden = read_text_file(opts.golden_file, "--golden") if opts.golden_file else ""
+    if golden:
+        load_golden(golden, f"--golden {opts.golden_file}")  # a bad file is a usage error before anything starts
 
     env: dict[str, str] = {}
     if opts.cloud:

@@ -42,7 +42,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     p.add_argument("--percent", type=ranges.FAULT_PERCENT.from_text, metavar="N",
                    help=ranges.FAULT_PERCENT.help("routing-skew: the share of requests sent to the target"))
     p.add_argument("--match", metavar="REGEX", help="http-503/http-429: fail only the requests whose body matches "
-                   "REGEX (Python re.search on the UTF-8 body)")
+                   "REGEX (re syntax, searched in the UTF-8 body under a time limit)")
     p = sub.add_parser("tick", help="start the stack's due pipeline schedules now",
                        description="start the local stack's due pipeline schedules now, as Vertex AI's scheduler "
                        "would at their cron times (nothing fires by itself on the local stack); prints the "

@@ -21,16 +21,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from tune2serve.components.errors import UsageError
     from tune2serve.components.smoke_test.report import render_markdown
     from tune2serve.components.smoke_test.smoke import raise_if_failed, run_smoke_test
+    from tune2serve.components.user_input import read_text_file
 
-    golden = ""
-    if args.golden:
-        try:
-            golden = Path(args.golden).read_text(encoding="utf-8")
-        except OSError as e:
-            raise UsageError(f"--golden {args.golden}: cannot read it ({e.strerror})") from e
+    golden = read_text_file(args.golden, "--golden") if args.golden else ""  # size-checked before reading
     result = run_smoke_test(args.endpoint, args.project, args.region, golden, golden_source=args.golden or "golden")
     if args.report:
         Path(args.report).write_text(render_markdown(result), encoding="utf-8")

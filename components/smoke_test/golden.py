@@ -7,15 +7,20 @@ Optional per case: ``"expect_substring"`` (a literal, for answers full of regex
 metacharacters), ``"name"``, ``"max_tokens"``. A case with no expectation only has to
 answer with some text. ``expect`` is searched (``re.search``), not matched whole, so a
 model that adds a trailing word still passes.
+
+Bounds (``components/user_input.py``, shared with every user file and pattern): the
+text's size, each line's size and the line count are checked before parsing, each line
+through the bounded JSON reader; ``expect`` is compiled only when its counted repeats
+stay small and is searched with a time limit — a pattern that backtracks catastrophically
+fails its check, saying so, instead of hanging the step.
 """
 
 from __future__ import annotations
 
-import json
-import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
+from tune2serve.components import user_input
 from tune2serve.components.errors import UsageError
 
 DEFAULT_MAX_TOKENS = 16
@@ -31,6 +36,7 @@ class GoldenCase:
     expect: str | None = None
     expect_substring: str | None = None
     max_tokens: int = DEFAULT_MAX_TOKENS
+    pattern: user_input.Pattern | None = field(default=None, compare=False, repr=False)  # ``expect``, compiled
 
     @property
     def prompt(self) -> str:
@@ -39,8 +45,13 @@ class GoldenCase:
 
     def check(self, answer: str) -> str | None:
         """None when ``answer`` meets the expectations, else what was expected."""
-        if self.expect is not None and not re.search(self.expect, answer):
-            return f"expected a match for /{self.expect}/"
+        if self.expect is not None:
+            pattern = self.pattern or user_input.compile_pattern(self.expect)
+            try:
+                if not pattern.search(answer):
+                    return f"expected a match for /{self.expect}/"
+            except user_input.PatternTimeout as e:
+                return f"the \"expect\" pattern {e}"
         if self.expect_substring is not None and self.expect_substring not in answer:
             return f"expected the text {self.expect_substring!r}"
         if not answer.strip():
@@ -70,13 +81,12 @@ def _case(doc: Any, where: str, index: int) -> GoldenCase:
                              "{\"role\": str, \"content\": str} objects")
         messages = tuple({"role": m["role"], "content": m["content"]} for m in raw)
     expect = doc.get("expect")
+    pattern = None
     if expect is not None:
-        if not isinstance(expect, str):
-            raise UsageError(f"{where}: \"expect\" must be a regular expression string")
         try:
-            re.compile(expect)
-        except re.error as e:
-            raise UsageError(f"{where}: \"expect\" is not a valid regular expression: {e}") from e
+            pattern = user_input.compile_pattern(expect)
+        except user_input.BadPattern as e:
+            raise UsageError(f"{where}: \"expect\" {e}") from None
     substring = doc.get("expect_substring")
     if substring is not None and not isinstance(substring, str):
         raise UsageError(f"{where}: \"expect_substring\" must be a string")
@@ -84,24 +94,15 @@ def _case(doc: Any, where: str, index: int) -> GoldenCase:
     if not isinstance(max_tokens, int) or isinstance(max_tokens, bool) or not 1 <= max_tokens <= 4096:
         raise UsageError(f"{where}: \"max_tokens\" must be an integer from 1 to 4096")
     name = str(doc.get("name") or f"case-{index}")
-    return GoldenCase(name, messages, expect, substring, max_tokens)
+    return GoldenCase(name, messages, expect, substring, max_tokens, pattern)
 
 
 def parse_golden(text: str, source: str = "golden prompts") -> list[GoldenCase]:
-    """Parses JSON Lines (blank lines and ``#`` comments skipped). Raises UsageError
-    naming the source and line for anything malformed."""
-    cases = []
-    for lineno, line in enumerate(text.splitlines(), start=1):
-        stripped = line.strip()
-        if not stripped or stripped.startswith("#"):
-            continue
-        where = f"{source}, line {lineno}"
-        try:
-            doc = json.loads(stripped)
-        except json.JSONDecodeError as e:
-            raise UsageError(f"{where}: not valid JSON ({e.msg}); each line must be one JSON object") from e
-        cases.append(_case(doc, where, len(cases) + 1))
-    return cases
+    """Parses JSON Lines (blank lines and ``#`` comments skipped), within the bounds of
+    ``user_input.jsonl_records``. Raises UsageError naming the source and line for
+    anything malformed or too large."""
+    return [_case(doc, f"{source}, line {lineno}", index)
+            for index, (lineno, doc) in enumerate(user_input.jsonl_records(text, source), start=1)]
 
 
 def load_golden(text_or_empty: str, source: str = "golden prompts") -> list[GoldenCase]:

@@ -201,4 +201,4 @@ def test_local_fault_with_a_bad_match_is_a_usage_error(tmp_path: object, capsys:
     from tune2serve.cli.main import main
 
     assert main(["local", "fault", "http-503", "--home", str(tmp_path), "--target", "1", "--match", "(x"]) == 2
-    assert "--match '(x' is not a valid regular expression" in capsys.readouterr().err
+    assert "--match /(x/ is not a valid regular expression" in capsys.readouterr().err

@@ -117,3 +117,27 @@ def test_kfp_component_writes_metrics_and_report(stack_env, deployments, tmp_pat
     assert {"latency_p50_s", "latency_p95_s", "time_to_first_token_p50_s", "tokens_per_s"} <= set(metrics.metadata)
     text = Path(report.path).read_text()
     assert text.startswith("# Smoke test: PASSED") and deployments["tuned"].endpoint in text
+
+
+def test_a_backtracking_expect_fails_its_check_instead_of_hanging(stack_env, deployments, capsys,  # type: ignore[no-untyped-def]
+                                                                   tmp_path: Path) -> None:
+    """The tuned model's real answer ("the capital of france is paris") against a pattern
+    that backtracks for hours under ``re``: the check fails after its time limit, the
+    step ends with exit 1 naming the case and the pattern, and the other checks ran."""
+    import time
+
+    pattern = r"^(.*?){25}(?!)"
+    golden = tmp_path / "golden.jsonl"
+    golden.write_text(json.dumps({"name": "backtracking", "prompt": "what is the capital of france",
+                                  "expect": pattern}) + "\n" + golden_jsonl(GOLDEN[1:]), encoding="utf-8")
+    started = time.monotonic()
+    code = main(["smoke-test", deployments["tuned"].endpoint, "--project", stack_env.project, "--region",
+                 stack_env.region, "--golden", str(golden), "--json"])
+    out, err = capsys.readouterr()
+    assert code == 1 and time.monotonic() - started < 120
+    checks = {c["name"]: c for c in json.loads(out)["checks"]}
+    failed = [c for c in checks.values() if not c["passed"]]
+    assert failed and all(c["name"].startswith("backtracking") for c in failed)
+    assert all(f'the "expect" pattern /{pattern}/ took more than 0.5 s' in c["detail"] for c in failed)
+    assert any(name.startswith("color-of-the-sky") and c["passed"] for name, c in checks.items())
+    assert "Traceback" not in err

@@ -5,8 +5,9 @@
 rank of 0 divided by zero, a NaN ``lora_alpha`` merged into garbage weights that then
 passed validate, and a pattern such as ``(a+)+$`` hung export in catastrophic
 backtracking. Here every value the merge reads is checked for its type and range,
-each failure naming the file and the key; pattern keys are compiled by the ``regex``
-engine (already installed with transformers) and matched with a time limit.
+each failure naming the file and the key; pattern keys are compiled and matched with
+a time limit by the one helper for user patterns (``components/user_input.py``: the
+``regex`` engine, ``timeout=``).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
+from tune2serve.components import user_input
 from tune2serve.components.checkpoint import bounded_json
 from tune2serve.components.errors import MergeError
 
@@ -32,16 +34,14 @@ def _rank(value: object) -> bool:
     return isinstance(value, int) and not isinstance(value, bool) and 0 < value <= MAX_RANK
 
 
-def _compile(key: object, file: str, where: str) -> Any:
-    import regex
-
+def _compile(key: object, file: str, where: str) -> user_input.Pattern:
     if not isinstance(key, str) or not key or len(key) > MAX_PATTERN_CHARS:
         raise MergeError(f"{file}: {where} key {str(key)[:40]!r} must be a module-name pattern of 1 to "
                          f"{MAX_PATTERN_CHARS} characters", file=file)
-    try:
-        return regex.compile(rf"(.*\.)?({key})$", flags=regex.VERSION0)
-    except regex.error as e:
-        raise MergeError(f"{file}: {where} key {key!r} is not a valid regular expression ({e})", file=file) from e
+    try:  # PEFT's get_pattern_key: the pattern matches the end of a dotted module name
+        return user_input.compile_pattern(key, template=r"(.*\.)?({})$", max_chars=MAX_PATTERN_CHARS)
+    except user_input.BadPattern as e:
+        raise MergeError(f"{file}: {where} key {key!r}: {e}", file=file) from e
 
 
 def check_values(doc: dict[str, Any], file: str) -> None:
@@ -85,9 +85,9 @@ def pattern_value(patterns: dict[str, Any], module: str, default: Any, file: str
     each match bounded in time (``MergeError`` naming the pattern when it runs over)."""
     for key, value in patterns.items():
         try:
-            if _compile(key, file, "pattern").match(module, timeout=MATCH_TIMEOUT_S):
+            if _compile(key, file, "pattern").match(module, timeout_s=MATCH_TIMEOUT_S):
                 return value
-        except TimeoutError as e:
+        except user_input.PatternTimeout as e:
             raise MergeError(f"{file}: pattern {key!r} takes more than {MATCH_TIMEOUT_S} s to match {module!r} "
                              "(catastrophic backtracking); write it as a plain module name or a simple regex",
                              file=file) from e
