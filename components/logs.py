@@ -16,6 +16,8 @@ import sys
 import time
 from typing import Any
 
+from tune2serve.components.checkpoint.secrets import redact as redact_text  # the one set of secret shapes
+
 # Keys whose values are secrets: ``token``/``*_token`` (access_token, hf_token) but not
 # ``max_tokens`` or ``time_to_first_token_s``, which are figures operators need.
 _SECRET_KEY = re.compile(
@@ -31,9 +33,10 @@ def redact(value: Any, key: str | None = None) -> Any:
     if key is not None and _SECRET_KEY.search(key) and value not in (None, ""):
         return "[redacted]"
     if isinstance(value, str):
-        return _SECRET_VALUE.sub(lambda m: (m.group(1) or "") + "[redacted]", value)
+        # and the shapes checkpoint files are scrubbed of (URL userinfo, hf_, AIza, ghp_, private keys...)
+        return redact_text(_SECRET_VALUE.sub(lambda m: (m.group(1) or "") + "[redacted]", value))
     if isinstance(value, dict):
-        return {k: redact(v, str(k)) for k, v in value.items()}
+        return {redact_text(str(k)) if isinstance(k, str) else k: redact(v, str(k)) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
         return [redact(v) for v in value]
     return value

@@ -173,10 +173,12 @@ def _small_files(places: list[_Checkpoint], weights: _Checkpoint, config: dict[s
 
 
 def _scrubbed(files: dict[str, bytes]) -> dict[str, bytes]:
-    """Credential-like keys (``token``, ``use_auth_token``...) never leave with the export."""
-    for name, key in secrets.scrub_json_files(files):
-        log_event(logger, "export.secret_dropped", f"{name}: dropped key {key!r}, which holds a credential; "
-                  "it is not copied to the export", level=logging.WARNING, file=name, key=key)
+    """Credentials (by key: ``token``, ``use_auth_token``...; by value: URL userinfo,
+    ``Bearer``, token shapes) never leave with the export; the log names file and JSON
+    path, never the value."""
+    for name, hit in secrets.scrub_json_files(files):
+        log_event(logger, "export.secret_dropped", f"{hit.describe(name)}; it is not copied to the export",
+                  level=logging.WARNING, file=name, json_path=hit.path)
     return files
 
 

@@ -35,3 +35,36 @@ def test_an_adapter_or_a_local_end_is_copied(tmp_path) -> None:  # type: ignore[
                                                     dtype="auto", max_shard_bytes=1000).reason
     local = decide(GcsFolder("gs://b/m"), LocalFolder(tmp_path), FULL, FOLDER, dtype="auto", max_shard_bytes=1000)
     assert (local.passthrough, local.reason) == (False, "copying: pass-through needs a gs:// source and a gs:// destination")
+
+
+@pytest.mark.parametrize("name, doc, path", [
+    ("generation_config.json", {"max_new_tokens": 8, "source": {"url": "https://u:tok3n@hub.example/m"}},
+     "$.source.url"),
+    ("tokenizer_config.json", {"chat_template": "x", "headers": [{"Authorization": "Bearer abcdef0123456789xyz"}]},
+     "$.headers[0].Authorization"),
+])
+def test_a_folder_carrying_a_credential_is_copied_so_the_copy_drops_it(gcs_bucket: str, tiny_llama, tmp_path,  # type: ignore[no-untyped-def]
+                                                                        name: str, doc: dict, path: str) -> None:
+    """Deployed as it is, the folder would serve the credential; export's copy drops it."""
+    import json
+    import shutil
+
+    from tests.conftest import upload_folder
+    from tune2serve.components.checkpoint.storage import open_folder
+
+    src = tmp_path / "src"
+    shutil.copytree(tiny_llama, src)
+    before = json.loads((src / name).read_text()) if (src / name).exists() else {}
+    (src / name).write_text(json.dumps({**before, **doc}))
+    uri = upload_folder(src, gcs_bucket, "m")
+    folder = open_folder(uri)
+    decision = decide(folder, GcsFolder(f"gs://{gcs_bucket}/out"), FULL, folder.list(), dtype="auto",
+                      max_shard_bytes=10**12)
+    assert not decision.passthrough and f"{uri}/{name}: {path} holds" in decision.reason
+    assert "tok3n" not in decision.reason and "abcdef0123456789xyz" not in decision.reason
+    # the same folder without it passes through
+    (src / name).write_text(json.dumps(before))
+    uri = upload_folder(src, gcs_bucket, "clean")
+    folder = open_folder(uri)
+    assert decide(folder, GcsFolder(f"gs://{gcs_bucket}/out2"), FULL, folder.list(), dtype="auto",
+                  max_shard_bytes=10**12).passthrough

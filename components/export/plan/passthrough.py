@@ -22,7 +22,8 @@ log says which did not):
    which export converts), the index, config, generation config, tokenizer and chat
    template, ``manifest.json``, and documentation (README, LICENSE, NOTICE);
 4. the config carries no training marks that export would clean (``use_cache: false``,
-   ``_name_or_path``, gradient-checkpointing keys);
+   ``_name_or_path``, gradient-checkpointing keys), and no JSON file carries a
+   credential that export would drop (``checkpoint/secrets.py``);
 5. nothing asks for a rewrite: ``--dtype`` is ``auto`` or the weights' own, and every
    shard fits ``--max-shard-size``.
 """
@@ -33,7 +34,7 @@ from dataclasses import dataclass
 from pathlib import PurePosixPath
 from typing import Any
 
-from tune2serve.components.checkpoint import bounded_json
+from tune2serve.components.checkpoint import bounded_json, secrets
 from tune2serve.components.checkpoint.identity import folder_identity
 from tune2serve.components.checkpoint.manifest import MANIFEST_NAME
 from tune2serve.components.checkpoint.training_state import is_training_state
@@ -92,8 +93,28 @@ def decide(source: Folder, dest: Folder, selection: Selection, listing: list[Obj
     own = config_dtype(config)
     if dtype != "auto" and dtype != own:
         return _copy(f"--dtype {dtype} asks to convert weights stored as {own}")
+    carried = _credentials(source, listing, config)
+    if carried:
+        return _copy(f"{carried} (export drops it from the copy)")
     return Decision(True, f"{source.uri} is already a deployable folder (flat, safetensors, no adapter or "
                           "training state): deployed from where it is, nothing copied")
+
+
+def _credentials(source: Folder, listing: list[ObjectInfo], config: dict[str, Any]) -> str | None:
+    """Where the folder's settings JSON files carry a credential (``checkpoint/secrets.py``:
+    by key or by value), said by file and JSON path; None when they carry none. A folder
+    deployed as it is would serve them; the copy export makes drops them."""
+    for o in sorted(listing, key=lambda o: o.name):
+        if not secrets.is_scanned(o.name) or o.name == MANIFEST_NAME:
+            continue
+        try:
+            doc = config if o.name == "config.json" else bounded_json.read_json(source, o.name)
+        except CheckpointError as e:
+            return str(e)
+        hits = secrets.find_secrets(doc, o.name)
+        if hits:
+            return f"{source.join(o.name)}: {hits[0].path} holds {hits[0].what}"
+    return None
 
 
 def described(folder: Folder, selection: Selection, decision: Decision) -> dict[str, Any]:
