@@ -10,7 +10,9 @@ means complete) and must still match it; another folder is said to be one, in on
 warning line, and identified by its object listing (``checkpoint/identity.py``). A
 half-uploaded folder (a shard missing or truncated, an index naming absent shards) is
 refused by validate's findings, which name the file. A folder holding training state or
-a pickle beside the weights is refused first, from its listing (export makes it clean).
+a pickle beside the weights is refused first, from its listing, and so is one whose
+settings JSON carries a credential (Vertex copies the folder to every replica; export
+makes it clean, dropping them).
 """
 
 from __future__ import annotations
@@ -68,6 +70,7 @@ def check_export(export_uri: str, machine: MachineSpec | None = None, validated:
         raise SourceNotFoundError(f"{export_uri}: no such export (nothing under this prefix); "
                                   "check the URI or run 'tune2serve export' first", file=export_uri)
     refuse_stray_files(folder, export_uri)
+    refuse_secrets(folder, export_uri)
     identity = folder_identity(folder)
     if identity.basis == LISTING:
         log_event(_log, "deploy.no_manifest", f"{export_uri}: no {MANIFEST_NAME} (not a tune2serve export); "
@@ -131,6 +134,36 @@ def refuse_stray_files(folder: Folder, export_uri: str) -> None:
         f"Nothing was deployed. 'tune2serve export {export_uri} DEST' makes a clean folder (safetensors weights, "
         "config, tokenizer; no training state, no pickles) at DEST: deploy that",
         file=stray[0].name)
+
+
+def refuse_secrets(folder: Folder, export_uri: str) -> None:
+    """Refuses a folder whose settings JSON files (``config.json``, ``generation_config.json``,
+    ``tokenizer_config.json``, ... at any depth of each) carry a credential, found by key or
+    by value (``checkpoint/secrets.py``, the rule export scrubs by): deployed as it is, the
+    token would reach every replica and anyone who can read the Model's files. Messages
+    name the file and the JSON path, never the value.
+
+    Raises:
+        CheckpointError: naming each file and path, and that ``tune2serve export`` drops them.
+    """
+    from tune2serve.components.checkpoint import bounded_json, secrets
+
+    names = sorted(o.name for o in folder.list()
+                   if "/" not in o.name and secrets.is_scanned(o.name) and not o.not_regular)
+    found: list[str] = []
+    for name in names:
+        try:
+            doc = bounded_json.read_json(folder, name)
+        except bounded_json.JsonLimitError:
+            continue  # not JSON: validate names it
+        found += [f"{name}: {hit.path} ({hit.what})" for hit in secrets.find_secrets(doc, name)]
+    if found:
+        more = f" and {len(found) - 10} more" if len(found) > 10 else ""
+        raise CheckpointError(
+            f"{export_uri}: refusing to deploy a folder whose settings carry credentials: {'; '.join(found[:10])}{more}. "
+            f"Nothing was deployed. 'tune2serve export {export_uri} DEST' makes a clean folder without them at DEST: "
+            "deploy that (and revoke the credentials: they have been stored in the bucket)",
+            file=found[0].split(":", 1)[0])
 
 
 def _validate(export_uri: str, machine: MachineSpec | None) -> Any:

@@ -237,6 +237,42 @@ def test_training_state_and_stray_pickles_are_refused_before_any_vertex_call(
     assert _counts(stack_env) == before
 
 
+SECRET_CASES = {  # (file, patch, JSON path deploy must name); no value is ever printed
+    "url-userinfo": ("config.json", {"_name_or_path": "https://hf_" + "Ab3" * 12 + "@huggingface.co/org/model"},
+                     "$._name_or_path"),
+    "nested-bearer": ("config.json", {"hub": {"headers": {"Authorization": "Bearer " + "x9Y" * 10}}},
+                      "$.hub.headers.Authorization"),
+    "token-key": ("tokenizer_config.json", {"token": "hf_" + "Zq7" * 12}, "$.token"),
+    "google-key": ("generation_config.json", {"extra": ["ok", {"api": "AIza" + "B1c" * 11 + "de"}]}, "$.extra[1].api"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(SECRET_CASES))
+def test_a_folder_whose_settings_carry_credentials_is_refused_before_any_vertex_call(
+        stack_env: StackHandle, hf_folder: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str],
+        monkeypatch: pytest.MonkeyPatch, case: str) -> None:
+    """The credential would reach every replica: exit 1 naming the file and JSON path, never
+    the value; Vertex at a closed port, so the refusal comes before any Vertex call."""
+    from tune2serve.localstack.ports import free_port
+
+    name, patch, path = SECRET_CASES[case]
+    folder = tmp_path / case
+    shutil.copytree(hf_folder, folder)
+    doc = json.loads((folder / name).read_text())
+    doc.update(patch)
+    (folder / name).write_text(json.dumps(doc))
+    uri = stack_env.upload(folder, f"custom-weights/secret-{case}")
+    before = _counts(stack_env)
+    monkeypatch.setenv("TUNE2SERVE_VERTEX_API_ENDPOINT", f"127.0.0.1:{free_port()}")
+    exit_code, out, err = _cli(capsys, "deploy", uri, "--project", stack_env.project, "--region", stack_env.region,
+                               *MACHINE_FLAGS, "--json")
+    assert (exit_code, out) == (1, ""), err
+    assert f"refusing to deploy a folder whose settings carry credentials: {name}: {path}" in err
+    assert "tune2serve export" in err and "Traceback" not in err
+    assert "Ab3Ab3" not in err and "x9Yx9Y" not in err and "Zq7Zq7" not in err and "B1cB1c" not in err
+    assert _counts(stack_env) == before
+
+
 def test_the_changed_folder_is_smoke_tested_and_promoted_onto_the_serving_endpoint(
         stack_env: StackHandle, first: Any, changed: DeployResult, capsys: pytest.CaptureFixture[str]) -> None:
     _, production, _ = first
