@@ -13,13 +13,15 @@ afterwards.
 Progress is followed from what the run leaves behind, never from kfp.local's console
 wording (which changes between releases):
 
-- a task **starts** when kfp.local starts its process: a child of this process whose
-  command line carries the KFP executor input (``--executor_input``, the protocol every
-  KFP backend, Vertex included, starts a step with); its ``outputs.outputFile`` names the
-  task's folder under the pipeline root, ``<root>/<run>/[<loop>-iteration-N/]<task>/``;
-- it **ends** when kfp.local has reaped that process, and it **succeeded** when
-  ``executor_output.json`` is in its folder (the KFP executor writes it last, and only on
-  success);
+- a task **starts** when kfp.local starts its process: Python's ``subprocess.Popen``
+  audit event (PEP 578) gives the command line, which carries the KFP executor input
+  (``--executor_input``, the protocol every KFP backend, Vertex included, starts a step
+  with); its ``outputs.outputFile`` names the task's folder under the pipeline root,
+  ``<root>/<run>/[<loop>-iteration-N/]<task>/``;
+- it **ends** when kfp.local has reaped that process (found among this process's
+  children, looked at every ``POLL_S``; one gone before it was looked at ends when its
+  thread starts the next task), and it **succeeded** when ``executor_output.json`` is in
+  its folder (the KFP executor writes it last, and only on success);
 - its **outputs** are that file's ``parameterValues``; its **artifacts** are files in its
   folder (a failed step writes its reports before failing);
 - a failed task's **message** is the last Python exception its process printed (the
@@ -40,6 +42,7 @@ import io
 import json
 import os
 import re
+import sys
 import threading
 import time
 import warnings
@@ -115,6 +118,8 @@ class _Attempt:
     started: float
     finished: float | None = None
     succeeded: bool = False
+    thread: int = 0  # the kfp.local thread that started it (runs its tasks one after another)
+    process: Any = None  # its psutil.Process, once found among this process's children
 
 
 class _OutputTap(io.TextIOBase):
@@ -187,63 +192,121 @@ def task_folder(argv: list[str], root: Path) -> Path | None:
     return output_file.parent if output_file.parent.is_relative_to(root) else None
 
 
+_WATCHERS: set[_TaskWatcher] = set()
+_HOOK_LOCK = threading.Lock()
+_hooked = False
+
+
+def _audit(event: str, args: tuple[Any, ...]) -> None:
+    """Python's audit hook (PEP 578): ``subprocess.Popen`` is raised, with the command
+    line, in the thread that starts a process, before it starts — so no step, however
+    short, goes unseen. Everything else returns at once."""
+    if event != "subprocess.Popen" or not _WATCHERS:
+        return
+    try:
+        argv = [str(a) for a in args[1]] if isinstance(args[1], (list, tuple)) else []
+        for watcher in list(_WATCHERS):
+            watcher.started(argv)
+    except Exception:  # an audit hook must never break the call it watches
+        pass
+
+
 class _TaskWatcher:
-    """Follows the step processes kfp.local starts (see the module docstring)."""
+    """Follows the step processes kfp.local starts (see the module docstring): each start
+    from the audit hook, each end by polling the process (reaped: kfp.local has relayed
+    all its output by then)."""
 
     def __init__(self, root: Path) -> None:
         self.root = root
-        self.attempts: dict[int, _Attempt] = {}
-        self._processes: dict[int, Any] = {}  # pid -> psutil.Process of an attempt still running
-        self._ignored: set[int] = set()
+        self.attempts: list[_Attempt] = []
+        self._lock = threading.Lock()
+        self._poll_lock = threading.Lock()
+        self._seen: set[int] = set()  # child pids looked at
         self._own_argv: list[str] | None = None
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="kfp-local-watcher", daemon=True)
 
     def __enter__(self) -> _TaskWatcher:
+        global _hooked
+        with _HOOK_LOCK:
+            if not _hooked:  # an audit hook stays for the life of the process: one, shared
+                sys.addaudithook(_audit)
+                _hooked = True
+            _WATCHERS.add(self)
         self._thread.start()
         return self
 
     def __exit__(self, *exc: object) -> None:
+        with _HOOK_LOCK:
+            _WATCHERS.discard(self)
         self._stop.set()
         self._thread.join()
         self.poll()  # what ended since the last look
-        for attempt in self.attempts.values():  # kfp.local waits for its processes; a crash of its own may not
-            if attempt.finished is None:
-                attempt.finished, attempt.succeeded = time.monotonic(), (attempt.folder / EXECUTOR_OUTPUT).is_file()
+        self._settle(time.monotonic())
+
+    def started(self, argv: list[str]) -> None:
+        """A process is about to start: first, what has ended by now is noted (so a task
+        kfp.local reaped before starting this one ends before it starts), then the start."""
+        folder = task_folder(argv, self.root)
+        if folder is not None:
+            self.poll()
+            with self._lock:
+                self.attempts.append(_Attempt(folder, time.monotonic(), thread=threading.get_ident()))
 
     def _run(self) -> None:
         while not self._stop.wait(POLL_S):
             self.poll()
 
     def poll(self) -> None:
-        """New step processes are found among this process's children; one has ended when
-        its process is gone (reaped: kfp.local has relayed all its output by then). Gone
-        is asked of the process itself, by pid and start time, since a child listing read
+        """Finds each started attempt's process among this process's children (by the
+        task folder its command line names), and notes the end of those gone. Gone is
+        asked of the process itself, by pid and start time, since a child listing read
         while a thread exits can miss a child that still runs."""
+        with self._poll_lock:
+            self._poll()
+
+    def _poll(self) -> None:
         import psutil
 
         now = time.monotonic()
         if self._own_argv is None:
             self._own_argv = psutil.Process().cmdline()
-        for pid in _children() - self.attempts.keys() - self._ignored:
+        for pid in _children() - self._seen:
             try:
                 process = psutil.Process(pid)
                 argv = process.cmdline()
             except psutil.Error:
-                self._ignored.add(pid)
+                self._seen.add(pid)
                 continue
             if argv == self._own_argv:
                 continue  # forked, not yet exec'd: its command line is still ours; look again
+            self._seen.add(pid)
             folder = task_folder(argv, self.root)
-            if folder is None:
-                self._ignored.add(pid)
+            with self._lock:
+                waiting = next((a for a in self.attempts if a.folder == folder and a.process is None
+                                and a.finished is None), None)
+                if waiting is not None:
+                    waiting.process = process
+        with self._lock:
+            for attempt in self.attempts:
+                if attempt.finished is None and attempt.process is not None and not attempt.process.is_running():
+                    attempt.finished, attempt.succeeded = now, (attempt.folder / EXECUTOR_OUTPUT).is_file()
+
+    def _settle(self, now: float) -> None:
+        """Each attempt ends by the next start in the same kfp.local thread (it waits for
+        one task before it starts the next), else by the end of the run: the bound for one
+        whose process came and went between two looks, and a cap on a look's lag. Such an
+        attempt succeeded when it is its folder's last (a retry follows only a failure)
+        and the folder holds executor_output.json."""
+        last = {a.folder: a for a in sorted(self.attempts, key=lambda a: a.started)}
+        for attempt in self.attempts:
+            later = [a.started for a in self.attempts if a.thread == attempt.thread and a.started > attempt.started]
+            bound = min(later, default=now)
+            if attempt.finished is None:
+                attempt.finished = bound
+                attempt.succeeded = last[attempt.folder] is attempt and (attempt.folder / EXECUTOR_OUTPUT).is_file()
             else:
-                self.attempts[pid], self._processes[pid] = _Attempt(folder, now), process
-        for pid, process in list(self._processes.items()):
-            if not process.is_running():
-                attempt = self.attempts[pid]
-                attempt.finished, attempt.succeeded = now, (attempt.folder / EXECUTOR_OUTPUT).is_file()
-                del self._processes[pid]
+                attempt.finished = min(attempt.finished, bound)
 
 
 def steps_from_attempts(attempts: list[_Attempt], exceptions: list[tuple[float, list[str]]]) -> list[StepRun]:
@@ -405,7 +468,7 @@ def run_pipeline(
         with open(log_path, "a", encoding="utf-8") as log:
             log.write(f"{type(raised).__name__}: {_ANSI.sub('', str(raised))}\n")
     wall = time.monotonic() - started
-    attempts = list(watcher.attempts.values())
+    attempts = list(watcher.attempts)
     steps = steps_from_attempts(attempts, tap.exceptions)
     run_name = _run_name(root, attempts, before)
     failed = next((s for s in steps if s.status == "FAILURE"), None)
