@@ -108,8 +108,12 @@ def _rollback(args: argparse.Namespace) -> int:
     name = str(endpoint_name(args.endpoint, args.project, args.region))
     result = rollback_endpoint(EndpointApi(target(args.project, args.region)), name,
                                run_id=None if args.run_id == "cli" else args.run_id)
-    outcome = "rolled_back" if result.action == "rolled_back" else "verified"
+    outcome = {"rolled_back": "rolled_back", "left_alone": "failed"}.get(result.action, "verified")
     if args.json:
         print(json.dumps({"outcome": outcome, "traffic_split": result.restored_split,
                           "evidence": {"rollback": result.as_dict()}}))
+    if result.action == "left_alone":  # someone else changed the split: theirs stands, nothing was rolled back
+        from tune2serve.components.errors import PromotionAbortedError
+
+        raise PromotionAbortedError(f"{name}: not rolled back: " + "; ".join(result.notes))
     return 0

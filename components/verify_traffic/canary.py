@@ -1,6 +1,6 @@
 """Promotion onto a serving endpoint: the canary state machine.
 
-    lease ─▶ record previous split ─▶ deployModel at step 1 ─▶ for each step:
+    lease ─▶ record previous split ─▶ deployModel (0 %) ─▶ for each step:
         set split ─▶ wait for replicas ─▶ probe ─▶ judge ──(fail)──▶ rollback
         ─▶ below 100 %, with plan.bake.bake_s: bake (bake.py) ──(fail, inconclusive)──▶ rollback
     ─▶ 100 % ─▶ retire previous (after keep_previous_s) ─▶ record "promoted"
@@ -10,6 +10,13 @@ Anything that goes wrong between recording the previous split and the last step 
 failed check, a failed or timed-out Vertex call, an unexpected error, Ctrl-C — rolls
 back before returning. If the rollback itself fails, the record stays "canary" so the
 pipeline's exit handler (or ``tune2serve verify-traffic`` run again) finishes it.
+
+Except a change made by someone else (``guard.py``): the split is compared with the one
+this promotion last set before each of its own changes (made as compare-and-swaps) and
+after each wait, probe and bake. When it differs, the promotion stops — outcome
+"failed", the evidence saying what was expected and what was found, the record marked
+"stopped" so that nothing rolls it back — and leaves the endpoint as the other party set
+it.
 """
 
 from __future__ import annotations
@@ -22,6 +29,7 @@ from typing import Any
 
 from tune2serve.components.errors import PromotionError, UsageError, VertexError
 from tune2serve.components.logs import get_logger, log_event
+from tune2serve.components.verify_traffic import guard
 from tune2serve.components.verify_traffic import lease as lease_mod
 from tune2serve.components.verify_traffic.bake import INCONCLUSIVE, PASSED, BakePolicy, Reader, bake
 from tune2serve.components.verify_traffic.checks import Policy, StepResult, judge_step
@@ -34,6 +42,7 @@ from tune2serve.components.verify_traffic.probe import ProbeFn
 from tune2serve.components.verify_traffic.record import (
     CANARY,
     PROMOTED,
+    STOPPED,
     PromotionRecord,
     read_record,
     with_record,
@@ -84,18 +93,22 @@ class PromotionOutcome:
     notes: list[str] = field(default_factory=list)
     rollback: RollbackResult | None = None
     final_state: EndpointState | None = None
+    outside_change: dict[str, Any] | None = None  # what someone else changed, when the promotion stopped for it
 
 
 def wait_until_serving(api: EndpointApi, endpoint: str, configured: dict[str, int], *, timeout_s: float,
-                       poll_s: float = 1.0, sleep: Callable[[float], None] = time.sleep) -> EndpointState:
+                       poll_s: float = 1.0, sleep: Callable[[float], None] = time.sleep,
+                       split_set: bool = False) -> EndpointState:
     """Polls until the endpoint routes ``configured`` on healthy replicas, or ``timeout_s``
-    passes; returns the last state read either way (the step's checks judge it)."""
+    passes; returns the last state read either way (the step's checks judge it). With
+    ``split_set`` (the caller set ``configured`` itself), another split is someone else's
+    change: returned at once, for the caller to see."""
     deadline = time.monotonic() + timeout_s
     while True:
         state = api.get_endpoint(endpoint)
-        ready = normalize(state.traffic_split) == normalize(configured) and all(
-            (dm := state.deployed_model(i)) is not None and dm.healthy for i in normalize(configured))
-        if ready or time.monotonic() + poll_s > deadline:
+        same = normalize(state.traffic_split) == normalize(configured)
+        ready = same and all((dm := state.deployed_model(i)) is not None and dm.healthy for i in normalize(configured))
+        if ready or (split_set and not same) or time.monotonic() + poll_s > deadline:
             return state
         sleep(poll_s)
 
@@ -135,15 +148,23 @@ def cleanup_staging(api: EndpointApi, staging: str) -> str:
 def retire_previous(api: EndpointApi, endpoint: str, new_id: str, previous: dict[str, int], keep_s: float,
                     drain_s: float = 1.0, sleep: Callable[[float], None] = time.sleep) -> list[str]:
     """Undeploys the models that served before (now at 0 %); failures become notes — the
-    traffic is already 100 % on the new model, which is what matters to clients."""
+    traffic is already 100 % on the new model, which is what matters to clients. A split
+    changed meanwhile by someone else (a manual rollback in the keep-previous window) is
+    theirs: ``OutsideChangeError``, nothing undeployed. Undeploys carry no split, so they
+    never overwrite one (Vertex refuses to undeploy a model that has traffic)."""
     if keep_s > 0:
         log_event(_log, "promotion.grace", f"{endpoint}: keeping the previous models at 0% for {keep_s:.0f} s",
                   endpoint=endpoint)
     sleep(max(keep_s, drain_s))  # lets requests already routed to the previous models finish
+    try:
+        guard.check_split(api, endpoint, full_split(new_id), "while the previous models were kept at 0%")
+    except VertexError as e:
+        return [f"could not read {endpoint} again before undeploying the previous models ({e}); they stay "
+                "deployed at 0%: undeploy them by hand to stop paying for them"]
     notes = []
     for old in previous:
         try:
-            api.undeploy_model(endpoint, old, full_split(new_id))
+            api.undeploy_model(endpoint, old, {})
             notes.append(f"undeployed the previous deployed model {old}")
         except VertexError as e:
             notes.append(f"could not undeploy the previous deployed model {old} (it serves 0%): {e}. "
@@ -171,8 +192,13 @@ def _bake_step(plan: PromotionPlan, lease: lease_mod.Lease, result: StepResult, 
     log_event(_log, "promotion.bake", f"{plan.endpoint}: step {result.percent}% baking {plan.bake.bake_s:g} s on "
               "real traffic", endpoint=plan.endpoint, percent=result.percent, bake_s=plan.bake.bake_s)
     serving = [i for i in result.configured_split if i != result.new_deployed_id]
-    verdict = bake(metrics(state), result.new_deployed_id, serving, plan.bake,
-                   renew=lambda: lease.update_labels(lambda labels: labels), sleep=sleep)
+
+    def renew() -> None:  # now and then during the bake: still our split? then renew the lease
+        guard.check_split(lease.api, plan.endpoint, result.configured_split,
+                          f"during the bake at the {result.percent}% step")
+        lease.update_labels(lambda labels: labels)
+
+    verdict = bake(metrics(state), result.new_deployed_id, serving, plan.bake, renew=renew, sleep=sleep)
     log_event(_log, "promotion.bake_done", f"{plan.endpoint}: bake at {result.percent}% {verdict.verdict}"
               + (": " + "; ".join(verdict.failures) if verdict.failures else ""),
               logging.INFO if verdict.passed else logging.WARNING, endpoint=plan.endpoint, verdict=verdict.verdict,
@@ -185,23 +211,38 @@ def _run_steps(api: EndpointApi, plan: PromotionPlan, lease: lease_mod.Lease, ou
                resources: dict[str, Any], record: PromotionRecord, probe_for: ProbeFactory,
                sleep: Callable[[float], None], metrics: MetricsFactory | None = None) -> None:
     previous = out.previous_split
-    first = canary_split(previous, NEW_MODEL_KEY, plan.steps[0])
     deployed = build_deployed_model(plan.model, resources, f"tune2serve-canary-{sanitize_label_value(plan.run_id)}")
-    log_event(_log, "promotion.deploy", f"{plan.endpoint}: deploying {plan.model} at {plan.steps[0]}%",
-              endpoint=plan.endpoint, model=plan.model, split=first)
-    out.new_deployed_id = api.deploy_model(plan.endpoint, deployed, first, deadline_s=plan.deploy_timeout_s)
-    lease.update_labels(lambda labels: with_record(labels, record.with_new(out.new_deployed_id)))
-    for index, percent in enumerate(plan.steps):
+    log_event(_log, "promotion.deploy", f"{plan.endpoint}: deploying {plan.model} beside {previous} (0% until its "
+              f"first step, {plan.steps[0]}%)", endpoint=plan.endpoint, model=plan.model, split=previous)
+    guard.check_split(api, plan.endpoint, previous, "before the canary was deployed")
+    out.new_deployed_id = api.deploy_model(plan.endpoint, deployed, {} if previous else {NEW_MODEL_KEY: 100},
+                                           deadline_s=plan.deploy_timeout_s)
+    current = record.with_new(out.new_deployed_id)
+    lease.update_labels(lambda labels: with_record(labels, current))
+    # deployed with no split: the new model gets 0 % and nothing else moves (on an endpoint
+    # serving nothing it gets 100 %); the steps then move the split as compare-and-swaps
+    expected = normalize(previous) if previous else full_split(out.new_deployed_id)
+    for percent in plan.steps:
         started = time.monotonic()
         configured = canary_split(previous, out.new_deployed_id, percent)
-        if index > 0:
-            api.set_traffic_split(plan.endpoint, configured)
-        state = wait_until_serving(api, plan.endpoint, configured, timeout_s=plan.step_timeout_s, sleep=sleep)
+        if configured != expected:
+            moving = current.with_shares(expected.get(out.new_deployed_id, 0), percent)  # either, while it moves
+            lease.update_labels(lambda labels: with_record(labels, moving))
+            guard.move_split(api, plan.endpoint, expected, configured, f"before the {percent}% step")
+            expected, current = configured, current.with_shares(percent)
+            lease.update_labels(lambda labels: with_record(labels, current))
+        state = wait_until_serving(api, plan.endpoint, configured, timeout_s=plan.step_timeout_s, sleep=sleep,
+                                   split_set=True)
+        if normalize(state.traffic_split) != configured:
+            raise guard.OutsideChangeError(plan.endpoint, configured, state.traffic_split,
+                                           f"while the {percent}% step waited for its replicas")
         answers = probe_for(state)(plan.policy.plan(percent / 100).requests)
         result = judge_step(percent, out.new_deployed_id, configured, state, answers, plan.policy,
                             time.monotonic() - started)
+        guard.check_split(api, plan.endpoint, configured, f"while the {percent}% step was probed")
         if result.passed and percent < 100 and plan.bake.bake_s > 0:
             result = _bake_step(plan, lease, result, state, metrics or real_metrics(api), sleep)
+            guard.check_split(api, plan.endpoint, configured, f"during the bake at the {percent}% step")
             if result.bake is not None and result.bake.verdict == INCONCLUSIVE and plan.bake.on_inconclusive == "hold":
                 out.steps.append(result)
                 raise BakeHeldError(f"step {percent}%: " + "; ".join(result.bake.failures)
@@ -214,6 +255,28 @@ def _run_steps(api: EndpointApi, plan: PromotionPlan, lease: lease_mod.Lease, ou
         if not result.passed:
             raise StepFailedError(f"step {percent}%: " + "; ".join(result.failures))
         lease.update_labels(lambda labels: labels)  # renews the lease between steps
+
+
+def _stopped(api: EndpointApi, plan: PromotionPlan, lease: lease_mod.Lease, out: PromotionOutcome,
+             record: PromotionRecord, change: guard.OutsideChangeError) -> PromotionOutcome:
+    """Someone else changed the split: stop, say what changed, mark the record "stopped"
+    (so neither the exit handler nor --rollback acts on it) and touch nothing else."""
+    out.outcome, out.reason, out.outside_change = "failed", str(change), change.as_dict()
+    log_event(_log, "promotion.outside_change", str(change), logging.WARNING, endpoint=plan.endpoint,
+              expected=change.expected, found=change.found)
+    try:
+        lease.update_labels(lambda labels: with_record(labels, (read_record(labels) or record).with_state(STOPPED)))
+    except PromotionError as e:
+        out.notes.append(f"could not mark the promotion stopped on the endpoint ({e}); a later rollback still "
+                         "sees that the split is not one tune2serve set and leaves it alone")
+    canary = out.new_deployed_id
+    out.notes.append(f"nothing was changed after that: {plan.endpoint} serves {change.found} as the other party set "
+                     "it" + (f"; the canary deployed model {canary} stays deployed (at "
+                             f"{change.found.get(canary, 0)}%) — undeploy it yourself if it should go" if canary else "")
+                     + ". The record on the endpoint says 'stopped': neither the pipeline's exit handler nor "
+                     "`verify-traffic --rollback` acts on it")
+    out.final_state = api.get_endpoint(plan.endpoint)
+    return out
 
 
 def promote(api: EndpointApi, plan: PromotionPlan, probe_for: ProbeFactory,
@@ -238,10 +301,13 @@ def promote(api: EndpointApi, plan: PromotionPlan, probe_for: ProbeFactory,
         if note:
             out.notes.append(note)
         model_id = plan.model.rsplit("/", 1)[-1].split("@")[0]
-        record = PromotionRecord(CANARY, plan.run_id, model_id, "", previous)
+        # the canary's share as the deploy leaves it: 0 beside a serving model, else 100
+        record = PromotionRecord(CANARY, plan.run_id, model_id, "", previous).with_shares(0 if previous else 100)
         lease.update_labels(lambda labels: with_record(labels, record))
         try:
             _run_steps(api, plan, lease, out, resources, record, probe_for, sleep, metrics)
+        except guard.OutsideChangeError as e:
+            return _stopped(api, plan, lease, out, record, e)
         except BakeHeldError as e:
             out.reason = str(e)
             out.notes.append(f"the canary {out.new_deployed_id} is held at its step for a decision: run "
@@ -253,7 +319,9 @@ def promote(api: EndpointApi, plan: PromotionPlan, probe_for: ProbeFactory,
             out.reason = str(e) or type(e).__name__
             out.rollback, error = try_rollback(api, plan.endpoint, lease=lease, reason=out.reason,
                                                drain_s=plan.drain_s, sleep=sleep)
-            out.outcome = "rolled_back" if out.rollback else "failed"
+            out.outcome = "rolled_back" if out.rollback and out.rollback.action == "rolled_back" else "failed"
+            if out.rollback and out.rollback.action != "rolled_back":
+                out.notes += list(out.rollback.notes)
             if error:
                 out.notes.append(f"rollback did not finish: {error}. Run `tune2serve verify-traffic` again or "
                                  "let the pipeline's exit handler finish it.")
@@ -261,8 +329,11 @@ def promote(api: EndpointApi, plan: PromotionPlan, probe_for: ProbeFactory,
             if not isinstance(e, Exception):
                 raise
             return out
-        out.notes += retire_previous(api, plan.endpoint, out.new_deployed_id, previous, plan.keep_previous_s,
-                                     plan.drain_s, sleep)
+        try:
+            out.notes += retire_previous(api, plan.endpoint, out.new_deployed_id, previous, plan.keep_previous_s,
+                                         plan.drain_s, sleep)
+        except guard.OutsideChangeError as e:
+            return _stopped(api, plan, lease, out, record, e)
         done = PromotionRecord(PROMOTED, plan.run_id, model_id, out.new_deployed_id, {})
         lease.update_labels(lambda labels: with_record(labels, done))
         out.outcome = "promoted"

@@ -84,11 +84,13 @@ class EndpointApi:
             endpoint=body, update_mask=FieldMask(paths=["labels"])), what="update labels", resource=name, retry=False)
         return endpoint_state_from_resource(proto)
 
-    def set_traffic_split(self, name: str, split: Mapping[str, int]) -> EndpointState:
+    def set_traffic_split(self, name: str, split: Mapping[str, int], etag: str = "") -> EndpointState:
+        """Sets the split; with ``etag``, only if the endpoint still has it (compare-and-swap:
+        a conflict means someone changed the endpoint since the caller read it)."""
         from google.cloud.aiplatform_v1.types import Endpoint
         from google.protobuf.field_mask_pb2 import FieldMask
 
-        body = Endpoint(name=name, traffic_split=dict(split))
+        body = Endpoint(name=name, traffic_split=dict(split), etag=etag)
         proto = self._call(lambda: self._client("endpoints").update_endpoint(
             endpoint=body, update_mask=FieldMask(paths=["traffic_split"])), what="set traffic split", resource=name)
         return endpoint_state_from_resource(proto)

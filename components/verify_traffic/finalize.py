@@ -3,7 +3,9 @@ what happened. Idempotent: running it twice changes nothing the second time.
 
 On failure: roll back the production endpoint's promotion of this run (``rollback.py``,
 matched by the run id recorded on the endpoint, or an unnamed pipeline run's), taking
-over the promotion lease if this run's dead verify-traffic task still holds it; then
+over the promotion lease if this run's dead verify-traffic task still holds it — unless
+someone else changed the endpoint's split during the promotion (the record says
+"stopped", or the split is not one the promotion set): then it is left as they set it; then
 undeploy and delete every endpoint this run's deploy step made (found by the
 ``tune2serve-run`` label deploy writes) and delete the Models it registered, so no
 machine hours are billed for a failed run.
@@ -91,8 +93,14 @@ def _remove_run_resources(api: EndpointApi, run: str, result: FinalizeResult) ->
         (result.actions if note.startswith("removed") else result.problems).append(note)
     for model in sorted(models):
         try:
-            if api.get_model(model).get("labels", {}).get(RUN_LABEL) == run:
-                api.delete_model(model)
-                result.actions.append(f"deleted the model {model}")
+            found = api.get_model(model)
+            still = sorted({str(d.get("endpoint", "")) for d in found.get("deployed_models") or []})
+            if found.get("labels", {}).get(RUN_LABEL) != run:
+                continue
+            if still:  # e.g. the canary left on production when someone else took over its split
+                result.actions.append(f"kept the model {model}: it is still deployed on {', '.join(still)}")
+                continue
+            api.delete_model(model)
+            result.actions.append(f"deleted the model {model}")
         except VertexError as e:
             result.problems.append(f"could not delete the model {model}: {e}")

@@ -7,17 +7,21 @@ compare-and-swap on the endpoint's etag writes both). Labels fit: a promotion re
 at most a handful of values (Vertex allows 64 labels per resource, keys and values of
 at most 63 characters of ``[a-z0-9_-]``).
 
-    tune2serve-promo-state   canary | promoted | rolled_back
+    tune2serve-promo-state   canary | promoted | rolled_back | stopped
     tune2serve-promo-run     the pipeline run id (sanitized) or "cli"
     tune2serve-promo-model   the id of the Model being promoted
     tune2serve-promo-new     its deployed-model id on this endpoint, once known
+    tune2serve-promo-share   the share(s) the promotion last gave it: "50", or "10-50" while
+                             it moves the split from one to the other (so a rollback that
+                             did not watch the promotion can tell its split from someone
+                             else's)
     tune2serve-prev-<ID>     the share deployed model <ID> had before the promotion
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from tune2serve.components.errors import UsageError
 from tune2serve.components.vertex.resources import MAX_LABEL_LENGTH, sanitize_label_value
@@ -27,10 +31,14 @@ STATE = "tune2serve-promo-state"
 RUN = "tune2serve-promo-run"
 MODEL = "tune2serve-promo-model"
 NEW = "tune2serve-promo-new"
+SHARE = "tune2serve-promo-share"
 PREV_PREFIX = "tune2serve-prev-"
 MAX_LABELS = 64
 
 CANARY, PROMOTED, ROLLED_BACK = "canary", "promoted", "rolled_back"
+# The promotion stopped because someone else changed the endpoint mid-canary: their split
+# stands, so nothing (the step, the exit handler, --rollback) acts on this record again.
+STOPPED = "stopped"
 
 
 @dataclass(frozen=True)
@@ -40,18 +48,24 @@ class PromotionRecord:
     model_id: str
     new_deployed_id: str = ""
     previous_split: dict[str, int] = field(default_factory=dict)
+    shares: tuple[int, ...] = ()  # the canary's share(s) as last set; () when not recorded
 
     def with_state(self, state: str) -> PromotionRecord:
-        return PromotionRecord(state, self.run, self.model_id, self.new_deployed_id, self.previous_split)
+        return replace(self, state=state)
 
     def with_new(self, deployed_id: str) -> PromotionRecord:
-        return PromotionRecord(self.state, self.run, self.model_id, deployed_id, self.previous_split)
+        return replace(self, new_deployed_id=deployed_id)
+
+    def with_shares(self, *shares: int) -> PromotionRecord:
+        return replace(self, shares=tuple(dict.fromkeys(int(s) for s in shares)))
 
 
 def record_labels(record: PromotionRecord) -> dict[str, str]:
     labels = {STATE: record.state, RUN: sanitize_label_value(record.run), MODEL: sanitize_label_value(record.model_id)}
     if record.new_deployed_id:
         labels[NEW] = sanitize_label_value(record.new_deployed_id)
+    if record.shares:
+        labels[SHARE] = "-".join(str(int(s)) for s in record.shares)
     for deployed_id, share in sorted(record.previous_split.items()):
         key = PREV_PREFIX + sanitize_label_value(deployed_id)
         if len(key) > MAX_LABEL_LENGTH:
@@ -65,7 +79,9 @@ def read_record(labels: Mapping[str, str]) -> PromotionRecord | None:
     if STATE not in labels:
         return None
     previous = {k[len(PREV_PREFIX):]: int(v) for k, v in labels.items() if k.startswith(PREV_PREFIX) and v.isdigit()}
-    return PromotionRecord(labels[STATE], labels.get(RUN, ""), labels.get(MODEL, ""), labels.get(NEW, ""), previous)
+    shares = tuple(int(s) for s in labels.get(SHARE, "").split("-") if s.isdigit() and len(s) <= 3)
+    return PromotionRecord(labels[STATE], labels.get(RUN, ""), labels.get(MODEL, ""), labels.get(NEW, ""), previous,
+                           shares)
 
 
 def with_record(labels: Mapping[str, str], record: PromotionRecord | None) -> dict[str, str]:

@@ -7,6 +7,13 @@ works from the record alone (see ``record.py``), so the step itself, the pipelin
 exit handler and an operator all roll back the same way. Order matters for clients:
 traffic moves first, then (after a short drain) the new model is undeployed, so no
 request is routed to a model that is going away.
+
+Never over someone else's change (``guard.py``): a record marked "stopped" (the
+promotion noticed an outside change) is left alone, and so is an endpoint whose split is
+not one this promotion could have set — someone edited it from the console or gcloud,
+and their split is authoritative. The split is restored as a compare-and-swap and the
+canary undeployed without a split, so a change landing during the rollback is not
+overwritten either. Then the action is "left_alone" and the record says "stopped".
 """
 
 from __future__ import annotations
@@ -19,11 +26,13 @@ from typing import Any
 
 from tune2serve.components.errors import PromotionError
 from tune2serve.components.logs import get_logger, log_event
+from tune2serve.components.verify_traffic import guard
 from tune2serve.components.verify_traffic import lease as lease_mod
 from tune2serve.components.verify_traffic.endpoint_api import EndpointApi
 from tune2serve.components.verify_traffic.record import (
     CANARY,
     ROLLED_BACK,
+    STOPPED,
     PromotionRecord,
     read_record,
     with_record,
@@ -40,7 +49,7 @@ _log = get_logger("verify_traffic.rollback")
 @dataclass(frozen=True)
 class RollbackResult:
     endpoint: str
-    action: str  # "rolled_back" | "nothing_to_do"
+    action: str  # "rolled_back" | "nothing_to_do" | "left_alone" (someone else changed the split)
     restored_split: dict[str, int]
     undeployed: tuple[str, ...] = ()
     notes: tuple[str, ...] = field(default_factory=tuple)
@@ -81,8 +90,17 @@ def rollback_endpoint(api: EndpointApi, endpoint: str, *, lease: lease_mod.Lease
     if record is None or record.state != CANARY or not ours:
         log_event(_log, "rollback.nothing_to_do", f"{endpoint}: no promotion in progress; nothing to roll back",
                   endpoint=endpoint, record_state=record.state if record else None)
-        notes = () if ours else (f"a promotion by another run ({record.run}) is in progress; left alone",)
+        notes: tuple[str, ...] = () if ours else (f"a promotion by another run ({record.run}) is in progress; "
+                                                  "left alone",)
+        if record is not None and record.state == STOPPED:
+            notes += (f"the promotion by run {record.run} stopped when someone else changed the traffic split; "
+                      "the endpoint is left as they set it",)
         return RollbackResult(endpoint, "nothing_to_do", state.serving_split(), notes=notes)
+    why = guard.outside_change(state, record.previous_split,
+                               new_deployments(state, record.previous_split, record.new_deployed_id, record.model_id),
+                               record.shares)
+    if why:
+        return _left_alone(endpoint, lease, record, state, why)
     previous = {k: v for k, v in record.previous_split.items() if state.deployed_model(k) and v > 0}
     if record.previous_split and not previous:
         raise PromotionError(f"{endpoint}: none of the deployed models that served before the promotion "
@@ -95,19 +113,33 @@ def rollback_endpoint(api: EndpointApi, endpoint: str, *, lease: lease_mod.Lease
     log_event(_log, "rollback.start", f"{endpoint}: rolling back to {previous}" + (f" ({reason})" if reason else ""),
               logging.WARNING, endpoint=endpoint, restore=previous)
     if previous and normalize(state.traffic_split) != previous:
-        api.set_traffic_split(endpoint, previous)
+        try:
+            guard.move_split(api, endpoint, state.traffic_split, previous, "during the rollback")
+        except guard.OutsideChangeError as e:
+            return _left_alone(endpoint, lease, record, api.get_endpoint(endpoint), str(e))
     undeployed = []
     to_remove = new_deployments(state, previous, record.new_deployed_id, record.model_id)
     if to_remove:
         sleep(drain_s)
     for deployed_id in to_remove:
-        api.undeploy_model(endpoint, deployed_id, previous)
+        api.undeploy_model(endpoint, deployed_id, {})  # no split: Vertex refuses if someone gave it traffic
         undeployed.append(deployed_id)
     done = PromotionRecord(ROLLED_BACK, record.run, record.model_id, record.new_deployed_id, {})
     lease.update_labels(lambda labels: with_record(labels, done))
     log_event(_log, "rollback.done", f"{endpoint}: rolled back; serving {previous}", endpoint=endpoint,
               undeployed=undeployed)
     return RollbackResult(endpoint, "rolled_back", previous, tuple(undeployed), tuple(notes))
+
+
+def _left_alone(endpoint: str, lease: lease_mod.Lease, record: PromotionRecord, state: EndpointState,
+                why: str) -> RollbackResult:
+    """Someone else changed the split: record "stopped", change nothing else."""
+    log_event(_log, "rollback.left_alone", f"{endpoint}: {why}; not rolled back", logging.WARNING, endpoint=endpoint,
+              found=state.serving_split())
+    lease.update_labels(lambda labels: with_record(labels, record.with_state(STOPPED)))
+    return RollbackResult(endpoint, "left_alone", state.serving_split(), notes=(
+        f"{why}: someone else changed the endpoint during the promotion, and their change stands — nothing was "
+        "rolled back or undeployed",))
 
 
 def try_rollback(api: EndpointApi, endpoint: str, **kwargs: Any) -> tuple[RollbackResult | None, str]:

@@ -53,6 +53,7 @@ class VerifyResult:
     new_deployed_id: str = ""
     rollback: dict[str, Any] | None = None
     mode: str = "standalone"
+    outside_change: dict[str, Any] | None = None  # {"when", "expected_split", "found_split"}: someone else's change
 
     @property
     def ok(self) -> bool:
@@ -62,7 +63,7 @@ class VerifyResult:
         return {"mode": self.mode, "endpoint": self.endpoint, "model": self.model, "reason": self.reason,
                 "previous_split": self.previous_split, "new_deployed_id": self.new_deployed_id,
                 "steps": [s.as_dict() for s in self.steps], "rollback": self.rollback, "notes": self.notes,
-                "final_state": self.final_state}
+                "final_state": self.final_state, "outside_change": self.outside_change}
 
     def as_json(self) -> dict[str, Any]:
         """The --json object of DESIGN.md §4."""
@@ -136,7 +137,8 @@ def from_outcome(o: PromotionOutcome) -> VerifyResult:
     final = o.final_state
     return VerifyResult(o.outcome, o.endpoint, o.model, final.serving_split() if final else {}, o.steps, o.reason,
                         o.notes, final.summary() if final else {}, o.previous_split, o.new_deployed_id,
-                        o.rollback.as_dict() if o.rollback else None, mode="promotion")
+                        o.rollback.as_dict() if o.rollback else None, mode="promotion",
+                        outside_change=o.outside_change)
 
 
 def verify_traffic(*, project: str, region: str, endpoint: str, model: str | None = None,
