@@ -11,6 +11,7 @@ that catches ``ValueError`` or ``ConnectionError`` keeps working.
     │   ├── SourceNotFoundError(FileNotFoundError)
     │   └── SourceReadError
     ├── DestinationError(OSError)             an export destination cannot be written
+    │   └── ConcurrentWriteError              another writer changed the object first
     ├── CheckpointError(ValueError)           the checkpoint's content is wrong
     │   ├── ValidationFailedError             validate found at least one error finding
     │   ├── UnsafePickleError                 a .bin pickle names a non-tensor global
@@ -60,6 +61,11 @@ class SourceReadError(SourceError):
 
 class DestinationError(PromotionError, OSError):
     """An export destination cannot be written, or already holds something else."""
+
+
+class ConcurrentWriteError(DestinationError):
+    """A write's generation precondition failed: another writer created, replaced or
+    deleted the object since it was read, so this write did not happen."""
 
 
 class CheckpointError(PromotionError, ValueError):
@@ -121,6 +127,7 @@ class PromotionAbortedError(PromotionError):
 
 __all__ = [
     "CheckpointError",
+    "ConcurrentWriteError",
     "DestinationError",
     "MergeError",
     "OperationFailedError",
