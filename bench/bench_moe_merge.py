@@ -54,7 +54,7 @@ def generate(root: Path, layers: int) -> tuple[Path, Path, int]:
     from peft import LoraConfig, get_peft_model, get_peft_model_state_dict
     from safetensors.torch import save_file
     from transformers import MixtralConfig, MixtralForCausalLM
-    from transformers.core_model_loading import revert_weight_conversion
+    from tune2serve.components.export.plan.weight_conversion import revert_weight_conversion
 
     base, adapter = root / "base", root / "adapter"
     base.mkdir(parents=True)

@@ -81,6 +81,30 @@ def configure(stream: Any = None, level: str | None = None) -> None:
     logger.addHandler(handler)
     logger.setLevel(level or os.environ.get("TUNE2SERVE_LOG_LEVEL", "INFO"))
     logger.propagate = False
+    _route_sdk_logs(stream, _Formatter(as_json))
+
+
+# The Vertex AI SDK's loggers. The SDK gives each of its loggers a handler of its own on
+# *stdout* unless a StreamHandler is already found above it, and stdout belongs to
+# ``--json``: a handler of ours on these parents (installed before the SDK is first
+# imported, which ``configure`` at a command's start is) writes its warnings and errors
+# to stderr, redacted, in our format — set through the logging API, the SDK's own
+# handlers never touched.
+_SDK_LOGGERS = ("google.cloud.aiplatform", "vertexai")
+_sdk_handlers: list[tuple[logging.Logger, logging.Handler]] = []
+
+
+def _route_sdk_logs(stream: Any, formatter: logging.Formatter) -> None:
+    for logger, old in _sdk_handlers:
+        logger.removeHandler(old)
+    _sdk_handlers.clear()
+    for name in _SDK_LOGGERS:
+        handler = logging.StreamHandler(stream)
+        handler.setFormatter(formatter)
+        handler.setLevel(logging.WARNING)
+        logger = logging.getLogger(name)
+        logger.addHandler(handler)
+        _sdk_handlers.append((logger, handler))
 
 
 def get_logger(name: str) -> logging.Logger:

@@ -69,12 +69,19 @@ def worker_pool_images(spec: dict[str, Any]) -> set[str]:
     return found
 
 
+def gcpc_launcher_image() -> str:
+    """The image GCPC's custom-job launcher runs in, as GCPC's own component declares it
+    (its public component spec, not GCPC's private ``_image`` module)."""
+    from google_cloud_pipeline_components.v1.custom_job import CustomTrainingJobOp
+
+    return str(CustomTrainingJobOp.component_spec.implementation.container.image)
+
+
 def step_images(spec: dict[str, Any]) -> set[str]:
     """Every image that runs tune2serve's code: the executors' images but GCPC's launcher,
     and the custom job worker pools' images."""
-    from google_cloud_pipeline_components._image import GCPC_IMAGE_TAG
-
-    return {i for i in executor_images(spec).values() if i != GCPC_IMAGE_TAG} | worker_pool_images(spec)
+    launcher = gcpc_launcher_image()
+    return {i for i in executor_images(spec).values() if i != launcher} | worker_pool_images(spec)
 
 
 def load_spec_dict(path: Path) -> dict[str, Any]:
@@ -160,5 +167,5 @@ def compile_pipeline(output_path: str | Path = DEFAULT_OUTPUT, image: str | None
     return output
 
 
-__all__ = ["DEFAULT_OUTPUT", "check_image", "compile_pipeline", "executor_images", "load_spec_dict", "runtime_kfp_version",
-           "step_images", "worker_pool_images"]
+__all__ = ["DEFAULT_OUTPUT", "check_image", "compile_pipeline", "executor_images", "gcpc_launcher_image", "load_spec_dict",
+           "runtime_kfp_version", "step_images", "worker_pool_images"]

@@ -11,6 +11,7 @@ import json
 from typing import Any
 
 from tune2serve.components.errors import VertexError, VertexUnavailableError, VertexUserError
+from tune2serve.components.transport import is_unreachable
 
 RETRYABLE_STATUS = frozenset({408, 429, 500, 502, 503, 504})
 
@@ -46,15 +47,14 @@ def raise_for_vertex_status(response: Any, *, resource_name: str | None = None) 
 
 
 def translate_api_error(error: BaseException, *, resource_name: str | None = None) -> VertexError:
-    """Turns a ``google.api_core`` exception (or a transport error) into ours."""
+    """Turns a ``google.api_core`` exception (or a transport error, ``transport.py``:
+    retryable ``VertexUnavailableError``) into ours."""
     from google.api_core import exceptions as gexc
 
     if isinstance(error, gexc.GoogleAPICallError):
         code = int(error.code or 500) if isinstance(error.code, int) else 500
         return error_for_status(code, error.message or str(error), resource_name=resource_name)
-    if isinstance(error, (ConnectionError, TimeoutError)) or type(error).__name__ in {
-        "ConnectError", "ReadTimeout", "ConnectTimeout", "RemoteDisconnected", "ConnectionError",
-    }:
+    if is_unreachable(error):
         where = f"{resource_name}: " if resource_name else ""
         return VertexUnavailableError(f"{where}cannot reach Vertex AI: {error}", resource_name=resource_name)
     where = f"{resource_name}: " if resource_name else ""

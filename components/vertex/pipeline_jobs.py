@@ -2,25 +2,28 @@
 
 ``aiplatform.PipelineJob(...).submit()`` and ``PipelineJob.create_schedule`` /
 ``aiplatform.PipelineJobSchedule`` do the work, so the requests are the SDK's own, in the
-cloud and against the local stack alike (``clients.init_sdk``). Every API error goes
+cloud and against the local stack alike (``clients.init_sdk``); on the local stack a run
+is created with the same public client call ``submit`` ends with (``_create_local``).
+The SDK's INFO chatter is muted while it works (``endpoints.quiet_sdk``); where its log
+lines go is set once, by ``logs.configure``. Every API error goes
 through ``translate_api_error``; a run's job id is ours to choose, which is what makes
 the tuning-job trigger idempotent (a second create answers 409 ALREADY_EXISTS).
 """
 
 from __future__ import annotations
 
-import contextlib
-import logging
+import json
 import re
-import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from tune2serve.components.errors import PromotionError, UsageError, VertexError, VertexUserError
 from tune2serve.components.logs import get_logger, log_event
+from tune2serve.components.transport import is_unreachable
 from tune2serve.components.vertex.clients import VertexTarget, init_sdk
+from tune2serve.components.vertex.endpoints import quiet_sdk
 from tune2serve.components.vertex.errors import translate_api_error
 
 _log = get_logger("vertex.pipeline_jobs")
@@ -89,8 +92,10 @@ def _call(what: str, fn: Callable[[], Any], resource_name: str | None = None) ->
         raise translate_api_error(e, resource_name=resource_name) from e
     except ValueError as e:  # the SDK's own checks: job id, labels, display name
         raise UsageError(f"{what}: {e}") from e
-    except (ConnectionError, TimeoutError) as e:
-        raise translate_api_error(e, resource_name=resource_name) from e
+    except Exception as e:
+        if is_unreachable(e):  # a transport error of any of the SDK's HTTP stacks
+            raise translate_api_error(e, resource_name=resource_name) from e
+        raise
 
 
 def _pipeline_job(vertex: VertexTarget, spec: RunSpec) -> Any:
@@ -104,6 +109,7 @@ def _pipeline_job(vertex: VertexTarget, spec: RunSpec) -> Any:
         project=vertex.project, location=vertex.region,
     ))
     if spec.network_attachment:
+        # no public setter for a job not yet created (``gca_resource`` refuses until then)
         job._gca_resource.psc_interface_config.network_attachment = spec.network_attachment
     return job
 
@@ -113,13 +119,17 @@ def submit_run(vertex: VertexTarget, spec: RunSpec) -> RunStatus:
     with ``status_code`` 409 (the trigger reads that as "already submitted")."""
     job = _pipeline_job(vertex, spec)
     target_name = f"{vertex.parent}/pipelineJobs/{job.job_id}"
-    _sdk_logging_quiet(vertex)
-    with _local_bucket_preflight(vertex, spec.pipeline_root):
-        _call("submit", lambda: job.submit(service_account=spec.service_account, network=spec.network),
-              resource_name=target_name)
-    name = job.resource_name
+    with quiet_sdk():
+        if vertex.is_local:
+            _check_local_bucket(spec.pipeline_root)
+            created = _call("submit", lambda: _create_local(vertex, job, spec), resource_name=target_name)
+        else:
+            _call("submit", lambda: job.submit(service_account=spec.service_account, network=spec.network),
+                  resource_name=target_name)
+            created = job.gca_resource
+    name = created.name
     log_event(_log, "pipeline_submitted", f"submitted {name}", pipeline_job=name, console_url=console_url(name))
-    return RunStatus(name, job._gca_resource.state.name, console_url(name))
+    return RunStatus(name, created.state.name, console_url(name))
 
 
 def get_run(vertex: VertexTarget, resource_name: str) -> RunStatus:
@@ -127,8 +137,8 @@ def get_run(vertex: VertexTarget, resource_name: str) -> RunStatus:
 
     init_sdk(vertex)
     job = _call("get", lambda: aiplatform.PipelineJob.get(resource_name), resource_name=resource_name)
-    error = job._gca_resource.error.message or None
-    return RunStatus(job.resource_name, job._gca_resource.state.name, console_url(job.resource_name), error)
+    error = job.gca_resource.error.message or None
+    return RunStatus(job.resource_name, job.gca_resource.state.name, console_url(job.resource_name), error)
 
 
 def wait_for_run(vertex: VertexTarget, resource_name: str, *, on_change: Callable[[RunStatus], None] | None = None,
@@ -155,7 +165,7 @@ def wait_for_run(vertex: VertexTarget, resource_name: str, *, on_change: Callabl
 
 
 def _schedule_dict(schedule: Any) -> dict[str, Any]:
-    resource = schedule._gca_resource
+    resource = schedule.gca_resource
     return {
         "name": resource.name,
         "display_name": resource.display_name,
@@ -173,14 +183,14 @@ def create_schedule(vertex: VertexTarget, spec: RunSpec, *, cron: str, display_n
                     start_time: str | None = None, end_time: str | None = None) -> dict[str, Any]:
     """``PipelineJob.create_schedule``: each firing creates a run from ``spec``."""
     job = _pipeline_job(vertex, spec)
-    _sdk_logging_quiet(vertex)
-    with _local_bucket_preflight(vertex, spec.pipeline_root):
-        pass  # schedules create runs later; the check still tells the user now
-    schedule = _call("create schedule", lambda: job.create_schedule(
-        cron=cron, display_name=display_name, start_time=start_time, end_time=end_time,
-        max_run_count=max_run_count, max_concurrent_run_count=max_concurrent_run_count,
-        service_account=spec.service_account, network=spec.network,
-    ))
+    if vertex.is_local:  # schedules create runs later; the check still tells the user now
+        _check_local_bucket(spec.pipeline_root)
+    with quiet_sdk():
+        schedule = _call("create schedule", lambda: job.create_schedule(
+            cron=cron, display_name=display_name, start_time=start_time, end_time=end_time,
+            max_run_count=max_run_count, max_concurrent_run_count=max_concurrent_run_count,
+            service_account=spec.service_account, network=spec.network,
+        ))
     out = _schedule_dict(schedule)
     log_event(_log, "schedule_created", f"created {out['name']} ({cron})", schedule=out["name"], cron=cron)
     return out
@@ -204,8 +214,8 @@ def change_schedule(vertex: VertexTarget, name_or_id: str, action: str) -> dict[
     init_sdk(vertex)
     name = full_name(vertex, "schedules", name_or_id)
     schedule = _call("get schedule", lambda: aiplatform.PipelineJobSchedule.get(name), resource_name=name)
-    _sdk_logging_quiet()
-    _call(f"{action} schedule", getattr(schedule, action), resource_name=name)
+    with quiet_sdk():
+        _call(f"{action} schedule", getattr(schedule, action), resource_name=name)
     if action == "delete":
         return {"name": name, "state": "DELETED"}
     return _schedule_dict(aiplatform.PipelineJobSchedule.get(name))
@@ -215,50 +225,30 @@ def is_already_exists(error: BaseException) -> bool:
     return isinstance(error, VertexUserError) and error.status_code == 409
 
 
-_PREFLIGHT_LOCK = threading.Lock()
-
-
-@contextlib.contextmanager
-def _local_bucket_preflight(vertex: VertexTarget, pipeline_root: str) -> Iterator[None]:
-    """Before it creates a run, the SDK checks the pipeline root's bucket and asks
-    Resource Manager (gRPC, the real cloudresourcemanager.googleapis.com) for the project
-    number, retrying for about a minute when that cannot be reached, then carries on
-    whatever happened. The local stack has no Resource Manager, so there the check is
-    the one that matters locally, made first: the bucket exists."""
-    if not vertex.is_local:
-        yield
-        return
-    from google.cloud.aiplatform.utils import gcs_utils
-
+def _check_local_bucket(pipeline_root: str) -> None:
+    """On the local stack the pipeline root's bucket must exist (checked through the
+    storage layer); there is nobody to create it."""
     from tune2serve.components.checkpoint.storage import open_folder, parse_gcs_uri
 
     bucket, _prefix = parse_gcs_uri(pipeline_root)
     if not open_folder(pipeline_root).store_exists():
         raise UsageError(f"pipeline root {pipeline_root}: bucket {bucket!r} does not exist on the local "
                          "stack's GCS; create it first")
-    with _PREFLIGHT_LOCK:
-        original = gcs_utils.create_gcs_bucket_for_pipeline_artifacts_if_it_does_not_exist
-        gcs_utils.create_gcs_bucket_for_pipeline_artifacts_if_it_does_not_exist = (
-            lambda output_artifacts_gcs_dir=None, **_: output_artifacts_gcs_dir)
-        try:
-            yield
-        finally:
-            gcs_utils.create_gcs_bucket_for_pipeline_artifacts_if_it_does_not_exist = original
 
 
-def _sdk_logging_quiet(vertex: VertexTarget | None = None) -> None:
-    """The SDK logs INFO lines to stdout; stdout belongs to ``--json``, so its handlers
-    are moved to stderr and its chatter is cut to warnings. On the local stack the SDK's
-    artifact-bucket check (it asks Resource Manager for the project number, which does
-    not exist there) always fails harmlessly, so that one logger is silenced there."""
-    import sys
+def _create_local(vertex: VertexTarget, job: Any, spec: RunSpec) -> Any:
+    """Creates the run on the local stack with the SDK's public client call
+    (``PipelineServiceClient.create_pipeline_job``, what ``PipelineJob.submit`` sends),
+    with the run-as account and network set as ``submit`` sets them. ``submit`` itself
+    first gets or creates the artifacts bucket, which asks Resource Manager (gRPC, the
+    real cloudresourcemanager.googleapis.com) for the project number and retries for
+    about a minute where that does not exist; ``_check_local_bucket`` is that check
+    here. Returns the created ``PipelineJob`` resource."""
+    from google.cloud import aiplatform_v1
 
-    for name in list(logging.Logger.manager.loggerDict):
-        if name.startswith("google.cloud.aiplatform"):
-            logger = logging.getLogger(name)
-            logger.setLevel(logging.WARNING)
-            for handler in logger.handlers:
-                if isinstance(handler, logging.StreamHandler) and handler.stream is sys.stdout:
-                    handler.setStream(sys.stderr)
-    if vertex is not None and vertex.is_local:
-        logging.getLogger("google.cloud.aiplatform.pipeline_jobs").setLevel(logging.CRITICAL)
+    resource = aiplatform_v1.PipelineJob.from_json(json.dumps(job.to_dict()))  # the job as submit would send it
+    if spec.service_account:
+        resource.service_account = spec.service_account
+    if spec.network:
+        resource.network = spec.network
+    return job.api_client.create_pipeline_job(parent=vertex.parent, pipeline_job=resource, pipeline_job_id=job.job_id)

@@ -129,7 +129,7 @@ def _compare(class_name: str, kwargs: dict[str, Any], tmp_path: Path, tiny_llama
     """Adapter made with ``lora`` on a fresh tiny model: export == PEFT's merge, logits ==
     the trained model's. Returns the adapter config."""
     import torch
-    from transformers.core_model_loading import revert_weight_conversion
+    from tune2serve.components.export.plan.weight_conversion import revert_weight_conversion
 
     base_dir = tmp_path / "base"
     model = _build(class_name, kwargs, base_dir, tiny_llama)

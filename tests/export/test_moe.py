@@ -22,7 +22,7 @@ from tune2serve.components.export.plan.names import DiskNames
 
 def _made(class_name: str, tmp_path: Path, tiny_llama: Path, **lora: Any) -> tuple[Path, Path, dict[str, Any]]:
     """(base folder, adapter folder, PEFT's merge renamed to the on-disk names)."""
-    from transformers.core_model_loading import revert_weight_conversion
+    from tune2serve.components.export.plan.weight_conversion import revert_weight_conversion
 
     kwargs, _ = ARCHITECTURES[class_name]
     model = _build(class_name, {**kwargs, "num_local_experts": 4}, tmp_path / "base", tiny_llama)

@@ -8,10 +8,11 @@ import re
 from pathlib import Path
 
 import pytest
-from google_cloud_pipeline_components._image import GCPC_IMAGE_TAG
 
 from tune2serve.components.errors import UsageError
-from tune2serve.pipelines.compile import compile_pipeline, executor_images, load_spec_dict, step_images
+from tune2serve.pipelines.compile import compile_pipeline, executor_images, gcpc_launcher_image, load_spec_dict, step_images
+
+GCPC_IMAGE_TAG = gcpc_launcher_image()
 
 REPO = Path(__file__).resolve().parents[2]
 CHECKED_IN = REPO / "compiled" / "promote_checkpoint.yaml"

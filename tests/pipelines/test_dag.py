@@ -11,12 +11,13 @@ from typing import Any
 
 import pytest
 from google.protobuf import json_format
-from google_cloud_pipeline_components._image import GCPC_IMAGE_TAG
 from kfp import components
 from kfp.pipeline_spec import pipeline_spec_pb2
 
 from tune2serve.components.image import DEFAULT_IMAGE
-from tune2serve.pipelines.compile import load_spec_dict, step_images
+from tune2serve.pipelines.compile import gcpc_launcher_image, load_spec_dict, step_images
+
+GCPC_IMAGE_TAG = gcpc_launcher_image()
 
 COMPILED = Path(__file__).resolve().parents[2] / "compiled" / "promote_checkpoint.yaml"
 STEPS = ["export", "validate", "deploy", "smoke-test", "verify-traffic"]

@@ -54,7 +54,7 @@ def _layout_cached(class_name: str, config_json: str) -> tuple[tuple[str, tuple[
 
     import torch
     import transformers
-    from transformers.core_model_loading import revert_weight_conversion
+    from tune2serve.components.export.plan.weight_conversion import revert_weight_conversion
 
     cfg = json.loads(config_json)
     model_cls = getattr(transformers, class_name)

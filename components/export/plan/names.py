@@ -6,7 +6,8 @@ memory; Mixtral's router ``block_sparse_moe.gate`` is ``mlp.gate``) and reverts 
 renaming when it saves. PEFT saves adapters with the in-memory names. Rather than a list
 of prefixes, the export asks transformers: the base architecture is built on the meta
 device (no memory, no weights, never remote code) and ``revert_weight_conversion`` —
-what ``save_pretrained`` applies — maps each name. Only one-to-one renamings are used;
+what ``save_pretrained`` applies, reached through ``weight_conversion.py``, the one
+adapter to that transformers internal — maps each name. Only one-to-one renamings are used;
 a name transformers splits or fuses (fused experts) maps to None.
 """
 
@@ -14,6 +15,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from tune2serve.components.export.plan import weight_conversion
+from tune2serve.components.export.plan.weight_conversion import revert_weight_conversion
 from tune2serve.components.logs import get_logger, log_event
 
 _log = get_logger("export")
@@ -52,19 +55,17 @@ class DiskNames:
 
     def revert(self, tensors: dict[str, Any]) -> dict[str, Any]:
         """In-memory tensors → on-disk tensors (splits fused experts as save_pretrained does)."""
-        from transformers.core_model_loading import revert_weight_conversion
-
-        return dict(revert_weight_conversion(self._build(), dict(tensors)))
+        return revert_weight_conversion(self._build(), tensors)
 
     def to_disk(self, name: str) -> str | None:
         model = self._build()
         if model is None:
             return None
         import torch
-        from transformers.core_model_loading import revert_weight_conversion
 
+        revert = weight_conversion.revert_function()  # outside the try: a transformers that lacks it is said, not hidden
         try:
-            out = revert_weight_conversion(model, {name: torch.empty(0, device="meta")})
+            out = revert(model, {name: torch.empty(0, device="meta")})
         except Exception:  # a converter that needs the real tensor (fused experts): not a renaming
             return None
         names = list(out)
