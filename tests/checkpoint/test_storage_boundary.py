@@ -41,9 +41,6 @@ ALLOWED: dict[tuple[str, str], str] = {
     ("components/export/publish/upload.py", "get_blob"): _EXPORT,
     ("components/export/publish/upload.py", "copy_blob"): _EXPORT,
     ("components/export/publish/upload.py", "blob"): _EXPORT,
-    ("components/vertex/pipeline_jobs.py", "google.cloud.aiplatform.utils.gcs_utils"):
-        "patches the SDK's artifact-bucket creation around a local-stack run (no bytes move); being replaced "
-        "in components/vertex (issue 22 item 5, private internals)",
 }
 
 
