@@ -37,10 +37,10 @@ from tune2serve.components.export.source.producers import check_full_weights
 from tune2serve.components.export.plan import passthrough
 from tune2serve.components.export.merge.merge import ADAPTER_CONFIG, AdapterPlan, LoraOptions, plan_adapter, read_adapter
 from tune2serve.components.export.plan.plan import DTYPES, OutputPlan, output_dtype, plan_output
-from tune2serve.components.export.source.sources import describe_source, fingerprints, local_dir, open_source, open_weights
+from tune2serve.components.export.source.sources import describe_source, fingerprints, open_source, open_weights
 from tune2serve.components.export.merge.stream import TensorStream
 from tune2serve.components.export.timing import Spans
-from tune2serve.components.export.publish.upload import Publisher
+from tune2serve.components.export.publish.upload import Publisher, fanout_holder
 from tune2serve.components.export.publish.writer import INDEX_NAME, index_json, parse_size, plan_shards, write_shard, write_small
 from tune2serve.components.image import package_version
 from tune2serve.components.logs import get_logger, log_event
@@ -99,7 +99,10 @@ def _children(listing: list[ObjectInfo], subdir: str) -> set[str]:
 
 
 def _open_checkpoint(folder: Folder, choice: CheckpointChoice) -> _Checkpoint:
+    """The checkpoint ``choice`` picks in ``folder``, which is listed here once and then
+    read as that listing saw it (``Folder.pinned``: on GCS, at the generations listed)."""
     listing = folder.list()
+    folder = folder.pinned(listing)
     sel = discover(folder, choice, listing)
     return _Checkpoint(folder.child(sel.subdir) if sel.subdir else folder, _children(listing, sel.subdir), sel)
 
@@ -222,10 +225,11 @@ def export_checkpoint(source: str, dest: str, *, base_model: str | None = None, 
     max_bytes = parse_size(max_shard_size)
     if dtype != "auto" and dtype not in DTYPES:
         output_dtype(dtype, {}, {})  # raises the UsageError
-    if pass_through and (passed := passthrough.passed_through(source, dest, checkpoint=checkpoint, dtype=dtype,
-                                                              max_shard_bytes=max_bytes)):
-        return ExportResult(**passed)
     src_folder, job = open_source(source)
+    src_folder = src_folder.pinned(src_folder.list())  # the one listing of SOURCE; read at its generations from here
+    if pass_through and (passed := passthrough.passed_through(source, dest, checkpoint=checkpoint, dtype=dtype,
+                                                              max_shard_bytes=max_bytes, folder=src_folder)):
+        return ExportResult(**passed)
     tuned = _open_checkpoint(src_folder, choice)
     sel = tuned.selection
     log_event(logger, "export.source", sel.explanation, source=describe_source(src_folder, job), source_kind=sel.source_kind)
@@ -245,17 +249,20 @@ def export_checkpoint(source: str, dest: str, *, base_model: str | None = None, 
     dest_folder = open_folder(dest)
     digest = _digest({
         "tune2serve": package_version(), "source": tuned.folder.uri, "base": base.folder.uri if base else None,
-        "inputs": fingerprints(weights.folder, weight_names) + fingerprints(tuned.folder, adapter_names + sorted(tuned.files & set(TOKENIZER_FILES))),
+        "inputs": fingerprints(weights.folder.list(), weight_names)
+        + fingerprints(tuned.folder.list(), adapter_names + sorted(tuned.files & set(TOKENIZER_FILES))),
         "options": {"dtype": dtype, "max_shard_size": max_bytes, "checkpoint": str(choice)},
     })
     state = f"state-{part.worker}.json" if part is not None and part.mode == "worker" else "state.json"
-    publisher = Publisher(dest_folder, digest, workers=upload_workers, state=state)
+    publisher = Publisher(dest_folder, digest, workers=upload_workers, state=state,
+                          holder=fanout_holder(digest) if part is not None else None)
     existing = publisher.existing_manifest()
     if existing is not None:
+        publisher.tidy()  # what a run killed after writing manifest.json left in staging
         publisher.close()
         log_event(logger, "export.noop", f"{dest_folder.uri} already holds this export; nothing to do", dest=dest_folder.uri)
         return _result(existing, dest_folder, sel, noop=True)
-    publisher.probe()
+    publisher.claim()
     try:
         with tempfile.TemporaryDirectory(prefix="tune2serve-export-") as scratch:
             manifest = _execute(tuned, root, base, weights, weight_names, options, dest_folder, publisher, Path(scratch),
@@ -268,7 +275,7 @@ def export_checkpoint(source: str, dest: str, *, base_model: str | None = None, 
             publisher.abort()
         raise
     except BaseException:
-        publisher.close()  # interrupted: staging stays for the rerun to reuse
+        publisher.close(release=part is None)  # interrupted: staging stays for the rerun to reuse
         raise
     if manifest is None:  # a fan-out part: nothing is complete at DEST yet
         assert part is not None
@@ -308,7 +315,7 @@ def _execute(tuned: _Checkpoint, root: _Checkpoint | None, base: _Checkpoint | N
             check_full_weights(tensors.metas, weights.folder.uri)  # a PeftModel's state dict is not a model
         adapter: AdapterPlan | None = None
         if options is not None:
-            adapter_local = local_dir(tuned.folder, sorted(n for n in tuned.files if n.startswith("adapter_")), scratch / "adapter")
+            adapter_local = tuned.folder.download_dir(sorted(n for n in tuned.files if n.startswith("adapter_")), scratch / "adapter")
             options, adapter_tensors = read_adapter(adapter_local, tuned.folder.uri)
             if config.get("quantization_config"):
                 raise MergeError(f"{weights.folder.uri}: the base model is quantized; a LoRA cannot be merged into quantized "
@@ -332,8 +339,7 @@ def _execute(tuned: _Checkpoint, root: _Checkpoint | None, base: _Checkpoint | N
         spans.add("plan (headers, adapter, config, tokenizer)", time.perf_counter() - started)
         if part is not None and part.mode == "plan":
             part.planned = [(s.name, s.data_bytes) for s in shards]
-            publisher.mark()
-            return None
+            return None  # DEST stays claimed for the workers (same holder) until the lease ends
         if part is not None and part.mode == "worker":
             unknown = sorted(set(part.shards) - {s.name for s in shards})
             if unknown:
@@ -345,7 +351,8 @@ def _execute(tuned: _Checkpoint, root: _Checkpoint | None, base: _Checkpoint | N
             for shard in shards:
                 if publisher.reuse(shard.name) is None:
                     path = publisher.scratch_path(shard.name, scratch / "out")
-                    written = write_shard(path, shard, stream, crc=publisher.is_gcs, spans=spans, fsync=not publisher.is_gcs)
+                    written = write_shard(path, shard, stream, crc=publisher.records_crc32c, spans=spans,
+                                          fsync=publisher.writes_in_place)
                     publisher.stage(shard.name, path, written)
                     log_event(logger, "export.shard", f"wrote {shard.name}", file=shard.name, bytes=written.size)
                 else:
@@ -362,7 +369,7 @@ def _execute(tuned: _Checkpoint, root: _Checkpoint | None, base: _Checkpoint | N
         for name, data in small.items():
             if publisher.reuse(name) is None:
                 path = publisher.scratch_path(name, scratch / "out")
-                publisher.stage(name, path, write_small(path, data, crc=publisher.is_gcs))
+                publisher.stage(name, path, write_small(path, data, crc=publisher.records_crc32c))
     finally:
         tensors.close()
     started = time.perf_counter()

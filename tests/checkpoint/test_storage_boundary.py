@@ -34,13 +34,7 @@ STORAGE_METHODS = frozenset({
 })
 RAW_CLIENT = "storage_client"
 
-_EXPORT = ("components/export/ is being moved onto the storage abstraction by the export restructuring "
-           "(issue 22 item 4, export side); drop this once it lands")
 ALLOWED: dict[tuple[str, str], str] = {
-    ("components/export/source/sources.py", "list_blobs"): _EXPORT,
-    ("components/export/publish/upload.py", "get_blob"): _EXPORT,
-    ("components/export/publish/upload.py", "copy_blob"): _EXPORT,
-    ("components/export/publish/upload.py", "blob"): _EXPORT,
 }
 
 

@@ -7,18 +7,23 @@ without reading any weights), the weights (``open_weights``: local files mapped 
 place; safetensors on GCS read in place by ranged reads, ``remote``, so a gs:// base
 never lands on local disk), and a local copy of small remote files (the adapter, and
 ``.bin`` weights, which must be scanned whole before loading).
+
+Each source folder is listed once per run and read as that listing saw it
+(``Folder.pinned``): on GCS every read names the generation listed, so an object
+replaced while the export runs ends the export naming it ("source changed") instead of
+mixing its old and new bytes into one export. Everything here goes through the storage
+layer (``checkpoint/storage.py``); nothing asks which store a folder is on.
 """
 
 from __future__ import annotations
 
 import re
 from collections.abc import Iterable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
-from tune2serve.components.checkpoint.storage import Folder, GcsFolder, LocalFolder, open_folder
-from tune2serve.components.checkpoint.tensor_reader import BinFile, CheckpointTensors
+from tune2serve.components.checkpoint.storage import Folder, ObjectInfo, open_folder
+from tune2serve.components.checkpoint.tensor_reader import BinFile, CheckpointTensors, SafetensorsFile
 from tune2serve.components.errors import CheckpointError, SourceNotFoundError, UsageError
 
 TUNING_JOB = re.compile(r"^projects/(?P<project>[^/]+)/locations/(?P<location>[^/]+)/tuningJobs/(?P<job>[^/]+)$")
@@ -75,45 +80,26 @@ def open_source(text: str) -> tuple[Folder, str | None]:
     if job is not None:
         return open_folder(resolve_tuning_job(job)), str(job)
     folder = open_folder(text)
-    if isinstance(folder, LocalFolder) and not folder.root.exists():
+    root = folder.local_root()
+    if root is not None and not root.exists():
         raise SourceNotFoundError(f"{folder.uri}: no such folder; check the SOURCE path")
-    if isinstance(folder, LocalFolder) and not folder.root.is_dir():
+    if root is not None and not root.is_dir():
         raise CheckpointError(f"{folder.uri}: is a file; SOURCE must be a folder (the one holding it)")
     return folder, None
 
 
-def fingerprints(folder: Folder, names: Iterable[str]) -> list[list[object]]:
-    """[name, size, identity] per file: mtime for local files, crc32c for GCS objects.
-    Cheap (one stat or one listing) and changes whenever the content is replaced."""
-    wanted = sorted(set(names))
-    if isinstance(folder, GcsFolder):
-        prefix = f"{folder.prefix}/" if folder.prefix else ""
-        blobs = {b.name[len(prefix):]: b for b in folder.client.list_blobs(folder.bucket_name, prefix=prefix)}
-        return [[n, int(blobs[n].size or 0), str(blobs[n].crc32c)] for n in wanted if n in blobs]
-    out: list[list[object]] = []
-    for n in wanted:
-        path = folder.local_path(n)
-        if path is not None and path.is_file():
-            st = path.stat()
-            out.append([n, st.st_size, st.st_mtime_ns])
-    return out
+def fingerprints(listing: list[ObjectInfo], names: Iterable[str]) -> list[list[object]]:
+    """[name, size, identity] per file, from the folder's one listing: the crc32c a GCS
+    listing gives (content: the same bytes uploaded again are the same input), else the
+    local file's modification time. Changes whenever the content is replaced."""
+    listed = {o.name: o for o in listing}
+    return [[n, listed[n].size, listed[n].crc32c or listed[n].updated] for n in sorted(set(names)) if n in listed]
 
 
 def local_dir(folder: Folder, names: list[str], scratch: Path, workers: int = 8) -> Path:
     """A local folder holding ``names``: the folder itself when it is on disk, else a
-    parallel download into ``scratch``."""
-    if isinstance(folder, LocalFolder):
-        return folder.root
-    scratch.mkdir(parents=True, exist_ok=True)
-
-    def fetch(name: str) -> None:
-        target = scratch / name
-        target.parent.mkdir(parents=True, exist_ok=True)
-        folder.fetch_to(name, target)
-
-    with ThreadPoolExecutor(max_workers=max(1, min(workers, len(names)))) as pool:
-        list(pool.map(fetch, names))
-    return scratch
+    parallel download into ``scratch`` (``Folder.download_dir``)."""
+    return folder.download_dir(names, scratch, workers)
 
 
 def open_weights(folder: Folder, names: list[str], scratch: Path) -> tuple[CheckpointTensors, dict[str, object]]:
@@ -123,8 +109,10 @@ def open_weights(folder: Folder, names: list[str], scratch: Path) -> tuple[Check
     from tune2serve.components.checkpoint import bounded_json
     from tune2serve.components.export.source.remote import RemoteSafetensorsFile
 
-    if isinstance(folder, LocalFolder):
-        tensors = CheckpointTensors.open(folder.root, label=folder.uri)
+    root = folder.local_root()
+    if root is not None:  # on local disk: memory-mapped in place
+        tensors = CheckpointTensors.from_folder(folder, folder.uri, lambda name: SafetensorsFile(root / name, name)
+                                                if name.endswith(".safetensors") else BinFile(root / name, name))
         return tensors, bounded_json.read_object(folder, "config.json")
     config = bounded_json.read_object(folder, "config.json")
     scratch.mkdir(parents=True, exist_ok=True)
