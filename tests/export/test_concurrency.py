@@ -313,3 +313,59 @@ def test_a_rerun_of_the_same_export_takes_over_a_live_claim_at_once(setup: dict[
     files = snapshot(dest)
     assert files == reference, sorted(set(files) ^ set(reference))
     assert_manifest_describes(files)
+
+
+def test_an_interrupted_export_releases_its_claim_for_another_at_once(tiny_llama: Path, tmp_path: Path, cli: Any,
+                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """Ctrl-C (not a kill: ``finally`` runs) marks the claim released, so a different
+    export need not wait out the lease; the interrupted one's staging goes with it."""
+    from tune2serve.components.export import export as export_module
+
+    real = export_module.write_shard
+    calls: list[int] = []
+
+    def interrupted(*args: Any, **kwargs: Any) -> Any:
+        calls.append(1)
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    dest = tmp_path / "dest"
+    monkeypatch.setattr(export_module, "write_shard", interrupted)
+    assert cli("export", tiny_llama, dest, *A_ARGS)[0] == 130
+    monkeypatch.setattr(export_module, "write_shard", real)
+    assert '"released": true' in (dest / "_staging" / "state.json").read_text()
+
+    code, doc, err = cli("export", tiny_llama, dest, *B_ARGS, "--json")
+    assert code == 0, err[-2000:]
+    files = snapshot(str(dest))
+    assert "_staging/" not in files and doc is not None and doc["dtype"] == "float16"
+    assert_manifest_describes(files)
+
+
+def test_a_local_write_lock_held_too_long_is_named_not_waited_on(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A local conditional write waits for the directory lock only ``LOCK_WAIT_S``: a
+    holder frozen inside it makes the write fail naming the folder, never hang."""
+    from tune2serve.components.checkpoint import storage
+    from tune2serve.components.errors import DestinationError
+
+    monkeypatch.setattr(storage, "LOCK_WAIT_S", 0.2)
+    folder = storage.open_folder(tmp_path / "d")
+    folder.write_bytes("claim", b"1", if_generation_match=0)
+    held, release = threading.Event(), threading.Event()
+
+    def hold() -> None:
+        with storage._dir_lock(tmp_path / "d"):
+            held.set()
+            release.wait(10)
+
+    holder = threading.Thread(target=hold)
+    holder.start()
+    held.wait(10)
+    try:
+        with pytest.raises(DestinationError, match="held its write lock for more than 0.2 s"):
+            folder.write_bytes("claim", b"2", if_generation_match=folder.stat("claim").generation)
+    finally:
+        release.set()
+        holder.join()
+    assert folder.read_versioned("claim")[0] == b"1"

@@ -96,12 +96,6 @@ def fingerprints(listing: list[ObjectInfo], names: Iterable[str]) -> list[list[o
     return [[n, listed[n].size, listed[n].crc32c or listed[n].updated] for n in sorted(set(names)) if n in listed]
 
 
-def local_dir(folder: Folder, names: list[str], scratch: Path, workers: int = 8) -> Path:
-    """A local folder holding ``names``: the folder itself when it is on disk, else a
-    parallel download into ``scratch`` (``Folder.download_dir``)."""
-    return folder.download_dir(names, scratch, workers)
-
-
 def open_weights(folder: Folder, names: list[str], scratch: Path) -> tuple[CheckpointTensors, dict[str, object]]:
     """The weights and ``config.json`` of a checkpoint folder. Local: mapped in place.
     GCS: safetensors read by range where they lie (``remote.RemoteSafetensorsFile``);
