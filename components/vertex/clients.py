@@ -55,6 +55,21 @@ def target(project: str, region: str) -> VertexTarget:
     return VertexTarget(project=project, region=region, api_endpoint=os.environ.get(API_ENDPOINT_ENV) or None)
 
 
+def check_region(region: str) -> None:
+    """The SDK's own list of Vertex AI locations, checked before the first request (SDK
+    set-up, data-plane client): the same rule on the local stack as in the cloud. A usage error naming --region, not the
+    SDK's ValueError (whose message lists every region)."""
+    from google.cloud.aiplatform import utils
+
+    try:
+        utils.validate_region(region)
+    except ValueError as e:
+        from tune2serve.components.errors import UsageError
+
+        raise UsageError(f"--region {region!r}: {str(e).split(',')[0].split(' select from')[0]} "
+                         "(a Vertex AI region such as us-central1 or europe-west4)") from e
+
+
 def credentials(vertex: VertexTarget) -> Any:
     """Anonymous credentials on the local stack, else Application Default Credentials."""
     if vertex.is_local:
@@ -62,8 +77,18 @@ def credentials(vertex: VertexTarget) -> Any:
 
         return AnonymousCredentials()
     import google.auth
+    from google.auth.exceptions import DefaultCredentialsError
 
-    creds, _ = google.auth.default(scopes=[CLOUD_PLATFORM_SCOPE])
+    try:
+        creds, _ = google.auth.default(scopes=[CLOUD_PLATFORM_SCOPE])
+    except DefaultCredentialsError as e:
+        from tune2serve.components.errors import VertexUserError
+
+        raise VertexUserError(
+            "no Google Cloud credentials found (Application Default Credentials): run "
+            "'gcloud auth application-default login' (or set GOOGLE_APPLICATION_CREDENTIALS); to use the local "
+            f"stack instead, run 'eval \"$(tune2serve local env)\"' first ({API_ENDPOINT_ENV} is not set)",
+            status_code=401) from e
     return creds
 
 
@@ -72,11 +97,15 @@ def init_sdk(vertex: VertexTarget) -> None:
     import vertexai
     from google.cloud import aiplatform
 
-    kwargs: dict[str, Any] = {"project": vertex.project, "location": vertex.region}
+    check_region(vertex.region)
+    where = {"project": vertex.project, "location": vertex.region}
+    # Credentials resolved here, not lazily by the SDK at its first call, so that missing
+    # ones are one clear error (``credentials``) instead of a traceback from deep inside it.
+    how: dict[str, Any] = {"credentials": credentials(vertex)}
     if vertex.is_local:
-        kwargs.update(api_endpoint=vertex.api_endpoint, api_transport="rest", credentials=credentials(vertex))
-    vertexai.init(**kwargs)
-    aiplatform.init(**kwargs)
+        how.update(api_endpoint=vertex.api_endpoint, api_transport="rest")
+    vertexai.init(**where, **how)
+    aiplatform.init(**where, **how)
 
 
 def access_token(vertex: VertexTarget) -> str | None:
@@ -107,6 +136,7 @@ def http_client(vertex: VertexTarget, timeout_s: float = DEFAULT_TIMEOUT_S) -> A
     on every request. Callers close it (use it as a context manager)."""
     import httpx
 
+    check_region(vertex.region)
     headers = {"User-Agent": "tune2serve"}
     token = access_token(vertex)
     if token:
