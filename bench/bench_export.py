@@ -33,6 +33,7 @@ import argparse
 import contextlib
 import json
 import os
+import resource
 import shutil
 import statistics
 import subprocess
@@ -40,12 +41,14 @@ import sys
 import tempfile
 import time
 from collections.abc import Iterator
+from typing import Any
 from pathlib import Path
 
 SIZES = {  # hidden, intermediate, layers, vocab
     "quick": (1024, 2816, 12, 32000),
     "1B": (2048, 5632, 16, 32000),
     "2B": (2048, 5632, 36, 32000),
+    "3B": (2048, 5632, 30, 32000),  # issue 26's fixture: 3.35 GB of bf16 in 4 shards of 1 GB
 }
 PROJ = {"q_proj": "attn", "k_proj": "attn", "v_proj": "attn", "o_proj": "attn",
         "gate_proj": "up", "up_proj": "up", "down_proj": "down"}
@@ -114,17 +117,22 @@ def generate(root: Path, size: str, layers: int | None = None) -> tuple[Path, Pa
 
 
 _CHILD = """
-import json, sys, time
+import json, resource, sys, time
+def cpu():
+    r = resource.getrusage(resource.RUSAGE_SELF)
+    return r.ru_utime + r.ru_stime
 t0 = time.perf_counter()
-import torch
+if sys.argv[3] == "torch":  # a merge imports it anyway: timed apart, as a fixed cost
+    import torch
 t1 = time.perf_counter()
 from tune2serve.components.export.export import export_checkpoint
 from tune2serve.components.export.timing import Spans
 spans = Spans()
+c1 = cpu()
 export_checkpoint(sys.argv[1], sys.argv[2], max_shard_size="1GB", spans=spans)
 t2 = time.perf_counter()
-json.dump({"torch_import_s": t1 - t0, "export_s": t2 - t1, "spans": spans.to_json(), "rss": peak_rss(),
-           "ended_at": time.time()}, sys.stdout)
+json.dump({"torch_import_s": t1 - t0, "export_s": t2 - t1, "export_cpu_s": cpu() - c1, "spans": spans.to_json(),
+           "rss": peak_rss(), "torch_loaded": "torch" in sys.modules, "ended_at": time.time()}, sys.stdout)
 sys.stdout.write("\\n")
 sys.stdout.flush()
 """
@@ -157,23 +165,34 @@ def evict(folder: Path) -> None:
                 os.close(fd)
 
 
-def run_export(adapter: Path, out: Path) -> dict:
-    start = time.perf_counter()
-    proc = subprocess.Popen([sys.executable, "-c", _PEAK_RSS + _CHILD, str(adapter), str(out)], stdout=subprocess.PIPE,
-                            stderr=subprocess.DEVNULL)
+def _children_cpu() -> float:
+    """CPU seconds (user + system) of every child reaped so far: the difference around
+    one child is its CPU time, whatever the machine's load did to its wall time."""
+    r = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return r.ru_utime + r.ru_stime
+
+
+def run_export(source: Path, out: Path, python: str = sys.executable, torch_first: bool = True) -> dict:
+    """One export of ``source`` in a child ``python`` (another checkout's venv to compare
+    versions); ``torch_first``: import torch before the export, timed apart (a merge
+    needs it), else the export imports what it needs and says whether torch was among it."""
+    cpu0, start = _children_cpu(), time.perf_counter()
+    proc = subprocess.Popen([python, "-c", _PEAK_RSS + _CHILD, str(source), str(out), "torch" if torch_first else "-"],
+                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
     report = json.loads(proc.stdout.readline() or b"{}")
     proc.wait()
     exit_s = time.time() - report["ended_at"]  # interpreter teardown with torch loaded: ~0.5 s
     _wait(proc, "export")
     wall = time.perf_counter() - start
-    return {"wall": wall, "wall_no_import": wall - report["torch_import_s"] - exit_s, "exit_s": exit_s, **report}
+    return {"wall": wall, "wall_no_import": wall - report["torch_import_s"] - exit_s, "exit_s": exit_s,
+            "cpu_s": _children_cpu() - cpu0, "load": _load1(), **report}
 
 
-def run_cp(base: Path, out: Path) -> float:
-    start = time.perf_counter()
+def run_cp(base: Path, out: Path) -> dict:
+    cpu0, start = _children_cpu(), time.perf_counter()
     subprocess.run(["cp", "-r", str(base), str(out)], check=True)
     subprocess.run(["sync"], check=True)
-    return time.perf_counter() - start
+    return {"wall": time.perf_counter() - start, "cpu_s": _children_cpu() - cpu0}
 
 
 def run_reference_b(base: Path, adapter: Path, out: Path) -> tuple[float, int]:
@@ -243,40 +262,71 @@ def _load() -> str:
     return " ".join(Path("/proc/loadavg").read_text().split()[:3])
 
 
-def _profile_lines(runs: list[dict]) -> list[str]:
-    """Median seconds per stage over the runs (wall / CPU)."""
+def _load1() -> float:
+    return float(Path("/proc/loadavg").read_text().split()[0])
+
+
+def _profile_lines(columns: dict[str, list[dict]]) -> list[str]:
+    """Median seconds per stage over the runs, wall and CPU, one column per version."""
     med = statistics.median
-    stages = sorted({k for r in runs for k in r["spans"]})
-    lines = []
+    stages = sorted({k for runs in columns.values() for r in runs for k in r["spans"]})
+    head = "".join(f"  {label:>22s}" for label in columns)
+    lines = [f"    {'stage':34s}{head}", f"    {'':34s}" + "  " .join(f"{'wall s':>10s} {'cpu s':>11s}" for _ in columns)]
+
+    def cell(runs: list[dict], get: Any) -> str:
+        walls = [w for w in (get(r)[0] for r in runs) if w is not None]
+        cpus = [c for c in (get(r)[1] for r in runs) if c is not None]
+        if not walls:
+            return f"  {'-':>10s} {'-':>11s}"
+        return f"  {med(walls):10.2f} {(f'{med(cpus):11.2f}' if cpus else '-'):>11s}"
+
     for k in stages:
-        wall = med(r["spans"].get(k, {}).get("wall", 0.0) for r in runs)
-        cpus = [r["spans"][k]["cpu"] for r in runs if "cpu" in r["spans"].get(k, {})]
-        lines.append(f"    {k:32s} wall {wall:6.2f}s" + (f"  cpu {med(cpus):6.2f}s" if cpus else ""))
-    lines.append(f"    {'torch import (fixed)':32s} wall {med(r['torch_import_s'] for r in runs):6.2f}s")
-    lines.append(f"    {'exit with torch loaded (fixed)':32s} wall {med(r['exit_s'] for r in runs):6.2f}s")
+        lines.append(f"    {k:34s}" + "".join(cell(runs, lambda r, k=k: (r["spans"].get(k, {}).get("wall"),
+                                                                             r["spans"].get(k, {}).get("cpu")))
+                                               for runs in columns.values()))
+    fixed = [("torch import (fixed)", "torch_import_s", None), ("exit (fixed)", "exit_s", None),
+             ("export call", "export_s", "export_cpu_s"), ("child process, all", "wall", "cpu_s")]
+    for title, wall_key, cpu_key in fixed:
+        lines.append(f"    {title:34s}" + "".join(cell(runs, lambda r, w=wall_key, c=cpu_key: (r.get(w), r.get(c) if c else None))
+                                                for runs in columns.values()))
     return lines
+
+
+def _fixture(size: str, args: argparse.Namespace, scratch: Path) -> tuple[Path, Path, int]:
+    """The generated base and adapter: kept in ``--fixture`` across invocations (made
+    once), else made in the scratch folder."""
+    root = (Path(args.fixture) if args.fixture else scratch) / size
+    base, adapter = root / "base", root / "adapter"
+    if args.fixture and (adapter / "adapter_config.json").is_file() and (base / "model.safetensors.index.json").is_file():
+        return base, adapter, sum(p.stat().st_size for p in base.glob("*.safetensors"))
+    shutil.rmtree(root, ignore_errors=True)
+    return generate(root, size)
 
 
 def bench_size(size: str, args: argparse.Namespace, scratch: Path, with_upload: bool) -> None:
     med = statistics.median
     t0 = time.perf_counter()
-    base, adapter, nbytes = generate(scratch / size, size)
+    base, adapter, nbytes = _fixture(size, args, scratch)
     gb = nbytes / 1e9
-    print(f"\n== {size}: {gb:.2f} GB of bf16 base weights (generated in {time.perf_counter() - t0:.0f}s); load {_load()}",
-          flush=True)
-    exports: dict[str, list[dict]] = {c: [] for c in args.cache}
-    cps: dict[str, list[float]] = {c: [] for c in args.cache}
+    print(f"\n== {size}: {nbytes} bytes ({gb:.2f} GB) of bf16 base weights in {len(list(base.glob('*.safetensors')))} "
+          f"shards (ready in {time.perf_counter() - t0:.0f}s); load {_load()}", flush=True)
+    pythons = {"this": sys.executable, **({args.compare_label: args.compare_python} if args.compare_python else {})}
+    modes = {"merge": (adapter, True), **({"copy": (base, False)} if args.copy_only else {})}
+    exports: dict[tuple[str, str, str], list[dict]] = {}
+    cps: dict[str, list[dict]] = {c: [] for c in args.cache}
     refb: list[tuple[float, int]] = []
     up = None
     for i in range(args.runs):
         for cache in args.cache:
-            out = scratch / "export"
-            if cache == "cold":
-                evict(base)
-            exports[cache].append(run_export(adapter, out))
-            if with_upload and i == args.runs - 1 and cache == args.cache[0]:
-                up = bench_upload(out, scratch)
-            shutil.rmtree(out)
+            for label, python in pythons.items():  # versions alternate within a run: paired, same load
+                for mode, (source, torch_first) in modes.items():
+                    out = scratch / "export"
+                    if cache == "cold":
+                        evict(base)
+                    exports.setdefault((label, mode, cache), []).append(run_export(source, out, python, torch_first))
+                    if with_upload and i == args.runs - 1 and cache == args.cache[0] and label == "this" and mode == "merge":
+                        up = bench_upload(out, scratch)
+                    shutil.rmtree(out)
             if cache == "cold":
                 evict(base)
             cps[cache].append(run_cp(base, scratch / "copy"))
@@ -284,25 +334,45 @@ def bench_size(size: str, args: argparse.Namespace, scratch: Path, with_upload: 
         if not args.no_reference_b:
             refb.append(run_reference_b(base, adapter, scratch / "peft"))
             shutil.rmtree(scratch / "peft")
+    loads = [r["load"] for runs in exports.values() for r in runs]
+    print(f"[{size}] load average (1 min) during the runs: median {med(loads):.2f}, {min(loads):.2f}..{max(loads):.2f}; "
+          f"{os.cpu_count()} cores")
     for cache in args.cache:
-        runs, cp = exports[cache], med(cps[cache])
-        wall, no_import = med(r["wall"] for r in runs), med(r["wall_no_import"] for r in runs)
-        rss = max(r["rss"] for r in runs)
-        print(f"[{size} {cache}] export (merge+write+fsync): {wall:.2f}s  {gb / wall:.2f} GB/s  "
-              f"(without torch's fixed costs {no_import:.2f}s, {gb / no_import:.2f} GB/s)  peak RSS {rss / 2**30:.2f} GiB "
-              f"(target <= 1 GB shard + 1 GB = {(1e9 + 2**30) / 2**30:.2f} GiB)")
-        print(f"[{size} {cache}]   of which: torch import {med(r['torch_import_s'] for r in runs):.2f}s and interpreter "
-              f"exit with torch loaded {med(r['exit_s'] for r in runs):.2f}s (fixed costs), export call "
-              f"{med(r['export_s'] for r in runs):.2f}s, the rest (start, final sync) "
-              f"{med(r['wall'] - r['torch_import_s'] - r['export_s'] - r['exit_s'] for r in runs):.2f}s")
-        print(f"[{size} {cache}] reference A cp -r + sync: {cp:.2f}s  {gb / cp:.2f} GB/s  ->  export/cp = "
-              f"{wall / cp:.2f}x ({no_import / cp:.2f}x without torch's fixed costs; target <= 1.50x)")
+        cp, cp_cpu = med(c["wall"] for c in cps[cache]), med(c["cpu_s"] for c in cps[cache])
+        print(f"[{size} {cache}] reference A cp -r + sync: {cp:.2f}s  {gb / cp:.2f} GB/s  (cp's CPU {cp_cpu:.2f}s, "
+              f"{cp_cpu / gb:.2f} CPU s/GB)")
+        for (label, mode, c), runs in exports.items():
+            if c != cache:
+                continue
+            wall, no_import = med(r["wall"] for r in runs), med(r["wall_no_import"] for r in runs)
+            ratios = [r["wall"] / c_["wall"] for r, c_ in zip(runs, cps[cache])]
+            cpu, call_cpu = med(r["cpu_s"] for r in runs), med(r["export_cpu_s"] for r in runs if "export_cpu_s" in r)
+            rss = max(r["rss"] for r in runs)
+            what = "merge+write+fsync" if mode == "merge" else "copy-only export, no adapter"
+            print(f"[{size} {cache} {label} {mode}] export ({what}): {wall:.2f}s  {gb / wall:.2f} GB/s  ->  export/cp = "
+                  f"{wall / cp:.2f}x (median of paired ratios {med(ratios):.2f}x; {no_import / cp:.2f}x without torch's "
+                  f"fixed costs; target <= {'1.50' if cache == 'warm' else '1.00'}x)  peak RSS {rss / 2**30:.2f} GiB")
+            print(f"[{size} {cache} {label} {mode}]   CPU: {cpu:.2f}s for the whole child ({cpu / cp_cpu:.2f}x cp's), "
+                  f"{call_cpu:.2f}s in the export call = {call_cpu / gb:.2f} CPU s/GB = {gb / call_cpu:.2f} GB/s per core; "
+                  f"torch imported: {'yes' if any(r.get('torch_loaded') for r in runs) else 'no'}; torch import "
+                  f"{med(r['torch_import_s'] for r in runs):.2f}s, exit {med(r['exit_s'] for r in runs):.2f}s")
         if args.profile:
-            print(f"[{size} {cache}] export breakdown (medians; stages overlap across 3 threads):")
-            print("\n".join(_profile_lines(runs)))
+            for mode in modes:
+                columns = {label: exports[(label, mode, cache)] for label in pythons}
+                print(f"[{size} {cache} {mode}] export breakdown (medians; stages overlap across threads, cpu = the "
+                      f"thread's own CPU seconds):")
+                print("\n".join(_profile_lines(columns)))
+    nic = 4.6  # GB/s: a 200 Gbps NIC writing to GCS, the fan-out worker's anchor
+    for label in pythons:
+        for mode in modes:
+            runs = [r for cache in args.cache for r in exports[(label, mode, cache)]]
+            per_gb = med(r["export_cpu_s"] for r in runs) / gb
+            print(f"[{size} {label}] per-core throughput of the CPU path, {mode}: {per_gb:.2f} CPU s/GB = "
+                  f"{1 / per_gb:.2f} GB/s per core -> {nic * per_gb:.1f} cores to keep up with {nic} GB/s "
+                  f"(200 Gbps NIC; local disk write path, network client CPU not included)")
     if refb:
         wall_b = med(w for w, _ in refb)
-        warm = med(r["wall"] for r in exports.get("warm", exports[args.cache[0]]))
+        warm = med(r["wall"] for r in exports.get(("this", "merge", "warm"), exports[("this", "merge", args.cache[0])]))
         print(f"[{size}] reference B PEFT merge_and_unload + save_pretrained: {wall_b:.2f}s  peak RSS "
               f"{max(r for _, r in refb) / 2**30:.2f} GiB  ->  export is {wall_b / warm:.2f}x faster")
     if up:
@@ -310,16 +380,23 @@ def bench_size(size: str, args: argparse.Namespace, scratch: Path, with_upload: 
         print(f"[{size}] upload to fake-gcs-server ({g:.2f} GB): one stream {g / up['single_s']:.3f} GB/s, "
               f"transfer_manager 8 threads {g / up['parallel_s']:.3f} GB/s ({up['single_s'] / up['parallel_s']:.2f}x); "
               f"the server spends {up['server_cpu_per_gb']:.1f} CPU s per GB")
-    shutil.rmtree(scratch / size)
+    if not args.fixture:
+        shutil.rmtree(scratch / size)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--sizes", nargs="+", choices=["1B", "2B"], default=["1B", "2B"])
+    parser.add_argument("--sizes", nargs="+", choices=[s for s in SIZES if s != "quick"], default=["1B", "2B"])
     parser.add_argument("--quick", action="store_true", help="a ~200M model, for a smoke run")
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--cache", nargs="+", choices=["warm", "cold"], default=["warm", "cold"])
     parser.add_argument("--profile", action="store_true", help="print where the export's time goes")
+    parser.add_argument("--copy-only", action="store_true",
+                        help="also export the base alone (no adapter: bytes moved, nothing merged)")
+    parser.add_argument("--compare-python", default=None,
+                        help="also run each export under this interpreter (another checkout's venv), paired")
+    parser.add_argument("--compare-label", default="other")
+    parser.add_argument("--fixture", default=None, help="keep the generated models here, reused by later runs")
     parser.add_argument("--no-reference-b", action="store_true")
     parser.add_argument("--no-upload", action="store_true")
     parser.add_argument("--workdir", default=None, help="where to generate (default: a temp dir)")
