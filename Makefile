@@ -36,8 +36,9 @@ browser:
 demo: install
 	$(VENV)/bin/tune2serve run
 
+# --durations: the 25 slowest tests and phases, in CI's output, to see where the time goes.
 test: install browser
-	$(PY) -m pytest -q -p no:cacheprovider
+	$(PY) -m pytest -q -p no:cacheprovider --durations=25
 
 compile: install
 	$(VENV)/bin/tune2serve compile

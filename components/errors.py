@@ -7,6 +7,9 @@ that catches ``ValueError`` or ``ConnectionError`` keeps working.
 
     PromotionError
     ├── UsageError(ValueError)                bad flags or parameters          → exit 2
+    │   └── EventRefused                      an event the tuning-job trigger will not act on
+    ├── BadPattern(ValueError)                a user's regular expression that is unsafe to compile
+    ├── PatternTimeout(TimeoutError)          a user's pattern ran past its time limit
     ├── SourceError(OSError)                  a checkpoint folder cannot be read
     │   ├── SourceNotFoundError(FileNotFoundError)
     │   └── SourceReadError
@@ -15,16 +18,23 @@ that catches ``ValueError`` or ``ConnectionError`` keeps working.
     ├── CheckpointError(ValueError)           the checkpoint's content is wrong
     │   ├── ValidationFailedError             validate found at least one error finding
     │   ├── UnsafePickleError                 a .bin pickle names a non-tensor global
-    │   └── MergeError                        an adapter does not fit its base
+    │   ├── MergeError                        an adapter does not fit its base
+    │   └── JsonLimitError                    a JSON file too large, too deep, or not JSON
     ├── VertexError                           Vertex AI answered with an error
     │   ├── VertexUserError(ValueError)       400/403/404/409: not retried
     │   ├── VertexUnavailableError(ConnectionError)  429/5xx/connection: retried
     │   └── OperationFailedError              a long-running operation ended in error
     ├── SmokeTestFailedError                  a smoke-test check failed
-    └── PromotionAbortedError                 verify-traffic rolled back
+    ├── PromotionAbortedError                 verify-traffic rolled back
+    ├── EndpointBusyError                     another promotion holds the endpoint's lease
+    ├── OutsideChangeError                    someone else changed the split mid-promotion
+    ├── StepFailedError                       a canary step's checks failed (always rolled back)
+    └── BakeHeldError                         an inconclusive bake left at its step (hold)
 """
 
 from __future__ import annotations
+
+from collections.abc import Mapping
 
 
 class PromotionError(Exception):
@@ -125,27 +135,6 @@ class PromotionAbortedError(PromotionError):
     """verify-traffic rolled back; the model that served before still serves."""
 
 
-__all__ = [
-    "CheckpointError",
-    "ConcurrentWriteError",
-    "DestinationError",
-    "MergeError",
-    "OperationFailedError",
-    "PromotionAbortedError",
-    "PromotionError",
-    "SmokeTestFailedError",
-    "SourceError",
-    "SourceNotFoundError",
-    "SourceReadError",
-    "UnsafePickleError",
-    "UsageError",
-    "ValidationFailedError",
-    "VertexError",
-    "VertexUnavailableError",
-    "VertexUserError",
-]
-
-
 class EndpointBusyError(PromotionError):
     """Another promotion holds the endpoint's lease; ``holder`` names it. Nothing was changed."""
 
@@ -155,4 +144,79 @@ class EndpointBusyError(PromotionError):
         self.expires_at = expires_at
 
 
-__all__.append("EndpointBusyError")
+class OutsideChangeError(PromotionError):
+    """The endpoint's traffic split is not the one this promotion set: someone else
+    changed it. Never rolled back; the promotion stops and leaves it as it is. The splits
+    are kept as Vertex reads them: zero shares absent, ids sorted."""
+
+    def __init__(self, endpoint: str, expected: Mapping[str, int], found: Mapping[str, int], when: str) -> None:
+        self.endpoint, self.when = endpoint, when
+        self.expected, self.found = _without_zeros(expected), _without_zeros(found)
+        super().__init__(f"{endpoint}: the traffic split was changed outside tune2serve {when}: expected "
+                         f"{self.expected}, found {self.found}. Their change stands: tune2serve stopped the "
+                         "promotion and left the endpoint exactly as it is (no further step, no rollback)")
+
+    def as_dict(self) -> dict[str, object]:
+        return {"when": self.when, "expected_split": self.expected, "found_split": self.found}
+
+
+def _without_zeros(split: Mapping[str, int]) -> dict[str, int]:
+    # verify_traffic.traffic.normalize's rule; this module imports nothing of the steps
+    return {k: int(v) for k, v in sorted(split.items()) if int(v) != 0}
+
+
+class StepFailedError(PromotionError):
+    """A canary step's checks failed (inside verify-traffic: always turned into a rollback)."""
+
+
+class BakeHeldError(PromotionError):
+    """An inconclusive bake under ``on_inconclusive="hold"``: the split is left as it is."""
+
+
+class BadPattern(PromotionError, ValueError):
+    """A pattern (golden ``expect``, adapter ``target_modules``) that is not a regular
+    expression or is too large to compile safely; the caller says whose and where."""
+
+
+class PatternTimeout(PromotionError, TimeoutError):
+    """A match ran past its time limit (catastrophic backtracking)."""
+
+
+class JsonLimitError(CheckpointError):
+    """A JSON file that is too large, too deep, or not JSON at all."""
+
+
+class EventRefused(UsageError):
+    """An event the trigger will not act on: malformed, or naming a job or an output it
+    may not promote. Acknowledged (a redelivery cannot change it) and logged by name of
+    the problem, never with the payload."""
+
+
+__all__ = [
+    "BadPattern",
+    "BakeHeldError",
+    "CheckpointError",
+    "ConcurrentWriteError",
+    "DestinationError",
+    "EndpointBusyError",
+    "EventRefused",
+    "JsonLimitError",
+    "MergeError",
+    "OperationFailedError",
+    "OutsideChangeError",
+    "PatternTimeout",
+    "PromotionAbortedError",
+    "PromotionError",
+    "SmokeTestFailedError",
+    "SourceError",
+    "SourceNotFoundError",
+    "SourceReadError",
+    "StepFailedError",
+    "UnsafePickleError",
+    "UsageError",
+    "ValidationFailedError",
+    "VertexError",
+    "VertexUnavailableError",
+    "VertexUserError",
+]
+

@@ -31,7 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from tune2serve.components.errors import UsageError
+from tune2serve.components.errors import BadPattern, PatternTimeout, UsageError
 
 MAX_PATTERN_CHARS = 4096
 MAX_EXPANSION = 100_000  # compiling (?:a{1000}){1000} (10^6 nodes) takes ~0.5 s; 10^5, ~0.05 s
@@ -40,14 +40,6 @@ MAX_JSONL_BYTES = 16 * 1024 * 1024
 MAX_LINE_BYTES = 1024 * 1024  # a long-context prompt of ~250k tokens
 MAX_LINES = 100_000
 MAX_JSON_DEPTH = 32
-
-
-class BadPattern(ValueError):
-    """A pattern that is not a regular expression or is too large to compile safely."""
-
-
-class PatternTimeout(TimeoutError):
-    """A match ran past its time limit (catastrophic backtracking)."""
 
 
 _COUNT = re.compile(r"\{(\d*)(?:,(\d*))?\}")

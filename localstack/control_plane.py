@@ -20,8 +20,9 @@ from tune2serve.components.logs import get_logger, log_event
 from tune2serve.localstack import model_files, resources as res
 from tune2serve.localstack.api_errors import ApiError, invalid, not_found, precondition
 from tune2serve.localstack.endpoint_ops import EndpointOps, Outcome
+from tune2serve.localstack.errors import ReplicaStartError
 from tune2serve.localstack.faults import Fault, FaultBook
-from tune2serve.localstack.serving import ReplicaStartError, Supervisor
+from tune2serve.localstack.serving import Supervisor
 from tune2serve.localstack.state import (Deployment, StackConfig, StateStore, new_id,
                                               now_rfc3339)
 

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from tune2serve.localstack import resources as res
 from tune2serve.localstack.api_errors import ApiError, invalid, not_found, precondition
-from tune2serve.localstack.serving import ReplicaStartError
+from tune2serve.localstack.errors import ReplicaStartError
 from tune2serve.localstack.state import Deployment, new_id, now_rfc3339
 
 if TYPE_CHECKING:

@@ -23,13 +23,10 @@ import httpx
 
 from tune2serve.components.logs import get_logger, log_event
 from tune2serve.localstack import procs
+from tune2serve.localstack.errors import ReplicaStartError
 from tune2serve.localstack.ports import free_port
 
 _log = get_logger("local.serving")
-
-
-class ReplicaStartError(RuntimeError):
-    """A model server did not become healthy; the message quotes its log's tail."""
 
 
 def transformers_cli() -> list[str]:

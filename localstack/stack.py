@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from tune2serve.localstack import gcs, procs, tls
+from tune2serve.localstack.errors import StackError
 from tune2serve.localstack.ports import free_port
 from tune2serve.localstack.state import StackConfig
 
@@ -31,10 +32,6 @@ DEFAULT_HOME = ".tune2serve"
 def resolve_home(home: str | os.PathLike[str] | None = None) -> Path:
     """``--home``, else $TUNE2SERVE_HOME, else ``.tune2serve`` in the working directory."""
     return Path(home or os.environ.get("TUNE2SERVE_HOME") or DEFAULT_HOME).resolve()
-
-
-class StackError(RuntimeError):
-    """A stack process did not start or did not answer; the message says which and where its log is."""
 
 
 def _get_json(url: str, timeout: float = 2.0, data: bytes | None = None) -> Any:

@@ -19,7 +19,7 @@ wording (which changes between releases):
   with); its ``outputs.outputFile`` names the task's folder under the pipeline root,
   ``<root>/<run>/[<loop>-iteration-N/]<task>/``;
 - it **ends** when kfp.local has reaped that process (found among this process's
-  children, looked at every ``POLL_S``; one gone before it was looked at ends when its
+  children, looked at every ``WATCH_POLL``; one gone before it was looked at ends when its
   thread starts the next task), and it **succeeded** when ``executor_output.json`` is in
   its folder (the KFP executor writes it last, and only on success);
 - its **outputs** are that file's ``parameterValues``; its **artifacts** are files in its
@@ -51,9 +51,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
+from tune2serve.components.vertex.retry import PollPolicy
+
 ENV_NAMES = ("STORAGE_EMULATOR_HOST", "TUNE2SERVE_VERTEX_API_ENDPOINT", "REQUESTS_CA_BUNDLE", "SSL_CERT_FILE")
 EXECUTOR_OUTPUT = "executor_output.json"  # the KFP executor's output file (ExecutorInput.outputs.output_file)
-POLL_S = 0.1  # how often the task processes are looked at; a step's interpreter lives far longer
+WATCH_POLL = PollPolicy.every(0.1)  # how often the task processes are looked at (a start is never missed)
 
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
 # The last line of a Python traceback: "package.module.SomeError: message".
@@ -254,7 +256,9 @@ class _TaskWatcher:
                 self.attempts.append(_Attempt(folder, time.monotonic(), thread=threading.get_ident()))
 
     def _run(self) -> None:
-        while not self._stop.wait(POLL_S):
+        for interval in WATCH_POLL.intervals():
+            if self._stop.wait(interval):
+                return
             self.poll()
 
     def poll(self) -> None:

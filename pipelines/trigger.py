@@ -57,7 +57,7 @@ import functions_framework
 
 from tune2serve.components import logs
 from tune2serve.components.checkpoint import bounded_json
-from tune2serve.components.errors import PromotionError, UsageError, VertexUnavailableError
+from tune2serve.components.errors import EventRefused, PromotionError, UsageError, VertexUnavailableError
 from tune2serve.components.logs import get_logger, log_event
 from tune2serve.components.vertex.resources import ResourceName
 
@@ -82,12 +82,6 @@ _BUCKET = re.compile(r"[a-z0-9][a-z0-9_.-]*[a-z0-9]")
 _IPV4 = re.compile(r"[0-9]{1,3}(\.[0-9]{1,3}){3}")
 _SHOWN = re.compile(r"[\x21-\x7e]{1,128}")
 _MAX_MESSAGE_CHARS = 300
-
-
-class EventRefused(UsageError):
-    """An event the trigger will not act on: malformed, or naming a job or an output it
-    may not promote. Acknowledged (a redelivery cannot change it) and logged by name of
-    the problem, never with the payload."""
 
 
 @dataclass(frozen=True)

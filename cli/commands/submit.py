@@ -72,6 +72,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from tune2serve.components.errors import VertexError
     from tune2serve.components.vertex import pipeline_jobs
+    from tune2serve.components.vertex.retry import PollPolicy
     from tune2serve.pipelines import submit
 
     submission = submission_from_args(args, job_id=args.job_id)
@@ -84,7 +85,7 @@ def run(args: argparse.Namespace) -> int:
 
         try:
             status = pipeline_jobs.wait_for_run(submission.vertex, status.resource_name, on_change=show,
-                                                poll_s=args.poll, timeout_s=args.timeout)
+                                                poll=PollPolicy.every(args.poll), timeout_s=args.timeout)
         except VertexError:
             if args.json:
                 print(json.dumps(_result(status, submission, ok=False)))

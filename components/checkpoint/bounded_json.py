@@ -30,7 +30,7 @@ import math
 import re
 from typing import TYPE_CHECKING, Any
 
-from tune2serve.components.errors import CheckpointError
+from tune2serve.components.errors import JsonLimitError
 
 if TYPE_CHECKING:
     from tune2serve.components.checkpoint.storage import Folder
@@ -73,10 +73,6 @@ def max_bytes_for(name: str) -> int:
 _STRING = re.compile(rb'"(?:[^"\\]|\\.)*"', re.DOTALL)
 _NOT_BRACKET = re.compile(rb"[^\[\]{}]+")
 _INNERMOST = re.compile(rb"\[\]|\{\}")
-
-
-class JsonLimitError(CheckpointError):
-    """A JSON file that is too large, too deep, or not JSON at all."""
 
 
 def _depth_ok(raw: bytes, max_depth: int) -> bool | None:

@@ -61,8 +61,8 @@ from tune2serve.components.logs import get_logger, log_event
 from tune2serve.components.vertex import endpoints as vendpoints
 from tune2serve.components.vertex.clients import VertexTarget, http_client, init_sdk, target
 from tune2serve.components.vertex.errors import raise_for_vertex_status, translate_api_error
-from tune2serve.components.vertex.operations import DEFAULT_POLL, PollPolicy, wait_for_operation
-from tune2serve.components.vertex.retry import RetryPolicy, call_with_retry
+from tune2serve.components.vertex.operations import wait_for_operation
+from tune2serve.components.vertex.retry import DEFAULT_POLL, PollPolicy, RetryPolicy, call_with_retry
 
 _log = get_logger("deploy")
 

@@ -26,7 +26,7 @@ from tune2serve.components.logs import get_logger, log_event
 from tune2serve.components.vertex import endpoints as vendpoints
 from tune2serve.components.vertex.clients import VertexTarget
 from tune2serve.components.vertex.errors import translate_api_error
-from tune2serve.components.vertex.operations import PollPolicy
+from tune2serve.components.vertex.retry import PollPolicy
 
 _log = get_logger("deploy.existing")
 

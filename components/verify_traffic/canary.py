@@ -27,7 +27,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from tune2serve.components.errors import PromotionError, UsageError, VertexError
+from tune2serve.components.errors import BakeHeldError, PromotionError, StepFailedError, UsageError, VertexError
 from tune2serve.components.logs import get_logger, log_event
 from tune2serve.components.verify_traffic import guard
 from tune2serve.components.verify_traffic import lease as lease_mod
@@ -51,18 +51,11 @@ from tune2serve.components.verify_traffic.rollback import RollbackResult, rollba
 from tune2serve.components.vertex.endpoints import EndpointState
 from tune2serve.components.verify_traffic.traffic import NEW_MODEL_KEY, canary_split, full_split, normalize
 from tune2serve.components.vertex.resources import sanitize_label_value
+from tune2serve.components.vertex.retry import PollPolicy
 
 _log = get_logger("verify_traffic.canary")
 ProbeFactory = Callable[[EndpointState], ProbeFn]
 MetricsFactory = Callable[[EndpointState], Reader]  # the endpoint → its metrics reader
-
-
-class BakeHeldError(PromotionError):
-    """An inconclusive bake under ``on_inconclusive="hold"``: the split is left as it is."""
-
-
-class StepFailedError(PromotionError):
-    """A canary step's checks failed (internal: always turned into a rollback)."""
 
 
 @dataclass(frozen=True)
@@ -96,21 +89,25 @@ class PromotionOutcome:
     outside_change: dict[str, Any] | None = None  # what someone else changed, when the promotion stopped for it
 
 
+SERVING_POLL = PollPolicy.every(1.0)  # a split taking effect: seconds on the local stack, so look every second
+
+
 def wait_until_serving(api: EndpointApi, endpoint: str, configured: dict[str, int], *, timeout_s: float,
-                       poll_s: float = 1.0, sleep: Callable[[float], None] = time.sleep,
+                       poll: PollPolicy = SERVING_POLL, sleep: Callable[[float], None] = time.sleep,
                        split_set: bool = False) -> EndpointState:
     """Polls until the endpoint routes ``configured`` on healthy replicas, or ``timeout_s``
     passes; returns the last state read either way (the step's checks judge it). With
     ``split_set`` (the caller set ``configured`` itself), another split is someone else's
     change: returned at once, for the caller to see."""
     deadline = time.monotonic() + timeout_s
-    while True:
+    for interval in poll.intervals():
         state = api.get_endpoint(endpoint)
         same = normalize(state.traffic_split) == normalize(configured)
         ready = same and all((dm := state.deployed_model(i)) is not None and dm.healthy for i in normalize(configured))
-        if ready or (split_set and not same) or time.monotonic() + poll_s > deadline:
+        if ready or (split_set and not same) or time.monotonic() + interval > deadline:
             return state
-        sleep(poll_s)
+        sleep(interval)
+    raise AssertionError("unreachable: a poll policy's intervals do not end")
 
 
 def staging_resources(api: EndpointApi, plan: PromotionPlan, serving: EndpointState) -> tuple[dict[str, Any], str | None, str]:

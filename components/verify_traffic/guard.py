@@ -25,27 +25,12 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from tune2serve.components.errors import PromotionError, VertexError
+from tune2serve.components.errors import OutsideChangeError, PromotionError, VertexError
 from tune2serve.components.verify_traffic.endpoint_api import EndpointApi, is_etag_conflict
 from tune2serve.components.verify_traffic.traffic import NEW_MODEL_KEY, canary_split, normalize
 from tune2serve.components.vertex.endpoints import EndpointState
 
 MAX_CAS_ATTEMPTS = 8
-
-
-class OutsideChangeError(PromotionError):
-    """The endpoint's traffic split is not the one this promotion set: someone else
-    changed it. Never rolled back; the promotion stops and leaves it as it is."""
-
-    def __init__(self, endpoint: str, expected: Mapping[str, int], found: Mapping[str, int], when: str) -> None:
-        self.endpoint, self.when = endpoint, when
-        self.expected, self.found = normalize(expected), normalize(found)
-        super().__init__(f"{endpoint}: the traffic split was changed outside tune2serve {when}: expected "
-                         f"{self.expected}, found {self.found}. Their change stands: tune2serve stopped the "
-                         "promotion and left the endpoint exactly as it is (no further step, no rollback)")
-
-    def as_dict(self) -> dict[str, object]:
-        return {"when": self.when, "expected_split": self.expected, "found_split": self.found}
 
 
 def check_split(api: EndpointApi, endpoint: str, expected: Mapping[str, int], when: str) -> EndpointState:

@@ -31,6 +31,7 @@ from tune2serve.components.errors import EndpointBusyError, VertexError
 from tune2serve.components.logs import get_logger, log_event
 from tune2serve.components.verify_traffic.endpoint_api import EndpointApi, is_etag_conflict
 from tune2serve.components.vertex.resources import sanitize_label_value
+from tune2serve.components.vertex.retry import PollPolicy
 from tune2serve.components.vertex.endpoints import EndpointState
 
 HOLDER = "tune2serve-lease-holder"
@@ -39,6 +40,7 @@ RUN = "tune2serve-lease-run"
 DEFAULT_TTL_S = 3600.0
 DEFAULT_WAIT_S = 60.0
 DEFAULT_SETTLE_S = 0.5
+LEASE_POLL = PollPolicy.every(2.0)  # another holder's lease: asked again every 2 s, up to wait_s
 MAX_CAS_ATTEMPTS = 8
 
 _log = get_logger("verify_traffic.lease")
@@ -137,7 +139,7 @@ def try_acquire(api: EndpointApi, endpoint: str, holder: str, *, run: str = "", 
 
 
 def acquire(api: EndpointApi, endpoint: str, holder: str, *, run: str = "", take_over_run: bool = False,
-            ttl_s: float = DEFAULT_TTL_S, wait_s: float = DEFAULT_WAIT_S, poll_s: float = 2.0,
+            ttl_s: float = DEFAULT_TTL_S, wait_s: float = DEFAULT_WAIT_S, poll: PollPolicy = LEASE_POLL,
             settle_s: float = DEFAULT_SETTLE_S, clock: Callable[[], float] = time.time,
             sleep: Callable[[float], None] = time.sleep) -> Lease:
     """Takes the lease, waiting up to ``wait_s`` for another holder to finish.
@@ -147,7 +149,7 @@ def acquire(api: EndpointApi, endpoint: str, holder: str, *, run: str = "", take
     """
     deadline = clock() + wait_s
     other, expires = "", 0.0
-    while True:
+    for interval in poll.intervals():
         lease, seen, seen_expires = try_acquire(api, endpoint, holder, run=run, take_over_run=take_over_run,
                                                ttl_s=ttl_s, settle_s=settle_s, clock=clock, sleep=sleep)
         if lease is not None:
@@ -155,7 +157,7 @@ def acquire(api: EndpointApi, endpoint: str, holder: str, *, run: str = "", take
                       holder=holder)
             return lease
         other, expires = seen or other, seen_expires or expires
-        if clock() + poll_s > deadline:
+        if clock() + interval > deadline:
             raise EndpointBusyError(
                 f"{endpoint}: another promotion holds the endpoint (holder {other or 'unknown'}, lease until "
                 f"{time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime(expires)) if expires else 'unknown'}); "
@@ -163,7 +165,8 @@ def acquire(api: EndpointApi, endpoint: str, holder: str, *, run: str = "", take
                 holder=other, expires_at=expires)
         log_event(_log, "lease.waiting", f"{endpoint} is held by {other or 'a concurrent writer'}; waiting",
                   logging.INFO, endpoint=endpoint, holder=other)
-        sleep(poll_s)
+        sleep(interval)
+    raise AssertionError("unreachable: a poll policy's intervals do not end")
 
 
 @contextmanager

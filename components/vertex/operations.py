@@ -17,32 +17,13 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
 from tune2serve.components.errors import OperationFailedError, VertexUnavailableError
 from tune2serve.components.logs import get_logger, log_event
+from tune2serve.components.vertex.retry import DEFAULT_POLL, PollPolicy
 
 _log = get_logger("vertex.operations")
-
-
-@dataclass(frozen=True)
-class PollPolicy:
-    """How often to poll: starts fast (a local deploy takes seconds), backs off to
-    ``max_interval_s`` (a cloud deploy takes 10-40 minutes)."""
-
-    initial_interval_s: float = 1.0
-    max_interval_s: float = 30.0
-    multiplier: float = 1.5
-
-    def intervals(self) -> Any:
-        interval = self.initial_interval_s
-        while True:
-            yield interval
-            interval = min(self.max_interval_s, interval * self.multiplier)
-
-
-DEFAULT_POLL = PollPolicy()
 
 
 def operation_name(operation: Any) -> str:

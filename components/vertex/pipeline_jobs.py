@@ -25,11 +25,13 @@ from tune2serve.components.transport import is_unreachable
 from tune2serve.components.vertex.clients import VertexTarget, init_sdk
 from tune2serve.components.vertex.endpoints import quiet_sdk
 from tune2serve.components.vertex.errors import translate_api_error
+from tune2serve.components.vertex.retry import PollPolicy, call_with_retry
 
 _log = get_logger("vertex.pipeline_jobs")
 
 JOB_ID_PATTERN = re.compile(r"^[a-z][-a-z0-9]{0,127}$")
 TERMINAL_STATES = frozenset({"PIPELINE_STATE_SUCCEEDED", "PIPELINE_STATE_FAILED", "PIPELINE_STATE_CANCELLED"})
+RUN_POLL = PollPolicy.every(5.0)  # a pipeline run's state, looked at every 5 s
 _RESOURCE = re.compile(r"^projects/([^/]+)/locations/([^/]+)/(pipelineJobs|schedules)/([^/]+)$")
 
 
@@ -142,14 +144,12 @@ def get_run(vertex: VertexTarget, resource_name: str) -> RunStatus:
 
 
 def wait_for_run(vertex: VertexTarget, resource_name: str, *, on_change: Callable[[RunStatus], None] | None = None,
-                 poll_s: float = 5.0, timeout_s: float = 24 * 3600.0,
+                 poll: PollPolicy = RUN_POLL, timeout_s: float = 24 * 3600.0,
                  sleep: Callable[[float], None] = time.sleep) -> RunStatus:
-    """Polls until the run ends, calling ``on_change`` at every state change; raises
-    ``VertexError`` when ``timeout_s`` passes first (the run itself goes on)."""
-    from tune2serve.components.vertex.retry import call_with_retry
-
+    """Polls (``poll``) until the run ends, calling ``on_change`` at every state change;
+    raises ``VertexError`` when ``timeout_s`` passes first (the run itself goes on)."""
     deadline, last = time.monotonic() + timeout_s, None
-    while True:
+    for interval in poll.intervals():
         status = call_with_retry(lambda: get_run(vertex, resource_name), what=f"get {resource_name}")
         if status.state != last:
             last = status.state
@@ -161,7 +161,8 @@ def wait_for_run(vertex: VertexTarget, resource_name: str, *, on_change: Callabl
         if time.monotonic() > deadline:
             raise VertexError(f"{resource_name}: still {status.state} after {timeout_s:.0f} s; "
                               f"follow it at {status.console_url}", resource_name=resource_name)
-        sleep(poll_s)
+        sleep(interval)
+    raise AssertionError("unreachable: a poll policy's intervals do not end")
 
 
 def _schedule_dict(schedule: Any) -> dict[str, Any]:

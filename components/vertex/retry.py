@@ -1,13 +1,20 @@
-"""The one retry policy: exponential backoff with full jitter, a cap on attempts and an
-overall deadline. Only ``VertexUnavailableError`` (429/5xx/connection) is retried;
-everything else is raised at once."""
+"""The one retry policy and the one poll policy.
+
+Retry (``RetryPolicy``, ``call_with_retry``): exponential backoff with full jitter, a cap
+on attempts and an overall deadline. Only ``VertexUnavailableError`` (429/5xx/
+connection) is retried; everything else is raised at once.
+
+Poll (``PollPolicy``): how often a loop that waits for something to change looks again —
+a long-running operation, a pipeline run, a traffic split taking effect, a lease coming
+free. Every such loop takes its intervals from a ``PollPolicy`` (its own named default),
+so how each one waits is said in one way and tuned in one place."""
 
 from __future__ import annotations
 
 import logging
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import TypeVar
 
@@ -37,6 +44,30 @@ class RetryPolicy:
 
 
 DEFAULT_POLICY = RetryPolicy()
+
+
+@dataclass(frozen=True)
+class PollPolicy:
+    """How often to poll: starts at ``initial_interval_s`` (a local deploy takes seconds),
+    backs off by ``multiplier`` to ``max_interval_s`` (a cloud deploy takes 10-40 minutes)."""
+
+    initial_interval_s: float = 1.0
+    max_interval_s: float = 30.0
+    multiplier: float = 1.5
+
+    @classmethod
+    def every(cls, seconds: float) -> PollPolicy:
+        """A fixed interval (for a loop whose cadence is given, e.g. ``submit --poll``)."""
+        return cls(initial_interval_s=seconds, max_interval_s=seconds, multiplier=1.0)
+
+    def intervals(self) -> Iterator[float]:
+        interval = self.initial_interval_s
+        while True:
+            yield interval
+            interval = min(self.max_interval_s, interval * self.multiplier)
+
+
+DEFAULT_POLL = PollPolicy()
 
 
 def call_with_retry(

@@ -63,8 +63,9 @@ def pipeline_jobs(local_stack: Any) -> dict[str, str]:
 
 def wait_done(local_stack: Any, name: str, timeout_s: float = 600.0) -> Any:
     from tune2serve.components.vertex.pipeline_jobs import wait_for_run
+    from tune2serve.components.vertex.retry import PollPolicy
 
-    return wait_for_run(vertex(local_stack), name, poll_s=1.0, timeout_s=timeout_s)
+    return wait_for_run(vertex(local_stack), name, poll=PollPolicy.every(1.0), timeout_s=timeout_s)
 
 
 @pytest.fixture(scope="module")

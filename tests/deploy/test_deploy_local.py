@@ -157,7 +157,8 @@ def test_a_run_that_died_before_labelling_is_found_by_its_ids_and_labelled(stack
     from tune2serve.components.deploy import existing
     from tune2serve.components.deploy.request import build_deploy_request, deployment_ids, deployment_labels
     from tune2serve.components.vertex.clients import target
-    from tune2serve.components.vertex.operations import PollPolicy, wait_for_operation
+    from tune2serve.components.vertex.operations import wait_for_operation
+    from tune2serve.components.vertex.retry import PollPolicy
 
     uri = _fresh_export(stack_env, demo_root, "died-before-labels")
     manifest = read_manifest(open_folder(uri))

@@ -16,7 +16,8 @@ from typing import Any
 import pytest
 
 from tune2serve.components.errors import OperationFailedError, VertexUserError
-from tune2serve.components.vertex.operations import PollPolicy, wait_for_operation
+from tune2serve.components.vertex.operations import wait_for_operation
+from tune2serve.components.vertex.retry import PollPolicy
 
 NAME = "projects/p/locations/r/operations/42"
 POLICY = PollPolicy(initial_interval_s=1.0, max_interval_s=3.0, multiplier=2.0)
