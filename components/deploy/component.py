@@ -23,16 +23,17 @@ def deploy(
     from collections import namedtuple
 
     from tune2serve.components.deploy.deploy import deploy_export
-    from tune2serve.components.deploy.request import DeploySpec, Validated, vertex_resource_uri
+    from tune2serve.components.deploy.request import DeploySpec, Validated, check_replicas, vertex_resource_uri
     from tune2serve.components.vertex.machine_spec import parse_machine_spec
     from tune2serve.components.ranges import check_parameters
 
     check_parameters(accelerator_count=accelerator_count, min_replica_count=min_replica_count,
                      max_replica_count=max_replica_count, deploy_timeout_s=deploy_timeout_s)
+    check_replicas(min_replica_count, max_replica_count)  # the CLI's rule: max below min is refused
     result = deploy_export(DeploySpec(
         export_uri=export_uri, project=project, region=region,
         machine=parse_machine_spec(machine_type, accelerator_type, accelerator_count),
-        min_replica_count=min_replica_count, max_replica_count=max(max_replica_count, min_replica_count),
+        min_replica_count=min_replica_count, max_replica_count=max_replica_count,
         endpoint_display_name=endpoint_display_name or None, model_display_name=model_display_name or None,
         enable_private_service_connect=enable_private_service_connect,
         psc_project_allowlist=tuple(psc_project_allowlist or ()), deploy_timeout_s=deploy_timeout_s,

@@ -282,7 +282,7 @@ def test_kfp_component_outputs_gcpc_artifacts(stack_env, tuned, tmp_path: Path) 
     endpoint = VertexEndpoint(name="vertex_endpoint", uri=str(tmp_path / "endpoint"), metadata={})
     outputs = deploy.python_func(
         export_uri=uri, project=stack_env.project, region=stack_env.region, machine_type="g2-standard-12",
-        accelerator_type="NVIDIA_L4", accelerator_count=1, min_replica_count=1, max_replica_count=0,
+        accelerator_type="NVIDIA_L4", accelerator_count=1, min_replica_count=1, max_replica_count=1,
         endpoint_display_name="", model_display_name="", enable_private_service_connect=False,
         psc_project_allowlist=[], deploy_timeout_s=600, run_id="", vertex_model=model, vertex_endpoint=endpoint)
     assert tuple(outputs) == (first.endpoint, first.model, first.deployed_model_id, first.dedicated_endpoint_dns)
