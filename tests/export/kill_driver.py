@@ -33,6 +33,7 @@ import os
 import signal
 import sys
 import threading
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -78,6 +79,9 @@ def _freeze() -> None:
         while _held:
             _locks.wait()
     os.kill(os.getpid(), signal.SIGSTOP)
+    # The stop reaches every thread within moments, not at once: the gate stays shut a
+    # while, so no thread takes a lock in between and is frozen holding it.
+    time.sleep(1.0)
     with _locks:
         _gate = False
         _locks.notify_all()

@@ -186,7 +186,20 @@ class Publisher:
         """The manifest of a complete export already at DEST, when it is this very
         export (same digest, every file present with its size); raises
         ``DestinationError`` when DEST holds anything else — another export's manifest,
-        files of no export, or the staging of another export whose claim is live."""
+        files of no export, or the staging of another export whose claim is live.
+        DEST is listed again when a state file it listed is gone by the time it is read
+        (another export finished meanwhile): judged on one consistent view, not a mix."""
+        for _ in range(5):
+            try:
+                return self._examine()
+            except _StaleListing:
+                continue
+        raise DestinationError(f"{self.dest.uri}: keeps changing while this export looks at it (other writers are at "
+                               "work here); nothing was written. Choose another DEST")
+
+    def _examine(self) -> Manifest | None:
+        self._states, self._claimed, self._known = {}, set(), set()
+        self.previous, self._published, self._records, self._stale = {}, {}, {}, []
         listing = self._list_dest()
         self._listing = {o.name: o for o in listing}
         sizes = {o.name: o.size for o in listing}
@@ -500,8 +513,8 @@ class Publisher:
         sizes = {n: o.size for n, o in self._listing.items()}
         try:
             staged = self._inspect_staging(sizes)
-        except DestinationError:
-            return  # foreign files in staging: not ours to touch
+        except (DestinationError, _StaleListing):
+            return  # foreign files in staging (not ours to touch), or someone is at work there
         claim = self._states.get(STATE)
         if not staged:
             self.staging.prune()  # an empty folder a run killed before removing it left
@@ -669,6 +682,8 @@ class Publisher:
                 self._states[name] = state
                 self._claimed.add(name)
                 self._known.update(state.files)
+            elif self.staging.stat(name) is None:
+                raise _StaleListing(name)  # listed a moment ago, gone now: look again
         foreign = [n for n in staged if not self._ours(n)]
         if foreign:
             raise DestinationError(
@@ -724,6 +739,10 @@ class Publisher:
             except ConcurrentWriteError:
                 pass  # another run took the claim over meanwhile: it is theirs now
         self.staging.prune()
+
+
+class _StaleListing(Exception):
+    """A listing of DEST that no longer holds: a state file it named is gone."""
 
 
 def _is_state_name(name: str) -> bool:
