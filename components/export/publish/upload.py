@@ -127,15 +127,17 @@ class _State:
 
     def expired(self) -> bool:
         """No writer holds it any more: released, lease-less, or not renewed for a whole
-        lease by the store's clock (a writer that stalls that long has lost DEST)."""
-        if self.released or self.lease_s is None or self.updated is None:
+        lease by the store's clock (a writer that stalls that long has lost DEST). One
+        rewritten while it was being read (no update time for the generation read) is
+        as live as can be."""
+        if self.released or self.lease_s is None:
             return True
-        return time.time() - self.updated > self.lease_s
+        return self.updated is not None and time.time() - self.updated > self.lease_s
 
     def describe(self) -> str:
-        if self.lease_s is None or self.updated is None:
+        if self.lease_s is None:
             return f"export {str(self.digest)[:12]} by {self.holder or 'an earlier version'} (no lease)"
-        left = self.lease_s - (time.time() - self.updated)
+        left = self.lease_s - (time.time() - self.updated) if self.updated is not None else self.lease_s
         return (f"export {str(self.digest)[:12]} by {self.holder or '?'}, lease of {self.lease_s:g} s "
                 + (f"ending in {max(0.0, left):.0f} s" if left > 0 and not self.released else "ended"))
 
@@ -187,13 +189,19 @@ class Publisher:
         export (same digest, every file present with its size); raises
         ``DestinationError`` when DEST holds anything else — another export's manifest,
         files of no export, or the staging of another export whose claim is live.
-        DEST is listed again when a state file it listed is gone by the time it is read
-        (another export finished meanwhile): judged on one consistent view, not a mix."""
+        DEST is listed again when a state file it listed is gone by the time it is read,
+        or when a refusal's listing is not what DEST holds a moment later (another export
+        finished meanwhile, and a listing is no snapshot): judged on one consistent view."""
         for _ in range(5):
             try:
                 return self._examine()
             except _StaleListing:
                 continue
+            except _FromListing:
+                seen = {n: o.size for n, o in self._listing.items()}
+                if {o.name: o.size for o in self._list_dest()} == seen:
+                    raise  # DEST is as it was judged: the refusal stands
+                continue  # a listing taken while another export changed DEST is not a verdict: look again
         raise DestinationError(f"{self.dest.uri}: keeps changing while this export looks at it (other writers are at "
                                "work here); nothing was written. Choose another DEST")
 
@@ -218,7 +226,7 @@ class Publisher:
             raise DestinationError(self._busy(claim))
         stray = [n for n in sizes if not n.startswith(f"{STAGING}/") and n not in self._known]
         if stray:
-            raise DestinationError(
+            raise _FromListing(
                 f"{self.dest.uri}: is not empty and holds no tune2serve export (found {stray[0]}); "
                 "choose an empty or new DEST, or delete what is there"
             )
@@ -226,7 +234,7 @@ class Publisher:
         for n in (n for n in sizes if not n.startswith(f"{STAGING}/")):
             owners = [s for s in self._states.values() if n in s.files]
             if not any(s.digest == self.digest for s in owners):
-                raise DestinationError(
+                raise _FromListing(
                     f"{self.dest.uri}: holds {n} from another, unfinished export; nothing was deleted. "
                     "Rerun that export to finish it, or choose another DEST")
             entry = _entry(n, next(s for s in owners if s.digest == self.digest).files[n])
@@ -258,16 +266,8 @@ class Publisher:
             try:
                 self._take()
                 break
-            except ConcurrentWriteError:  # someone wrote a state file since it was read: look again
-                for name in {STATE, self.state_name}:
-                    now = self._read_state(name)
-                    if now is None:
-                        self._states.pop(name, None)
-                    else:
-                        self._states[name] = now
-                claim = self._states.get(STATE)
-                if claim is not None and claim.digest != self.digest and not claim.expired():
-                    raise DestinationError(self._busy(claim)) from None
+            except ConcurrentWriteError:  # someone wrote a state file since DEST was looked at: look again
+                self.existing_manifest()  # raises when another export holds DEST now, or finished there
             except DestinationError as e:
                 raise DestinationError(f"{self.dest.uri}: cannot be written ({e}); choose a DEST you can write to") from e
         else:
@@ -276,6 +276,7 @@ class Publisher:
         self._held = True
         self._renewed = time.monotonic()
         self._claimed.add(self.state_name)
+        self._not_finished_meanwhile()
         for name in self._stale:  # the staging of an export whose claim ran out, which this one took over
             self.staging.delete(name)
         self._stale = []
@@ -284,6 +285,26 @@ class Publisher:
                   holder=self.holder, lease_s=self.lease_s)
         self._beat = threading.Thread(target=self._heartbeat, name="export-lease", daemon=True)
         self._beat.start()
+
+    def _not_finished_meanwhile(self) -> None:
+        """Another export may have completed DEST between the look and the claim (once
+        the claim is held, none can). Its manifest stands: this export's claim goes and it
+        stops, having written nothing else. (The same export finished by another run is
+        no harm: this one's files are the same bytes, and its manifest write finds it.)"""
+        if self.dest.stat(MANIFEST_NAME) is None:
+            return
+        manifest = self._read_manifest()
+        if manifest.extra.get("export_digest") == self.digest:
+            return
+        self._stop.set()
+        self._held = False
+        try:
+            self.staging.delete(self.state_name, if_generation_match=self._generation.get(self.state_name))
+        except PromotionError:
+            pass
+        raise DestinationError(f"{self.dest.uri}: already holds a different export (manifest.json from "
+                               f"{manifest.source}, completed while this export started); choose another DEST or delete "
+                               "that one first")
 
     def _take(self) -> None:
         """One attempt at writing the claim (and a worker's own state file), each
@@ -686,7 +707,7 @@ class Publisher:
                 raise _StaleListing(name)  # listed a moment ago, gone now: look again
         foreign = [n for n in staged if not self._ours(n)]
         if foreign:
-            raise DestinationError(
+            raise _FromListing(
                 f"{self.dest.join(STAGING + '/' + foreign[0])}: is in the staging folder but was not written by "
                 f"tune2serve export; nothing was deleted. Move it out of {STAGING}/ or choose another DEST")
         return staged
@@ -739,6 +760,11 @@ class Publisher:
             except ConcurrentWriteError:
                 pass  # another run took the claim over meanwhile: it is theirs now
         self.staging.prune()
+
+
+class _FromListing(DestinationError):
+    """A refusal judged from a listing of DEST (files of no export, foreign staging, a
+    file of another unfinished export): confirmed by a second listing before it stands."""
 
 
 class _StaleListing(Exception):
