@@ -4,9 +4,12 @@ Why not ``safe_open`` and keep it open: a memory map whose pages stay mapped kee
 page it has touched resident, so reading a 4 GB base through one would grow the process
 to 4 GB. Two ways here instead, both holding only what is being worked on:
 ``read(tensor)`` is one positioned ``readinto`` straight into a tensor of its own size;
-``mapped(tensor, start, n)`` / ``unmap`` (the export's streaming path) give a range of
-the file without any copy and drop its pages from the process afterwards (they stay in
-the page cache), reading ahead so a cold cache does not stall on each page fault.
+``read_into(tensor, start, out)`` (the export's streaming path) is a positioned read of
+a range straight into the caller's buffer (the block of the output file it belongs in),
+reading ahead so a cold cache does not stall on each small read — cheaper than touching
+a memory map (measured: half the CPU, warm or cold: no page faults, nothing to unmap)
+and needing no torch; ``mapped(tensor, start, n)`` / ``unmap`` give a range without any
+copy and drop its pages from the process afterwards (they stay in the page cache).
 Offsets come from the header parser every step shares. ``.bin`` files go through
 ``bin_loader`` (pickle scan, then ``torch.load(weights_only=True, mmap=True)``).
 """
@@ -87,7 +90,9 @@ class SafetensorsFile:
         self._fh: Any = None
         self._map: Any = None
         self._bytes: Any = None
-        self._ahead = 0  # the file is being read ahead up to here
+        self._ahead = 0  # the file is being read ahead up to here (mapped)
+        self._advised = 0  # the same for read_into
+        self._size_checked = False
 
     def read(self, tensor: str) -> Any:
         import torch
@@ -104,6 +109,43 @@ class SafetensorsFile:
         if got != info.nbytes:
             raise CheckpointError(f"{self.name}: tensor {tensor!r} is truncated ({got} of {info.nbytes} bytes)", file=self.name)
         return out
+
+    def read_into(self, tensor: str, start: int, out: memoryview) -> None:
+        """Bytes ``start``…``start+len(out)`` of ``tensor``, read straight into ``out``
+        (one positioned read; the file is read ahead of it, asynchronously)."""
+        import os
+
+        info = self.infos[tensor]
+        nbytes = out.nbytes
+        if start < 0 or start + nbytes > info.nbytes:
+            raise CheckpointError(f"{self.name}: bytes {start}..{start + nbytes} of {tensor!r} are outside the tensor")
+        if self._fh is None:
+            self._fh = open(self.path, "rb", buffering=0)
+        if not self._size_checked:
+            if os.fstat(self._fh.fileno()).st_size < self.data_start + max((i.end for i in self.infos.values()), default=0):
+                raise CheckpointError(f"{self.name}: the file is truncated; re-save or re-upload this shard", file=self.name)
+            self._size_checked = True
+        pos = self.data_start + info.begin + start
+        self._advise(pos, pos + nbytes + _READ_AHEAD)
+        done = 0
+        while done < nbytes:
+            got = os.preadv(self._fh.fileno(), [out[done:]], pos + done)
+            if got <= 0:
+                raise CheckpointError(f"{self.name}: tensor {tensor!r} is truncated; re-save or re-upload this shard",
+                                      file=self.name)
+            done += got
+
+    def _advise(self, start: int, end: int) -> None:
+        """``read_into``'s read-ahead: asks the kernel for [start, end) now (in large
+        steps, past what was already asked), so the disk works ahead of the reads."""
+        import os
+
+        start = max(start, self._advised)
+        if end - start < _READ_AHEAD // 4 and start > 0:
+            return
+        if hasattr(os, "posix_fadvise") and end > start:
+            os.posix_fadvise(self._fh.fileno(), start, end - start, os.POSIX_FADV_WILLNEED)
+        self._advised = end
 
     def mapped(self, tensor: str, start: int, nbytes: int) -> tuple[memoryview, Any]:
         """Bytes ``start``…``start+nbytes`` of ``tensor`` straight from the page cache

@@ -14,8 +14,7 @@ import json
 import logging
 import tempfile
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -288,22 +287,6 @@ def export_checkpoint(source: str, dest: str, *, base_model: str | None = None, 
     return _result(manifest, dest_folder, sel, noop=False)
 
 
-@contextmanager
-def _torch_threads(count: int) -> Iterator[None]:
-    """Runs the merge on ``count`` torch threads, restoring the caller's setting. The
-    merge's GEMMs are rank-r and block-sized: one thread does them at full speed, while
-    more only spin against the hash and write threads for the same cores (measured: 2
-    OpenMP threads on a busy 2-core machine made the merge 3-12x slower)."""
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(count)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
-
-
 def _execute(tuned: _Checkpoint, root: _Checkpoint | None, base: _Checkpoint | None, weights: _Checkpoint,
              weight_names: list[str], options: LoraOptions | None, dest: Folder, publisher: Publisher, scratch: Path,
              dtype: str, max_bytes: int, progress: Progress | None, checkpoint: str, source_text: str,
@@ -346,8 +329,8 @@ def _execute(tuned: _Checkpoint, root: _Checkpoint | None, base: _Checkpoint | N
                 raise UsageError(f"{dest.uri}: worker {part.worker} was given shard {unknown[0]}, which this export's plan "
                                  "does not have; the plan step and the workers must get the same inputs and options")
             shards = [s for s in shards if s.name in set(part.shards)]
-        stream = TensorStream(tensors, adapter, DTYPES[plan.dtype], spans)
-        with _torch_threads(1):
+        stream = TensorStream(tensors, adapter, DTYPES[plan.dtype], spans)  # torch only if a tensor needs it
+        try:
             for shard in shards:
                 if publisher.reuse(shard.name) is None:
                     path = publisher.scratch_path(shard.name, scratch / "out")
@@ -359,6 +342,8 @@ def _execute(tuned: _Checkpoint, root: _Checkpoint | None, base: _Checkpoint | N
                     log_event(logger, "export.shard_reused", f"reused {shard.name} from the interrupted run", file=shard.name)
                 if progress:
                     progress(shard.data_bytes)
+        finally:
+            stream.close()  # torch's thread count as it was
         log_event(logger, "export.paths", "bytes per write path", **stream.kinds)
         if part is not None and part.mode == "worker":
             publisher.wait()

@@ -331,28 +331,30 @@ class RowMerger:
         """Writes the merged rows ``row0``… into ``out`` from the base's rows ``source``
         (2-D, same shape and float dtype; ``source`` may be read-only memory);
         ``scratch`` is a float32 tensor of at least ``source.numel()`` elements."""
-        import time
+        from time import perf_counter, thread_time
 
         rows, cols = source.shape
-        t0 = time.perf_counter()
+        t0, c0 = perf_counter(), thread_time()
         if out.dtype == torch_dtype("F32"):
             work = out
         else:
             work = scratch[: rows * cols].view(rows, cols)
         work.copy_(source)
-        t1 = time.perf_counter()
+        t1, c1 = perf_counter(), thread_time()
         work.addmm_(self.left[row0:row0 + rows], self.right, alpha=self.scaling)
         if self.magnitude is not None:
             work.mul_((self.magnitude[row0:row0 + rows] / work.norm(p=2, dim=1)).view(-1, 1))
-        t2 = time.perf_counter()
+        t2, c2 = perf_counter(), thread_time()
         # NaN/Inf, or beyond the output dtype's range (the cast would overflow): fail naming the tensor
         check_finite(work, self.name, (row0, row0 + rows), out.dtype)
+        t3, c3 = perf_counter(), thread_time()
         if work is not out:
             out.copy_(work)  # round to nearest even, as .to() does
-        t3 = time.perf_counter()
-        spans.add("merge: convert to f32", t1 - t0)
-        spans.add("merge: GEMM (+DoRA)", t2 - t1)
-        spans.add("merge: cast to output", t3 - t2)
+        t4, c4 = perf_counter(), thread_time()
+        spans.add("merge: convert to f32", t1 - t0, c1 - c0)
+        spans.add("merge: GEMM (+DoRA)", t2 - t1, c2 - c1)
+        spans.add("merge: finite check", t3 - t2, c3 - c2)
+        spans.add("merge: cast to output", t4 - t3, c4 - c3)
 
 
 def cast(tensor: Any, out_dtype: str) -> Any:

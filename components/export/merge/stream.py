@@ -3,21 +3,25 @@
 Three ways, the cheapest that is exact:
 
 * ``raw`` — a safetensors tensor the adapter does not touch, already in the output
-  dtype (norms, embeddings, every tensor of a plain checkpoint export): its bytes go
-  from a read-only memory map of the base file straight to the writer; no copy into a
-  buffer, no dtype round trip, no torch.
+  dtype (norms, embeddings, every tensor of a plain checkpoint export): its bytes are
+  read (``read_into``: one positioned read) straight into the output file's block where
+  they belong (``ShardFile.reserve``); no other copy, no dtype round trip, no torch.
 * ``rows`` — a LoRA-merged safetensors tensor whose update can be applied row block by
-  row block (``merge.row_blockable``; almost all of them): the mapped base rows are
-  merged into a pooled buffer (``merge.RowMerger``) through one reused float32 scratch
-  block, so no float32 copy of a big matrix is ever allocated.
+  row block (``merge.row_blockable``; almost all of them): a block of base rows, mapped
+  (read-only, no copy; unmapped once merged), is merged through one reused float32
+  scratch block (``merge.RowMerger``: convert, rank-r GEMM, finiteness check, cast) and
+  cast straight into the output file's block, so no float32 copy of a big matrix is ever
+  allocated and the merged bytes are never copied again. A row that straddles two
+  blocks of the file is merged alone and copied (one row per 8 MB block).
 * ``whole`` — everything else (``.bin`` sources, replaced ``modules_to_save`` tensors,
   per-column DoRA, dtype changes, unaligned tensors): the tensor is built whole by
-  ``merge.merged`` and ``merge.cast`` as before.
+  ``merge.merged`` and ``merge.cast`` as before, and copied into the file.
 
 Buffers are reused, never freshly allocated per tensor: a fresh multi-MB allocation is
 fresh pages from the kernel, and those page faults were the export's largest single
-cost before this module existed. Mapped base ranges are unmapped once written. The
-pool's slots bound memory: ``count × size`` bytes in flight, whatever the model.
+cost before this module existed. The output file's blocks bound memory: ``BLOCKS`` ×
+``BLOCK`` bytes in flight (``shard_file``), whatever the model; ``BufferPool`` is kept
+for the ranged reads of a remote base (``source/remote.py``).
 """
 
 from __future__ import annotations
@@ -32,12 +36,32 @@ from tune2serve.components.export.merge.finite import check_finite
 from tune2serve.components.errors import CheckpointError
 from tune2serve.components.export.merge.merge import AdapterPlan, RowMerger, cast, merged, row_blockable
 from tune2serve.components.export.timing import Spans
+from tune2serve.components.export.publish import shard_file
+from tune2serve.components.export.publish.shard_file import ShardFile
 from tune2serve.components.export.publish.writer import Chunk, OutTensor
 
-CHUNK_BYTES = 16 << 20   # one pooled buffer
-POOL_COUNT = 8           # buffers: 3 queued per consumer + the one being filled, + slack
+CHUNK_BYTES = 16 << 20   # the most bytes asked for at once (one read; one pooled buffer)
+POOL_COUNT = 8           # pooled buffers (the remote reads' pool counts its own)
 BLOCK_ELEMENTS = 1 << 20  # rows merged together: a 4 MB float32 scratch, cache-sized
 _ELEMENT_BYTES = {"F64": 8, "F32": 4, "F16": 2, "BF16": 2}
+
+
+def row_blocks(position: int, rows: int, row_bytes: int, per_chunk: int, element: int,
+               block: int) -> list[tuple[int, int, bool]]:
+    """(first row, rows, in place) of each merge block of a 2-D tensor whose bytes start at
+    byte ``position`` of the output file: as many whole rows as fit before the file's next
+    ``block`` boundary (at most ``per_chunk``), merged in place there; a row across the
+    boundary, or rows at an address not aligned for the dtype, merged apart and copied.
+    A function of where the tensor starts in the file alone, so it is tested on its own."""
+    out: list[tuple[int, int, bool]] = []
+    row, pos = 0, position
+    while row < rows:
+        n = min(per_chunk, rows - row, (block - pos % block) // row_bytes)
+        in_place = n > 0 and pos % element == 0
+        n = max(n, 1)
+        out.append((row, n, in_place))
+        row, pos = row + n, pos + n * row_bytes
+    return out
 
 
 class BufferPool:
@@ -76,14 +100,14 @@ class TensorStream:
     ``kinds`` counts the bytes that went each way, for the benchmark."""
 
     def __init__(self, tensors: CheckpointTensors, adapter: AdapterPlan | None, out_dtype: str,
-                 spans: Spans | None = None, pool: BufferPool | None = None) -> None:
+                 spans: Spans | None = None) -> None:
         self.tensors = tensors
         self.adapter = adapter
         self.out_dtype = out_dtype  # safetensors name of the float output dtype
         self.spans = spans or Spans()
-        self.pool = pool or BufferPool()
         self.kinds: dict[str, int] = {"raw": 0, "rows": 0, "whole": 0, "experts": 0}
-        self._scratch: Any = None
+        self._scratch: Any = None  # float32, BLOCK_ELEMENTS: the merge's work block
+        self._threads: int | None = None  # torch's thread count before the first merge
 
     def kind(self, t: OutTensor) -> str:
         if self.adapter is not None and self.adapter.experts is not None and t.name in self.adapter.experts:
@@ -98,21 +122,47 @@ class TensorStream:
         aligned = self.tensors.file_offset(t.name) % _ELEMENT_BYTES.get(meta.dtype, 1) == 0
         return "rows" if rows_merge and aligned else "whole"
 
-    def __call__(self, t: OutTensor) -> Iterator[Chunk]:
+    def __call__(self, t: OutTensor, out: ShardFile) -> Iterator[Chunk]:
+        """The chunks of ``t``, in order; ``raw`` and ``rows`` fill ``out``'s blocks in
+        place (each chunk is the region it lent), the others are copied in."""
         kind = self.kind(t)
         self.kinds[kind] += t.nbytes
         if t.nbytes == 0:
             return iter(())
-        return {"raw": self._raw, "rows": self._rows, "whole": self._whole, "experts": self._experts}[kind](t)
+        if kind == "raw":
+            return self._raw(t, out)
+        if kind == "rows":
+            return self._rows(t, out)
+        return {"whole": self._whole, "experts": self._experts}[kind](t)
 
-    def _take(self, nbytes: int) -> bytearray:
-        t0 = time.perf_counter()
-        buf = self.pool.take(nbytes)
-        self.spans.add("produce waits for buffers", time.perf_counter() - t0)
-        return buf
+    def close(self) -> None:
+        """Gives torch back the thread count it had before the first merge."""
+        if self._threads is not None:
+            import torch
 
-    def _chunk(self, buf: bytearray, nbytes: int) -> Chunk:
-        return Chunk(memoryview(buf)[:nbytes], lambda: self.pool.give(buf))
+            torch.set_num_threads(self._threads)
+            self._threads = None
+
+    def _torch(self) -> Any:
+        """torch, imported on the first tensor that needs it (a plain copy never does),
+        on one thread: the merge's GEMMs are rank-r and block-sized, one thread does them
+        at full speed, while more only spin against the hash and disk threads for the
+        same cores (measured: 2 OpenMP threads on a busy 2-core machine made the merge
+        3-12x slower)."""
+        import torch
+
+        if self._threads is None:
+            self._threads = torch.get_num_threads()
+            torch.set_num_threads(1)
+        return torch
+
+    def _read(self, name: str, start: int, out: memoryview) -> None:
+        """The base's bytes ``start``… of tensor ``name`` into ``out`` (one read)."""
+        src = self.tensors.safetensors_file(name)
+        assert src is not None
+        t0, cpu = time.perf_counter(), time.thread_time()
+        src.read_into(name, start, out)
+        self.spans.add("read (base bytes)", time.perf_counter() - t0, time.thread_time() - cpu)
 
     def _map(self, name: str, start: int, nbytes: int) -> tuple[memoryview, Any, Any]:
         """The base's bytes, mapped (no copy), and a release that unmaps them."""
@@ -131,53 +181,47 @@ class TensorStream:
 
         return view, tensor, release
 
-    def _raw(self, t: OutTensor) -> Iterator[Chunk]:
-        """Straight from the mapped base file to the hasher and the writer."""
-        for start in range(0, t.nbytes, self.pool.size):
-            n = min(self.pool.size, t.nbytes - start)
-            t0 = time.perf_counter()
-            self.pool.take_slot()  # no buffer needed, but the slot bounds what is in flight
-            self.spans.add("produce waits for buffers", time.perf_counter() - t0)
-            view, _, release = self._map(t.name, start, n)
+    def _raw(self, t: OutTensor, out: ShardFile) -> Iterator[Chunk]:
+        """Read straight from the base file into the output file's blocks."""
+        pos = 0
+        while pos < t.nbytes:
+            region = out.reserve(min(CHUNK_BYTES, t.nbytes - pos))
+            self._read(t.name, pos, region)
+            pos += region.nbytes
+            yield Chunk(region)
 
-            def done(release: Any = release) -> None:
-                release()
-                self.pool.give_slot()
-
-            yield Chunk(view, done)
-
-    def _rows(self, t: OutTensor) -> Iterator[Chunk]:
-        """Merged from the mapped base rows into a pooled buffer, a block at a time."""
-        import torch
-
+    def _rows(self, t: OutTensor, out: ShardFile) -> Iterator[Chunk]:
+        """Merged a block of rows at a time from the mapped base rows (no copy: the
+        convert reads the page cache), cast straight into the output file's blocks.
+        Why mapped here and read for ``raw``: the merge reads each base byte once anyway
+        (the convert); a read into a buffer first adds a copy (measured on the 3.35 GB
+        fixture, warm: +0.2-0.3 CPU s with the read on a thread of its own)."""
+        torch = self._torch()
         assert self.adapter is not None
         rows, cols = t.shape
         row_bytes = t.nbytes // rows
-        per_chunk = max(1, self.pool.size // row_bytes)
-        per_block = max(1, BLOCK_ELEMENTS // cols)
-        if self._scratch is None or self._scratch.numel() < per_block * cols:
-            self._scratch = torch.empty(per_block * cols, dtype=torch.float32)
+        per_chunk = max(1, min(CHUNK_BYTES // row_bytes, BLOCK_ELEMENTS // cols))
+        if self._scratch is None or self._scratch.numel() < per_chunk * cols:
+            self._scratch = torch.empty(max(per_chunk * cols, BLOCK_ELEMENTS), dtype=torch.float32)
         merger = RowMerger(self.adapter, t.name)
         dtype = torch_dtype(t.dtype)
-        for row0 in range(0, rows, per_chunk):
-            n = min(per_chunk, rows - row0)
-            buf = self._take(n * row_bytes)
-            _, raw, release = self._map(t.name, row0 * row_bytes, n * row_bytes)
-            source = raw.view(dtype).view(n, cols)
-            out = torch.frombuffer(buf, dtype=torch.uint8, count=n * row_bytes).view(dtype).view(n, cols)
+        for row, n, in_place in row_blocks(out.appended, rows, row_bytes, per_chunk, _ELEMENT_BYTES.get(t.dtype, 1),
+                                           shard_file.BLOCK):
+            _, raw, release = self._map(t.name, row * row_bytes, n * row_bytes)
+            target = out.reserve(n * row_bytes)[:n * row_bytes] if in_place else memoryview(bytearray(n * row_bytes))
+            merged_rows = torch.frombuffer(target, dtype=dtype).view(n, cols)
             t0, cpu = time.perf_counter(), time.thread_time()
-            for i in range(0, n, per_block):
-                merger.apply(source[i:i + per_block], out[i:i + per_block], row0 + i, self._scratch, self.spans)
+            merger.apply(raw.view(dtype).view(n, cols), merged_rows, row, self._scratch, self.spans)
             self.spans.add("merge (all)", time.perf_counter() - t0, time.thread_time() - cpu)
-            del source, raw
+            del merged_rows, raw
             release()
-            yield self._chunk(buf, n * row_bytes)
+            yield Chunk(target)
 
     def _experts(self, t: OutTensor) -> Iterator[Chunk]:
         """An expert tensor of a parameter-level LoRA (``moe.py``): its update comes slab
         by slab (one expert each), each added to the same rows of the base (mapped, or
         read whole from a ``.bin``) in float32 and cast once, as ``merge.merged`` would."""
-        import torch
+        torch = self._torch()
 
         assert self.adapter is not None and self.adapter.experts is not None
         meta = self.tensors.metas[t.name]
@@ -204,7 +248,7 @@ class TensorStream:
             yield Chunk(memoryview(value.reshape(-1).view(torch.uint8).numpy()))
 
     def _whole(self, t: OutTensor) -> Iterator[Chunk]:
-        import torch
+        torch = self._torch()
 
         with self.spans.span("whole tensors (read+merge+cast)"):
             base = self.tensors.read(t.name) if t.name in self.tensors.metas else None

@@ -3,8 +3,8 @@
 The shard plan is made before anything is written (every output tensor's name, dtype
 and shape is known from the headers), so each shard's header is written first and the
 tensors are then streamed into it as chunks as they are produced: memory holds a few
-chunks, never a shard. sha256 and crc32c are computed on the way (``shard_file``), so
-the manifest needs no second read.
+blocks, never a shard. sha256 and crc32c are computed on the way, over the bytes already
+in hand (``shard_file``), so the manifest needs no second read.
 
 Layout is the Hugging Face one: ``model-0000i-of-0000N.safetensors`` plus
 ``model.safetensors.index.json``, written even for a single shard so every export looks
@@ -13,8 +13,10 @@ the same.
 
 from __future__ import annotations
 
+import ctypes
 import hashlib
 import json
+import threading
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,10 +27,10 @@ from tune2serve.components.checkpoint.index import SAFETENSORS_INDEX
 from tune2serve.components.errors import CheckpointError
 
 if TYPE_CHECKING:
+    from tune2serve.components.export.publish.shard_file import ShardFile
     from tune2serve.components.export.timing import Spans
 
 _CRC_CHUNK = 8 << 20
-_DEPTH = 3  # chunks queued for the writer: with the producer's own, bounds memory in flight
 _ELEMENT_BYTES = {"F64": 8, "I64": 8, "U64": 8, "F32": 4, "I32": 4, "U32": 4, "F16": 2, "BF16": 2, "I16": 2, "U16": 2}
 
 
@@ -103,21 +105,98 @@ class Written:
     crc32c: str
 
 
-class _Hashing:
-    """sha256 (and crc32c, for GCS) of what passes through. google-crc32c only takes
-    immutable bytes, so it is fed 8 MB copies at a time (GCS destinations only)."""
+class Crc32c:
+    """crc32c (Castagnoli, as GCS keeps it) of the bytes passed to ``update``, over the
+    very buffer, with the GIL released.
 
-    def __init__(self, crc: bool) -> None:
+    Why not ``google_crc32c.Checksum`` alone: its C function takes only immutable
+    ``bytes`` (a ``memoryview`` or ``mmap`` is refused) and releases the GIL only for
+    those, so every buffer was first copied into a new ``bytes`` — a copy of every byte
+    of the export, holding the GIL. The same Google C library ships inside the wheel
+    (``google_crc32c.libs/libcrc32c*.so``); called through ctypes (which releases the
+    GIL around foreign calls) on the buffer's address, it needs no copy. Where that
+    library is not found (another build of the package), the copies are made as before."""
+
+    _extend: Any = None
+    _searched = False
+    _lock = threading.Lock()
+
+    def __init__(self) -> None:
+        self.value = 0
+        self._fallback = None if self._library() is not None else _google_checksum()
+
+    @classmethod
+    def _library(cls) -> Any:
+        with cls._lock:
+            if not cls._searched:
+                cls._searched = True
+                cls._extend = _load_crc32c_extend()
+            return cls._extend
+
+    def update(self, view: memoryview) -> None:
+        if self._fallback is not None:
+            for i in range(0, view.nbytes, _CRC_CHUNK):
+                self._fallback.update(bytes(view[i:i + _CRC_CHUNK]))
+            return
+        if not view.nbytes:
+            return
+        if view.readonly:  # bytes or a read-only map: no writable address to take, copied (small files)
+            data = bytes(view)
+            self.value = self._extend(self.value, data, len(data))
+            return
+        anchor = (ctypes.c_char * view.nbytes).from_buffer(view)
+        try:
+            self.value = self._extend(self.value, anchor, view.nbytes)
+        finally:
+            del anchor
+
+    def digest(self) -> bytes:
+        if self._fallback is not None:
+            return bytes(self._fallback.digest())
+        return self.value.to_bytes(4, "big")
+
+
+def _google_checksum() -> Any:
+    import google_crc32c
+
+    return google_crc32c.Checksum()
+
+
+def _load_crc32c_extend() -> Any:
+    """``crc32c_extend(uint32_t crc, const uint8_t *data, size_t n)`` of the C library
+    inside the google-crc32c wheel, or None (the caller falls back to the package)."""
+    import glob
+
+    try:
         import google_crc32c
 
+        if getattr(google_crc32c, "implementation", "c") != "c":
+            return None
+        package = Path(google_crc32c.__file__).parent
+        for path in sorted(glob.glob(str(package.parent / "google_crc32c.libs" / "libcrc32c*.so*"))
+                           + glob.glob(str(package / "libcrc32c*.so*"))):
+            extend = ctypes.CDLL(path).crc32c_extend
+            extend.restype = ctypes.c_uint32
+            extend.argtypes = [ctypes.c_uint32, ctypes.c_void_p, ctypes.c_size_t]
+            if extend(0, b"123456789", 9) == 0xE3069283:  # the CRC-32C check value: it is the right function
+                return extend
+    except (ImportError, OSError, AttributeError):
+        return None
+    return None
+
+
+class _Hashing:
+    """sha256 (and crc32c, where the store keeps one) of what passes through, over the
+    bytes in hand: both release the GIL, so the hashing thread runs beside the producer."""
+
+    def __init__(self, crc: bool) -> None:
         self.sha = hashlib.sha256()
-        self.crc = google_crc32c.Checksum() if crc else None
+        self.crc = Crc32c() if crc else None
 
     def update(self, view: memoryview) -> None:
         self.sha.update(view)
         if self.crc is not None:
-            for i in range(0, view.nbytes, _CRC_CHUNK):
-                self.crc.update(bytes(view[i:i + _CRC_CHUNK]))
+            self.crc.update(view)
 
     def result(self, size: int) -> Written:
         import base64
@@ -137,83 +216,56 @@ class Chunk:
         self.release = release
 
 
-Produce = Callable[[OutTensor], Iterable[Chunk]]
+Produce = Callable[[OutTensor, "ShardFile"], Iterable[Chunk]]
 
 
 def write_shard(path: Path, plan: ShardPlan, produce: Produce, crc: bool = False, *,
                 spans: Spans | None = None, fsync: bool = True, direct: bool = True) -> Written:
-    """Writes ``plan`` to ``path``; ``produce(t)`` yields each tensor's bytes, in the
+    """Writes ``plan`` to ``path``; ``produce(t, out)`` yields each tensor's bytes, in the
     planned dtype and shape, as chunks (their total is checked against the plan: a
-    mismatch is a bug upstream, refused loudly).
+    mismatch is a bug upstream, refused loudly) — either filled in place in the regions
+    ``out.reserve`` lends (the base's bytes read into them, merged rows cast into them)
+    or, for bytes already in hand, anywhere.
 
-    Three threads overlap: the calling one produces (maps, merges), one copies each
-    chunk into aligned blocks and hashes it there (``ShardFile``), one hands full blocks
-    to the disk (hashlib, numpy copies, torch ops and file writes all release the GIL).
-    A few chunks are queued at most, and the producer's buffer pool bounds the rest, so
-    memory stays flat whatever the shard size. With ``fsync`` the file is on disk when
-    this returns, so the manifest written after it never names data that a crash could
-    lose (and the benchmark's ``cp && sync`` comparison is like for like)."""
-    import queue
-    import threading
-    import time
-
+    The calling thread produces (reads, merges) straight into the file's aligned blocks;
+    a hashing thread and a disk thread follow behind (``ShardFile``), so each byte is
+    touched once by the CPU besides the hash, and memory stays flat whatever the shard
+    size. With ``fsync`` the file is on disk when this returns, so the manifest written
+    after it never names data that a crash could lose (and the benchmark's
+    ``cp && sync`` comparison is like for like); without it the file is a scratch copy
+    about to be uploaded, so it is written through the page cache and left there for
+    the upload to read (``direct`` is then not used)."""
     from tune2serve.components.export.publish.shard_file import ShardFile
     from tune2serve.components.export.timing import Spans as _Spans
 
     spans = spans or _Spans()
     hasher = _Hashing(crc)
-    pending: queue.Queue[Chunk | None] = queue.Queue(maxsize=_DEPTH)
-    failure: list[BaseException] = []
-    out = ShardFile(path, hasher.update, spans, direct=direct)
-
-    def consume() -> None:
-        while True:
-            t0 = time.perf_counter()
-            item = pending.get()
-            spans.add("write waits for chunks", time.perf_counter() - t0)
-            if item is None:
-                return
-            try:
-                if not failure:
-                    out.write(item.data)
-            except BaseException as e:  # reported to the producing thread below
-                failure.append(e)
-            finally:
-                if item.release is not None:
-                    item.release()
-
-    writer = threading.Thread(target=consume, name="shard-write", daemon=True)
-    writer.start()
+    out = ShardFile(path, hasher.update, spans, direct=direct and fsync)
     size = 0
-
-    def put(chunk: Chunk) -> None:
-        nonlocal size
-        size += chunk.data.nbytes
-        t0 = time.perf_counter()
-        pending.put(chunk)
-        spans.add("produce waits for the writer", time.perf_counter() - t0)
-
     try:
-        put(Chunk(memoryview(shard_header(plan.tensors))))
+        header = memoryview(shard_header(plan.tensors))
+        out.write(header)
+        size += header.nbytes
         for t in plan.tensors:
-            if failure:
-                break
             got = 0
-            for chunk in produce(t):
-                got += chunk.data.nbytes
-                put(chunk)
+            for chunk in produce(t, out):
+                try:
+                    out.write(chunk.data)
+                    got += chunk.data.nbytes
+                finally:
+                    if chunk.release is not None:
+                        chunk.release()
             if got != t.nbytes:
                 raise CheckpointError(f"{plan.name}: tensor {t.name} came out as {got} bytes, planned {t.nbytes} "
                                       f"({list(t.shape)} {t.dtype})")
-    finally:
-        pending.put(None)
-        writer.join()
+            size += got
+    except BaseException:
         try:
-            out.close(fsync=fsync and not failure)
-        except BaseException as e:
-            failure.append(e)
-    if failure:
-        raise failure[0]
+            out.close(fsync=False)
+        except BaseException:  # the first failure is the one to report
+            pass
+        raise
+    out.close(fsync=fsync)
     return hasher.result(size)
 
 
@@ -225,18 +277,15 @@ def write_small(path: Path, data: bytes, crc: bool = False) -> Written:
 
 
 def hash_file(path: Path, chunk: int = 16 << 20) -> Written:
-    """sha256 + crc32c of an existing file (a staged file being considered for reuse)."""
-    import base64
-
-    import google_crc32c
-
-    sha, crc, size = hashlib.sha256(), google_crc32c.Checksum(), 0
-    with open(path, "rb") as fh:
-        while block := fh.read(chunk):
-            sha.update(block)
-            crc.update(block)
-            size += len(block)
-    return Written(size, sha.hexdigest(), base64.b64encode(crc.digest()).decode())
+    """sha256 + crc32c of an existing file (a staged file being considered for reuse),
+    read into one reused buffer."""
+    hasher, size, buf = _Hashing(crc=True), 0, bytearray(chunk)
+    with open(path, "rb", buffering=0) as fh:
+        while n := fh.readinto(buf):
+            with memoryview(buf) as view, view[:n] as piece:
+                hasher.update(piece)
+            size += n
+    return hasher.result(size)
 
 
 INDEX_NAME = SAFETENSORS_INDEX

@@ -194,6 +194,23 @@ class RemoteSafetensorsFile(SafetensorsFile):
             done += n
         return out
 
+    def read_into(self, tensor: str, start: int, out: memoryview) -> None:
+        """Bytes ``start``…``start+len(out)`` of ``tensor`` copied into ``out`` from the
+        read-ahead windows, window by window (one copy, as from the page cache)."""
+        info = self.infos[tensor]
+        nbytes = out.nbytes
+        if start < 0 or start + nbytes > info.nbytes:
+            raise CheckpointError(f"{self.name}: bytes {start}..{start + nbytes} of {tensor!r} are outside the tensor")
+        pos, done = self.data_start + info.begin + start, 0
+        while done < nbytes:
+            n = min(nbytes - done, self.chunk - (pos + done) % self.chunk)  # within one window: a view, no copy
+            data, held = self._range(pos + done, n)
+            try:
+                out[done:done + n] = data
+            finally:
+                held.release()
+            done += n
+
     def mapped(self, tensor: str, start: int, nbytes: int) -> tuple[memoryview, Any]:
         import torch
 
