@@ -140,8 +140,11 @@ class _OutputTap(io.TextIOBase):
         return True
 
     def write(self, text: str) -> int:
-        self._log.write(text)
-        if self._echo is not None:
+        # A logging handler that kfp.local made during the run keeps this tap as its stream
+        # after the run's log is closed: later lines go to the echo only, never an error.
+        if not self._log.closed:
+            self._log.write(text)
+        if self._echo is not None and not self._echo.closed:
             self._echo.write(text)
         self._pending += text
         *lines, self._pending = self._pending.split("\n")
@@ -162,8 +165,9 @@ class _OutputTap(io.TextIOBase):
             self._open = None
 
     def flush(self) -> None:
-        self._log.flush()
-        if self._echo is not None:
+        if not self._log.closed:
+            self._log.flush()
+        if self._echo is not None and not self._echo.closed:
             self._echo.flush()
 
 

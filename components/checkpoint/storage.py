@@ -421,6 +421,9 @@ class LocalFolder(Folder):
         path = self._path(name)
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as e:  # FileExistsError too: a file stands where a folder must be
+            raise DestinationError(f"{path}: cannot write: {e.strerror or e}", file=name) from e
+        try:
             if if_generation_match is None:
                 tmp = path.with_name(f".{path.name}.partial")
                 tmp.write_bytes(data)

@@ -115,7 +115,7 @@ def test_destination_with_foreign_files_is_refused(tiny_llama: Path, tmp_path: P
 
 @pytest.mark.parametrize("args, message", [
     (["--checkpoint", "newest"], "expected final, best, latest or a step number"),
-    (["--max-shard-size", "5 parsecs"], "expected a size such as 5GB"),
+    (["--max-shard-size", "5 parsecs"], "is not a size such as 5GB"),
     (["--dtype", "int8"], "invalid choice"),
 ])
 def test_usage_errors_exit_2(args: list[str], message: str, tiny_llama: Path, tmp_path: Path, cli: Any) -> None:
