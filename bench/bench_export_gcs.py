@@ -1,16 +1,20 @@
 """Export benchmark at scale: gs:// → gs:// streaming, and the fan-out plan of the largest
 supported layouts.
 
-(a) ``--gcs`` (default on): a Llama-architecture base of ``--size`` (2B: 3.28 GB bf16,
-1 GB shards) with a rank-16 LoRA on every projection (``bench_export.generate``) is put
-on a fake-gcs-server; then, medians of ``--runs``, in one run each:
+(a) ``--gcs`` (default on): a Llama-architecture base of ``--size`` (2B: 3.96 GB bf16,
+3B: 3.35 GB — issue 26's fixture —, 1 GB shards) with a rank-16 LoRA on every projection
+(``bench_export.generate``) is put on a fake-gcs-server; then, medians of ``--runs``, in
+one run each (paired: the ratio is taken run by run, at the same load):
 
 * the export gs:// → gs:// in a child process (ranged reads of the base, output shards
   of ``--max-shard-size`` uploaded as they finish): wall time, peak local disk (the
   sampled size of the child's scratch folder, every 50 ms) and peak RSS (its ``VmHWM``);
 * the reference: a plain copy of the same base objects through the same client and
   server, file after file (download to a local file, upload it, delete it: gsutil's
-  way through a machine), with its own peak scratch disk.
+  way through a machine), with its own peak scratch disk;
+* for both, CPU seconds: the client's (the child process, all threads) and the
+  server's (fake-gcs-server shares the 2 cores: its CPU is most of the wall time, the
+  same for both sides), so the comparison does not depend on the machine's load.
 
 (b) ``--plan`` (default on): the headers-only plan of Qwen3-Coder-480B-A35B (bf16,
 ~960 GB, 241 shards) and Llama-3.1-70B (141 GB, 30 shards) as sparse files (a real
@@ -43,7 +47,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from bench_export import _PEAK_RSS, _load, fake_gcs, generate  # noqa: E402
+from bench_export import SIZES, _PEAK_RSS, _children_cpu, _cpu_seconds, _load, fake_gcs, generate  # noqa: E402
 from bench_validate import write_sparse  # noqa: E402  (the same sparse layouts)
 
 _CHILD = """
@@ -99,14 +103,19 @@ class DiskSampler:
         self._thread.join()
 
 
-def _child(code: str, args: list[str], scratch: Path) -> tuple[float, dict, int]:
+def _child(code: str, args: list[str], scratch: Path, server: int | None = None) -> tuple[float, dict, int]:
+    """Runs ``code``; its wall time, report (with ``cpu``: the child's CPU seconds and
+    ``server_cpu``: the server's meanwhile) and the peak size of ``scratch``."""
     scratch.mkdir(parents=True, exist_ok=True)
-    start = time.perf_counter()
+    server0 = _cpu_seconds(server) if server else 0.0
+    cpu0, start = _children_cpu(), time.perf_counter()
     with DiskSampler(scratch) as disk:
         proc = subprocess.run([sys.executable, "-c", _PEAK_RSS + code, *args], capture_output=True, text=True)
+    wall, cpu = time.perf_counter() - start, _children_cpu() - cpu0
     if proc.returncode != 0:
         raise SystemExit(proc.stderr[-2000:])
-    return time.perf_counter() - start, json.loads(proc.stdout), disk.peak
+    report = {**json.loads(proc.stdout), "cpu": cpu, "server_cpu": (_cpu_seconds(server) - server0) if server else 0.0}
+    return wall, report, disk.peak
 
 
 def bench_gcs(size: str, layers: list[int | None], runs: int, shard: str, work: Path, copy: bool = True,
@@ -121,7 +130,7 @@ def bench_gcs(size: str, layers: list[int | None], runs: int, shard: str, work: 
     work.mkdir(parents=True, exist_ok=True)
     root = work / "fake-gcs"
     meds = []
-    with fake_gcs(root):
+    with fake_gcs(root) as server:
         storage_client().create_bucket("bench")
         for n in layers:
             label = f"{size}, {n} layers" if n else size
@@ -135,21 +144,32 @@ def bench_gcs(size: str, layers: list[int | None], runs: int, shard: str, work: 
             rows = []
             for i in range(runs):
                 source, base_model = (adapter_uri, base_uri) if merge else (base_uri, "")
+                load = float(_load().split()[0])
                 wall, rep, disk = _child(_CHILD, [source, f"gs://bench/out-{i}", str(work / f"scratch-{i}"),
-                                                  base_model, shard], work / f"scratch-{i}")
+                                                  base_model, shard], work / f"scratch-{i}", server.pid)
                 cwall, crep, cdisk = (_child(_COPY_CHILD, ["bench", "base", f"copy-{i}", str(work / f"copy-scratch-{i}")],
-                                             work / f"copy-scratch-{i}") if copy else (float("nan"), {"rss": 0}, 0))
+                                             work / f"copy-scratch-{i}", server.pid) if copy
+                                      else (float("nan"), {"rss": 0, "cpu": float("nan"), "server_cpu": float("nan")}, 0))
                 rows.append({"export": wall, "copy": cwall, "ratio": wall / cwall, "disk": disk, "copy_disk": cdisk,
-                             "rss": rep["rss"], "copy_rss": crep["rss"]})
+                             "rss": rep["rss"], "copy_rss": crep["rss"], "cpu": rep["cpu"], "copy_cpu": crep["cpu"],
+                             "server_cpu": rep["server_cpu"], "copy_server_cpu": crep["server_cpu"],
+                             "cpu_ratio": (rep["cpu"] + rep["server_cpu"]) / (crep["cpu"] + crep["server_cpu"]),
+                             "load": load})
                 for prefix in (f"out-{i}", f"copy-{i}"):
                     shutil.rmtree(root / "bench" / prefix, ignore_errors=True)
-                print(f"  run {i + 1}: export {wall:.1f} s, copy {cwall:.1f} s, ratio {wall / cwall:.2f}, peak disk "
-                      f"{disk / 1e9:.2f} GB (copy {cdisk / 1e9:.2f} GB), peak RSS {rep['rss'] / 2**20:.0f} MiB", flush=True)
+                print(f"  run {i + 1}: export {wall:.1f} s, copy {cwall:.1f} s, ratio {wall / cwall:.2f}; CPU client "
+                      f"{rep['cpu']:.1f} s vs {crep['cpu']:.1f} s, server {rep['server_cpu']:.1f} s vs "
+                      f"{crep['server_cpu']:.1f} s; peak disk {disk / 1e9:.2f} GB (copy {cdisk / 1e9:.2f} GB), peak RSS "
+                      f"{rep['rss'] / 2**20:.0f} MiB; load {load:.2f}", flush=True)
             med = {k: statistics.median(r[k] for r in rows) for k in rows[0]}
             print(f"gs:// → gs:// export, median of {runs}: {med['export']:.1f} s vs plain copy {med['copy']:.1f} s "
-                  f"(ratio {med['ratio']:.2f}), {nbytes / 1e9 / med['export']:.2f} GB/s; peak local disk "
+                  f"(median of paired ratios {med['ratio']:.2f}; target <= 1.10), {nbytes / 1e9 / med['export']:.2f} GB/s; "
+                  f"CPU (client + server) {med['cpu'] + med['server_cpu']:.1f} s vs {med['copy_cpu'] + med['copy_server_cpu']:.1f}"
+                  f" s (ratio {med['cpu_ratio']:.2f}; client {med['cpu']:.1f} vs {med['copy_cpu']:.1f} s = "
+                  f"{med['cpu'] / (nbytes / 1e9):.2f} vs {med['copy_cpu'] / (nbytes / 1e9):.2f} CPU s/GB); peak local disk "
                   f"{med['disk'] / 1e9:.2f} GB ({med['disk'] / nbytes:.2f}× the model; copy {med['copy_disk'] / 1e9:.2f} GB); "
-                  f"peak RSS {med['rss'] / 2**20:.0f} MiB (copy {med['copy_rss'] / 2**20:.0f} MiB); load {_load()}", flush=True)
+                  f"peak RSS {med['rss'] / 2**20:.0f} MiB (copy {med['copy_rss'] / 2**20:.0f} MiB); load median "
+                  f"{med['load']:.2f}, now {_load()}", flush=True)
             meds.append((label, nbytes, {**med, "adapter": adapter_bytes if merge else 0}))
             for prefix in ("base", "runs"):
                 shutil.rmtree(root / "bench" / prefix, ignore_errors=True)
@@ -228,7 +248,7 @@ def bench_plan(work: Path, mbps: float, runs: int) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--size", choices=["1B", "2B"], default="2B")
+    parser.add_argument("--size", choices=[s for s in SIZES if s != "quick"], default="2B")
     parser.add_argument("--layers", type=int, nargs="+", default=None,
                         help="models of --size's widths with these layer counts, one after another (flatness)")
     parser.add_argument("--max-shard-size", default="1GB", help="the export's output shards")
