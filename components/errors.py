@@ -14,7 +14,8 @@ that catches ``ValueError`` or ``ConnectionError`` keeps working.
     │   ├── SourceNotFoundError(FileNotFoundError)
     │   └── SourceReadError
     ├── DestinationError(OSError)             an export destination cannot be written
-    │   └── ConcurrentWriteError              another writer changed the object first
+    │   ├── ConcurrentWriteError              another writer changed the object first
+    │   └── RefusalFromListing                an export refusal judged from one listing (re-listed)
     ├── CheckpointError(ValueError)           the checkpoint's content is wrong
     │   ├── ValidationFailedError             validate found at least one error finding
     │   ├── UnsafePickleError                 a .bin pickle names a non-tensor global
@@ -29,7 +30,8 @@ that catches ``ValueError`` or ``ConnectionError`` keeps working.
     ├── EndpointBusyError                     another promotion holds the endpoint's lease
     ├── OutsideChangeError                    someone else changed the split mid-promotion
     ├── StepFailedError                       a canary step's checks failed (always rolled back)
-    └── BakeHeldError                         an inconclusive bake left at its step (hold)
+    ├── BakeHeldError                         an inconclusive bake left at its step (hold)
+    └── StaleListingError                     a listing of DEST that no longer holds (list again)
 """
 
 from __future__ import annotations
@@ -76,6 +78,15 @@ class DestinationError(PromotionError, OSError):
 class ConcurrentWriteError(DestinationError):
     """A write's generation precondition failed: another writer created, replaced or
     deleted the object since it was read, so this write did not happen."""
+
+
+class RefusalFromListing(DestinationError):
+    """An export's refusal judged from one listing of DEST (files of no export, foreign
+    staging, another unfinished export's file): it stands only once a second listing agrees."""
+
+
+class StaleListingError(PromotionError):
+    """A listing of DEST that no longer holds (a state file it named is gone): list again."""
 
 
 class CheckpointError(PromotionError, ValueError):
@@ -198,6 +209,8 @@ __all__ = [
     "CheckpointError",
     "ConcurrentWriteError",
     "DestinationError",
+    "RefusalFromListing",
+    "StaleListingError",
     "EndpointBusyError",
     "EventRefused",
     "JsonLimitError",

@@ -74,7 +74,8 @@ from tune2serve.components.checkpoint import bounded_json
 from tune2serve.components.checkpoint.manifest import MANIFEST_NAME, Manifest, ManifestEntry, parse_manifest
 from tune2serve.components.checkpoint.storage import Folder, ObjectInfo
 from tune2serve.components.errors import (
-    CheckpointError, ConcurrentWriteError, DestinationError, PromotionError, SourceNotFoundError, UsageError,
+    CheckpointError, ConcurrentWriteError, DestinationError, PromotionError, RefusalFromListing, SourceNotFoundError,
+    StaleListingError, UsageError,
 )
 from tune2serve.components.export.publish.writer import Written
 from tune2serve.components.logs import get_logger, log_event
@@ -762,13 +763,8 @@ class Publisher:
         self.staging.prune()
 
 
-class _FromListing(DestinationError):
-    """A refusal judged from a listing of DEST (files of no export, foreign staging, a
-    file of another unfinished export): confirmed by a second listing before it stands."""
-
-
-class _StaleListing(Exception):
-    """A listing of DEST that no longer holds: a state file it named is gone."""
+_FromListing = RefusalFromListing  # confirmed by a second listing before it stands
+_StaleListing = StaleListingError
 
 
 def _is_state_name(name: str) -> bool:
