@@ -205,17 +205,30 @@ class TensorStream:
             self._scratch = torch.empty(max(per_chunk * cols, BLOCK_ELEMENTS), dtype=torch.float32)
         merger = RowMerger(self.adapter, t.name)
         dtype = torch_dtype(t.dtype)
-        for row, n, in_place in row_blocks(out.appended, rows, row_bytes, per_chunk, _ELEMENT_BYTES.get(t.dtype, 1),
-                                           shard_file.BLOCK):
-            _, raw, release = self._map(t.name, row * row_bytes, n * row_bytes)
-            target = out.reserve(n * row_bytes)[:n * row_bytes] if in_place else memoryview(bytearray(n * row_bytes))
-            merged_rows = torch.frombuffer(target, dtype=dtype).view(n, cols)
-            t0, cpu = time.perf_counter(), time.thread_time()
-            merger.apply(raw.view(dtype).view(n, cols), merged_rows, row, self._scratch, self.spans)
-            self.spans.add("merge (all)", time.perf_counter() - t0, time.thread_time() - cpu)
-            del merged_rows, raw
-            release()
-            yield Chunk(target)
+        per_map = max(1, CHUNK_BYTES // row_bytes)  # rows mapped at once: unmapping is a TLB flush on every core
+        mapped, first, release = None, 0, None
+        try:
+            for row, n, in_place in row_blocks(out.appended, rows, row_bytes, per_chunk, _ELEMENT_BYTES.get(t.dtype, 1),
+                                               shard_file.BLOCK):
+                if mapped is None or row + n > first + mapped.shape[0]:
+                    if release is not None:
+                        mapped = None
+                        release()
+                    first, count = row, min(rows - row, max(per_map, n))
+                    _, raw, release = self._map(t.name, row * row_bytes, count * row_bytes)
+                    mapped = raw.view(dtype).view(count, cols)
+                    del raw
+                target = out.reserve(n * row_bytes)[:n * row_bytes] if in_place else memoryview(bytearray(n * row_bytes))
+                merged_rows = torch.frombuffer(target, dtype=dtype).view(n, cols)
+                t0, cpu = time.perf_counter(), time.thread_time()
+                merger.apply(mapped[row - first:row - first + n], merged_rows, row, self._scratch, self.spans)
+                self.spans.add("merge (all)", time.perf_counter() - t0, time.thread_time() - cpu)
+                del merged_rows
+                yield Chunk(target)
+        finally:
+            mapped = None
+            if release is not None:
+                release()
 
     def _experts(self, t: OutTensor) -> Iterator[Chunk]:
         """An expert tensor of a parameter-level LoRA (``moe.py``): its update comes slab
