@@ -20,9 +20,10 @@ torch kernels all release the GIL). ``BLOCKS`` blocks bound the memory in flight
 The unaligned tail is written through the cache, and ``fsync`` makes everything durable.
 Where ``O_DIRECT`` is refused (tmpfs, some network filesystems, at open or at the first
 write) the blocks are written through the cache, and ``posix_fadvise(DONTNEED)`` starts
-writeback as it goes so that the final ``fsync`` has little left to wait for. A file
-opened with ``direct=False`` (a scratch shard about to be uploaded: read again at once)
-is written through the cache and left there, so the upload reads memory, not the disk.
+writeback as it goes so that the final ``fsync`` has little left to wait for. A scratch
+shard about to be uploaded (gs:// DEST) is written ``O_DIRECT`` too: written through the
+cache and left there for the upload to read, it cost more client CPU than this and the
+upload's read from disk (measured: 8.3-8.4 vs 6.9-8.0 CPU s for a 0.44 GB gs:// export).
 """
 
 from __future__ import annotations
@@ -64,7 +65,6 @@ class ShardFile:
         self.spans = spans
         self.fd = -1
         self.direct = False
-        self._writeback = direct  # through the cache only as a fallback: start writeback, drop the pages
         if direct and hasattr(os, "O_DIRECT"):
             try:
                 self.fd = os.open(path, flags | os.O_DIRECT, 0o644)
@@ -254,6 +254,6 @@ class ShardFile:
         while view.nbytes:
             n = os.write(self.fd, view)
             view, self.offset = view[n:], self.offset + n
-        if self._writeback and hasattr(os, "posix_fadvise") and self.offset > start:
+        if hasattr(os, "posix_fadvise") and self.offset > start:
             # Linux: DONTNEED starts writeback of these dirty pages now, without waiting.
             os.posix_fadvise(self.fd, start, self.offset - start, os.POSIX_FADV_DONTNEED)

@@ -232,15 +232,13 @@ def write_shard(path: Path, plan: ShardPlan, produce: Produce, crc: bool = False
     touched once by the CPU besides the hash, and memory stays flat whatever the shard
     size. With ``fsync`` the file is on disk when this returns, so the manifest written
     after it never names data that a crash could lose (and the benchmark's
-    ``cp && sync`` comparison is like for like); without it the file is a scratch copy
-    about to be uploaded, so it is written through the page cache and left there for
-    the upload to read (``direct`` is then not used)."""
+    ``cp && sync`` comparison is like for like)."""
     from tune2serve.components.export.publish.shard_file import ShardFile
     from tune2serve.components.export.timing import Spans as _Spans
 
     spans = spans or _Spans()
     hasher = _Hashing(crc)
-    out = ShardFile(path, hasher.update, spans, direct=direct and fsync)
+    out = ShardFile(path, hasher.update, spans, direct=direct)
     size = 0
     try:
         header = memoryview(shard_header(plan.tensors))
