@@ -8,7 +8,8 @@ onerror=…>``, ``[x](javascript:…)``, ``![x](http://tracker/…)``, an unclos
 or a bare ``https://…`` would be live in an operator's browser. So every such value goes
 through ``text`` (inline: paragraphs, list items, headings, table cells) or ``fenced``
 (a literal block: JSON requests, answers), and the reports' own markup is the only
-markup. The HTML reports escape with ``html.escape``.
+markup. The HTML reports (``report_html``) take every such value through ``html_text``:
+the same redaction, then ``html.escape`` (quotes included, so it is safe in an attribute).
 
 ``text`` works for CommonMark, GFM and Python-Markdown alike:
 - ``<``, ``>``, ``&`` become entities: no raw HTML, HTML comment or ``<autolink>``
@@ -25,6 +26,7 @@ they still have the shape the redaction knows.
 
 from __future__ import annotations
 
+import html
 import re
 
 from tune2serve.components.logs import redact
@@ -62,4 +64,17 @@ def fenced(content: str, info: str = "") -> str:
     return f"{fence}{info}\n{body}\n{fence}"
 
 
-__all__ = ["fenced", "text"]
+# C0/C1 controls but tab and line feed: an HTML parser drops NUL and keeps the others as
+# invisible noise, so a value shows the same in a <pre> block and in a cell.
+_HTML_CONTROLS = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+
+
+def html_text(value: object) -> str:
+    """``value`` as HTML text (element content or a quoted attribute value), secrets
+    redacted first; line breaks kept as ``\\n`` (a ``<pre>`` shows them, a cell folds
+    them), other control characters become spaces."""
+    s = redact(str(value)).replace("\r\n", "\n").replace("\r", "\n")
+    return html.escape(_HTML_CONTROLS.sub(" ", s), quote=True)
+
+
+__all__ = ["fenced", "html_text", "text"]

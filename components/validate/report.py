@@ -1,15 +1,15 @@
 """The report in three forms: plain text for a terminal, Markdown for the KFP Markdown
-artifact, and a self-contained HTML page (inline CSS, no external assets, every value
-escaped) for the Vertex AI Pipelines UI. Stable element ids (``verdict``, ``summary``,
+artifact, and a self-contained HTML page in the reports' one look (``report_html``: every
+value escaped) for the Vertex AI Pipelines UI. Stable element ids (``verdict``, ``summary``,
 ``findings``, ``findings-error``/``-warning``/``-info``) let browser tests find them."""
 
 from __future__ import annotations
 
-import html
 from pathlib import Path
 from typing import Any
 
 from tune2serve.components import markdown as md
+from tune2serve.components.report_html import Badge, Card, Code, Para, Row, Section, Table, Tone, Verdict, page
 from tune2serve.components.validate.findings import Finding, Report
 from tune2serve.components.validate.memory import human_bytes
 
@@ -81,73 +81,33 @@ def render_markdown(report: Report) -> str:
     return "\n".join(out) + "\n"
 
 
-_CSS = """
-body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:0;background:#f6f7f9;color:#1f2328}
-main{max-width:1100px;margin:0 auto;padding:24px}
-#verdict{padding:20px 24px;border-radius:10px;color:#fff;font-size:1.5em;font-weight:600}
-#verdict.pass{background:#1a7f37}#verdict.fail{background:#cf222e}
-#verdict small{display:block;font-size:.55em;font-weight:400;opacity:.9;margin-top:4px;word-break:break-all}
-h2{margin-top:28px;font-size:1.15em}
-#summary{display:grid;grid-template-columns:repeat(auto-fill,minmax(240px,1fr));gap:12px;margin-top:16px}
-.figure{background:#fff;border:1px solid #d0d7de;border-radius:8px;padding:12px 14px}
-.figure .label{font-size:.8em;color:#57606a;text-transform:uppercase;letter-spacing:.04em}
-.figure .value{font-size:1.05em;margin-top:4px;word-break:break-word}
-table{width:100%;border-collapse:collapse;background:#fff;border:1px solid #d0d7de;border-radius:8px;overflow:hidden}
-th,td{text-align:left;padding:8px 10px;border-bottom:1px solid #eaeef2;vertical-align:top;font-size:.92em}
-th{background:#f0f2f4}
-code{font-family:ui-monospace,SFMono-Regular,Menlo,monospace;font-size:.9em}
-.sev{font-weight:600;border-radius:12px;padding:2px 8px;font-size:.8em;white-space:nowrap}
-.sev.error{background:#ffebe9;color:#cf222e}.sev.warning{background:#fff8c5;color:#9a6700}
-.sev.info{background:#ddf4ff;color:#0969da}
-.none{color:#57606a}
-"""
-
-
 def render_html(report: Report) -> str:
-    e = html.escape
-    status = "pass" if report.ok else "fail"
-    figures = "".join(
-        f'<div class="figure"><div class="label">{e(label)}</div><div class="value">{e(value)}</div></div>'
-        for label, value in summary_rows(report)
-    )
-    sections = []
-    for severity in SEVERITIES:
-        items = [f for f in report.findings if f.severity == severity]
-        if items:
-            sections.append(f'<section id="findings-{severity}"><h3>{e(severity.capitalize())}s ({len(items)})</h3>'
-                            f"{_html_table(items)}</section>")
-    body = "".join(sections) or '<p class="none">No findings.</p>'
-    return (
-        "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
-        f"<meta name=\"viewport\" content=\"width=device-width,initial-scale=1\"><title>{e(verdict(report))} — "
-        f"{e(report.source)}</title><style>{_CSS}</style></head><body><main>"
-        f'<div id="verdict" class="{status}" data-ok="{str(report.ok).lower()}">{e(verdict(report))}'
-        f"<small>{e(report.source)}</small></div>"
-        f'<h2>Summary</h2><div id="summary">{figures}</div>'
-        f'<h2>Findings</h2><div id="findings">{body}</div>'
-        "</main></body></html>\n"
-    )
+    """The page in the reports' one look (``report_html``): the verdict banner (``#verdict``,
+    ``data-ok``), the figures as cards (``#summary``), the findings by severity
+    (``#findings-error``/``-warning``/``-info``, each row's ``data-code``)."""
+    sections = [Section(f"{severity.capitalize()}s ({len(items)})", [_findings_table(items)],
+                        id=f"findings-{severity}")
+                for severity in SEVERITIES if (items := [f for f in report.findings if f.severity == severity])]
+    findings = Section("Findings", sections or [Para("No findings.")], id="findings")
+    banner = Verdict(verdict(report), "pass" if report.ok else "fail", detail=report.source,
+                     data={"ok": str(report.ok).lower()})
+    return page(f"{verdict(report)} — {report.source}", banner,
+                [Card(label, value) for label, value in summary_rows(report)], [findings], kind="validate")
 
 
-_NO_FILE = '<span class="none">—</span>'
+_TONE: dict[str, Tone] = {"error": "fail", "warning": "warn", "info": "info"}
 
 
-def _html_table(items: list[Finding]) -> str:
-    e = html.escape
-    rows = "".join(
-        f'<tr class="finding {e(f.severity)}" data-code="{e(f.code)}"><td><span class="sev {e(f.severity)}">'
-        f"{e(f.severity)}</span></td><td><code>{e(f.code)}</code></td>"
-        f"<td>{'<code>' + e(f.file) + '</code>' if f.file else _NO_FILE}</td>"
-        f"<td>{e(f.message)}</td></tr>"
-        for f in items
-    )
-    return f"<table><thead><tr><th>severity</th><th>code</th><th>file</th><th>message</th></tr></thead><tbody>{rows}</tbody></table>"
+def _findings_table(items: list[Finding]) -> Table:
+    return Table(("severity", "code", "file", "message"), [
+        Row((Badge(f.severity, _TONE[f.severity]), Code(f.code), Code(f.file) if f.file else None, f.message),
+            data={"code": f.code, "severity": f.severity}) for f in items])
 
 
 def write_reports(report: Report, directory: Path, stem: str = "report") -> tuple[Path, Path]:
     """Writes ``<stem>.md`` and ``<stem>.html`` into ``directory``; returns their paths."""
     directory.mkdir(parents=True, exist_ok=True)
-    md, page = directory / f"{stem}.md", directory / f"{stem}.html"
+    md, html_page = directory / f"{stem}.md", directory / f"{stem}.html"
     md.write_text(render_markdown(report), encoding="utf-8")
-    page.write_text(render_html(report), encoding="utf-8")
-    return md, page
+    html_page.write_text(render_html(report), encoding="utf-8")
+    return md, html_page

@@ -25,7 +25,8 @@ def test_html_is_escaped_self_contained_and_has_ids() -> None:
     for element_id in ("verdict", "summary", "findings", "findings-error", "findings-warning", "findings-info"):
         assert f'id="{element_id}"' in page
     assert not re.search(r"""(src|href)=["']?(https?:)?//""", page)  # no external assets
-    assert '<div id="verdict" class="fail" data-ok="false">' in page
+    assert '<header id="verdict" class="banner fail" data-ok="false">' in page
+    assert '<tr data-code="remote-code" data-severity="error">' in page
     # errors come before warnings before infos
     assert page.index('id="findings-error"') < page.index('id="findings-warning"') < page.index('id="findings-info"')
 
