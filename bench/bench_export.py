@@ -134,7 +134,12 @@ t2 = time.perf_counter()
 json.dump({"torch_import_s": t1 - t0, "export_s": t2 - t1, "export_cpu_s": cpu() - c1, "spans": spans.to_json(),
            "rss": peak_rss(), "torch_loaded": "torch" in sys.modules, "ended_at": time.time()}, sys.stdout)
 sys.stdout.write("\\n")
-sys.stdout.flush()
+try:  # end as the tune2serve command ends (no interpreter teardown), where that exists
+    from tune2serve.cli.main import exit_process
+except ImportError:
+    sys.stdout.flush()
+else:
+    exit_process(0)
 """
 # VmHWM, not ru_maxrss: a child's ru_maxrss keeps the high-water mark of the parent it
 # was forked from (this benchmark, holding the generated model), across exec.
@@ -311,7 +316,7 @@ def bench_size(size: str, args: argparse.Namespace, scratch: Path, with_upload: 
     print(f"\n== {size}: {nbytes} bytes ({gb:.2f} GB) of bf16 base weights in {len(list(base.glob('*.safetensors')))} "
           f"shards (ready in {time.perf_counter() - t0:.0f}s); load {_load()}", flush=True)
     pythons = {"this": sys.executable, **({args.compare_label: args.compare_python} if args.compare_python else {})}
-    modes = {"merge": (adapter, True), **({"copy": (base, False)} if args.copy_only else {})}
+    modes = {"merge": (adapter, False), **({"copy": (base, False)} if args.copy_only else {})}
     exports: dict[tuple[str, str, str], list[dict]] = {}
     cps: dict[str, list[dict]] = {c: [] for c in args.cache}
     refb: list[tuple[float, int]] = []

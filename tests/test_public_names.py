@@ -51,7 +51,7 @@ USED: dict[str, set[str]] = {
     "tune2serve.components.deploy.deploy": {"deploy_export"},
     "tune2serve.components.deploy.request": {"DeploySpec", "check_replicas", "reservation_from_flags"},
     "tune2serve.components.smoke_test.smoke": {"raise_if_failed", "run_smoke_test"},
-    "tune2serve.components.smoke_test.report": {"render_markdown"},
+    "tune2serve.components.smoke_test.report": {"render_markdown", "write_reports"},
     "tune2serve.components.verify_traffic.verify": {"verify_traffic"},
     "tune2serve.components.verify_traffic.bake": {"BakePolicy"},
     "tune2serve.components.verify_traffic.report": {"write_reports"},
@@ -89,9 +89,10 @@ USED: dict[str, set[str]] = {
     "tune2serve.pipelines.submit": {"parse_assignments", "parse_labels", "prepare", "submit"},
     "tune2serve.pipelines.schedule": {"create_schedule", "parse_cron"},
     # the CLI
-    "tune2serve.cli.main": {"EXIT_CODES", "VERBS", "build_parser", "exit_code_for", "main"},
+    "tune2serve.cli.main": {"EXIT_CODES", "VERBS", "build_parser", "entry", "exit_code_for", "exit_process", "main"},
     # the local stack, as the CLI, the main job and the benchmarks drive it
     "tune2serve.localstack.stack": {"LocalStack", "StackError", "resolve_home"},
+    "tune2serve.localstack.hints": {"local_command", "running_home"},
     "tune2serve.localstack.faults": {"Fault", "KIND_HELP", "KINDS", "inject_fault"},
     "tune2serve.localstack.admin": {"tick_schedules"},
     "tune2serve.localstack.gcs": {"command", "wait_ready"},
@@ -120,7 +121,7 @@ def test_names_other_packages_import_exist(module: str) -> None:
 
 def test_the_console_script_resolves() -> None:
     scripts = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["scripts"]
-    assert scripts == {"tune2serve": "tune2serve.cli.main:main"}
+    assert scripts == {"tune2serve": "tune2serve.cli.main:entry"}
     module, _, attr = scripts["tune2serve"].partition(":")
     assert callable(getattr(importlib.import_module(module), attr))
 

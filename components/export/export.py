@@ -37,7 +37,7 @@ from tune2serve.components.export.plan import passthrough
 from tune2serve.components.export.merge.merge import ADAPTER_CONFIG, AdapterPlan, LoraOptions, plan_adapter, read_adapter
 from tune2serve.components.export.plan.plan import DTYPES, OutputPlan, output_dtype, plan_output
 from tune2serve.components.export.source.sources import describe_source, fingerprints, open_source, open_weights
-from tune2serve.components.export.merge.stream import TensorStream
+from tune2serve.components.export.merge.stream import TensorStream, import_torch_in_background
 from tune2serve.components.export.timing import Spans
 from tune2serve.components.export.publish.upload import Publisher, fanout_holder
 from tune2serve.components.export.publish.writer import INDEX_NAME, index_json, parse_size, plan_shards, write_shard, write_small
@@ -236,6 +236,7 @@ def export_checkpoint(source: str, dest: str, *, base_model: str | None = None, 
     options: LoraOptions | None = None
     base: _Checkpoint | None = None
     if sel.is_adapter:
+        import_torch_in_background()  # the merge needs it: imported meanwhile, not when the first merge waits
         options = LoraOptions.from_config(bounded_json.read_object(tuned.folder, ADAPTER_CONFIG), tuned.folder.join(ADAPTER_CONFIG))
         base = _open_base(base_model, options, tuned.folder.uri)
         log_event(logger, "export.base", f"merging the adapter into {base.folder.uri}", base_model=base.folder.uri)

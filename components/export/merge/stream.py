@@ -26,6 +26,7 @@ for the ranged reads of a remote base (``source/remote.py``).
 
 from __future__ import annotations
 
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -95,6 +96,30 @@ class BufferPool:
         self._slots.release()
 
 
+
+def import_torch_in_background() -> None:
+    """Starts ``import torch`` on a thread of its own, for an export that will merge.
+
+    The import costs ~2-3 s of one core here (bench/bench_export.py), as much as writing
+    a GB; done when the first merged tensor needs it, the export stands still meanwhile.
+    Started as soon as the source is known to be an adapter, it runs while the export
+    lists and plans, claims DEST and copies the tensors before the first merged one —
+    work that waits on the disk and releases the GIL. The merge's own ``import torch``
+    then just waits for the module (Python's import lock makes a second importer wait
+    for the first, it never imports twice). A failed import here is left for that
+    ``import`` to raise where it is handled; the thread is a daemon, so an export that
+    fails before it merges does not wait for it."""
+
+    def run() -> None:
+        try:
+            import torch  # noqa: F401
+        except Exception:  # the merge's own import raises it, in the export's context
+            pass
+
+    if "torch" not in sys.modules:
+        threading.Thread(target=run, name="import-torch", daemon=True).start()
+
+
 class TensorStream:
     """``stream(t)`` yields the chunks of output tensor ``t`` (see the module docstring);
     ``kinds`` counts the bytes that went each way, for the benchmark."""
@@ -148,7 +173,13 @@ class TensorStream:
         on one thread: the merge's GEMMs are rank-r and block-sized, one thread does them
         at full speed, while more only spin against the hash and disk threads for the
         same cores (measured: 2 OpenMP threads on a busy 2-core machine made the merge
-        3-12x slower)."""
+        3-12x slower). A merge started ``import_torch_in_background`` early; the wait for
+        what is left of that import is timed."""
+        if self._threads is None:
+            t0 = time.perf_counter()
+            import torch
+
+            self.spans.add("torch import (what the merge waited for)", time.perf_counter() - t0, 0.0)
         import torch
 
         if self._threads is None:
