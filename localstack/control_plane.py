@@ -129,13 +129,15 @@ class ControlPlane(EndpointOps):
                      "versionAliases": ["default"], "labels": labels, "createTime": created, "updateTime": created,
                      "etag": new_id(),
                      "deployedModels": [{"endpoint": e_name, "deployedModelId": dm_id}]}
-            endpoint = {"name": e_name, "displayName": endpoint_display, "labels": labels,
-                        "deployedModels": [res.deployed_model(dm_id, m_name, model_display, resources, created)],
-                        "trafficSplit": {dm_id: 100}, "createTime": created, "updateTime": created,
-                        "dedicatedEndpointEnabled": True, "dedicatedEndpointDns": self.dataplane_dns,
-                        "etag": new_id()}
+            endpoint: dict[str, Any] = {"name": e_name, "displayName": endpoint_display, "labels": labels,
+                                        "trafficSplit": {dm_id: 100}, "createTime": created, "updateTime": created,
+                                        "etag": new_id()}
             if ep_cfg.get("privateServiceConnectConfig"):
                 endpoint["privateServiceConnectConfig"] = ep_cfg["privateServiceConnectConfig"]
+            # Public dedicated (dedicatedEndpointDns) or PSC (a service attachment per deployed model).
+            endpoint = res.endpoint_access(endpoint, self.dataplane_dns, dedicated=True)
+            endpoint["deployedModels"] = [res.with_private_endpoint(
+                res.deployed_model(dm_id, m_name, model_display, resources, created), endpoint)]
             with self.store.lock:
                 self.store.state.models[model_id] = model
                 self.store.state.endpoints[endpoint_id] = endpoint

@@ -160,7 +160,9 @@ class DataPlane:
                                               headers={"Content-Type": "application/json"})
             return Response(upstream.content, upstream.status_code, headers=headers,
                             media_type=upstream.headers.get("content-type"))
-        body = _json_object(raw)
+        # :predict is transcoded to a PredictRequest by Google's front end, which reads JSON
+        # leniently (lenient_json); the other routes hand the body to the model server as is.
+        body = _json_object(raw, lenient=rest == ":predict")
         if rest in (":predict", ":rawPredict"):
             from tune2serve.localstack import protos
 
@@ -233,10 +235,13 @@ class DataPlane:
                                  media_type="text/event-stream")
 
 
-def _json_object(raw: bytes) -> dict[str, Any]:
+def _json_object(raw: bytes, lenient: bool = False) -> dict[str, Any]:
+    from tune2serve.localstack import lenient_json
+
     try:
-        body = json.loads(raw or b"{}")
-    except ValueError as e:
+        text = raw.decode("utf-8").strip(" \t\n\v\f\r") or "{}"
+        body = json.loads(lenient_json.canonical(text) if lenient else text)
+    except ValueError as e:  # UnicodeDecodeError and LenientJsonError are ValueErrors
         raise invalid(f"Invalid JSON payload received. {e}") from e
     if not isinstance(body, dict):
         raise invalid("Invalid JSON payload received. The body must be a JSON object.")

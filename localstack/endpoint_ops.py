@@ -102,9 +102,9 @@ class EndpointOps:
         created = now_rfc3339()
         endpoint = {k: v for k, v in body.items() if k in ("displayName", "description", "labels",
                                                           "privateServiceConnectConfig")}
-        endpoint.update(name=f"{parent}/endpoints/{eid}", createTime=created, updateTime=created, etag=new_id(),
-                        dedicatedEndpointEnabled=bool(body.get("dedicatedEndpointEnabled", True)),
-                        dedicatedEndpointDns=self.dataplane_dns)
+        endpoint.update(name=f"{parent}/endpoints/{eid}", createTime=created, updateTime=created, etag=new_id())
+        endpoint = res.endpoint_access(endpoint, self.dataplane_dns,
+                                       dedicated=bool(body.get("dedicatedEndpointEnabled", True)))
 
         def work() -> Outcome:
             with self.store.lock:
@@ -194,7 +194,8 @@ class EndpointOps:
                     cur = self._endpoint(endpoint_id, name)
                     ids = {dm["id"] for dm in cur.get("deployedModels", [])}
                     cur["trafficSplit"] = res.split_for_deploy(cur.get("trafficSplit", {}), requested, dm_id, ids)
-                    dm = res.deployed_model(dm_id, model["name"], display, resources, now_rfc3339())
+                    dm = res.with_private_endpoint(
+                        res.deployed_model(dm_id, model["name"], display, resources, now_rfc3339()), cur)
                     cur.setdefault("deployedModels", []).append(dm)
                     cur["updateTime"], cur["etag"] = now_rfc3339(), new_id()
                     m = self.store.state.models[model_id]

@@ -30,6 +30,7 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +38,7 @@ from tune2serve.localstack import protos
 from tune2serve.localstack.api_errors import ApiError, invalid, not_found, precondition
 from tune2serve.localstack.schedules import SchedulesMixin, query_value
 from tune2serve.localstack.state import new_id, now_rfc3339, write_json_atomic
+from tune2serve.localstack.task_details import TASKS, final_tasks, task_details
 
 _ROUTE = re.compile(r"^/(v1|v1beta1)/projects/([^/]+)/locations/([^/]+)/(pipelineJobs|schedules)"
                     r"(?:/([^/:]+))?(?::([A-Za-z]+))?$")
@@ -66,7 +68,7 @@ def _matches(resource: dict[str, Any], text: str | None) -> bool:
 
 def check_pipeline_job(job: dict[str, Any]) -> None:
     """What Vertex checks before it accepts a run: a spec, a gs:// root, and parameters
-    that the spec declares, required ones present."""
+    that the spec declares, required ones present, each value of its declared type."""
     spec = job.get("pipelineSpec") or {}
     if not spec.get("root"):
         raise invalid("PipelineJob.pipeline_spec is required and must hold a root component.")
@@ -83,6 +85,38 @@ def check_pipeline_job(job: dict[str, Any]) -> None:
                      if n not in given and "defaultValue" not in d and not d.get("isOptional"))
     if missing:
         raise invalid(f"The pipeline parameter(s) {missing} are required but have no value.")
+    for name in sorted(given):
+        problem = parameter_type_problem(declared[name].get("parameterType", ""), given[name])
+        if problem:
+            raise invalid(f"The value of pipeline parameter '{name}' does not match its type in the pipeline "
+                          f"spec: {problem}.")
+
+
+# parameterType → (what a value of it is, the JSON kinds that are one)
+_PARAMETER_KINDS: dict[str, tuple[str, tuple[type, ...]]] = {
+    "NUMBER_INTEGER": ("an integer", (int, float)),
+    "NUMBER_DOUBLE": ("a number", (int, float)),
+    "STRING": ("a string", (str,)),
+    "BOOLEAN": ("a boolean", (bool,)),
+    "LIST": ("a list", (list,)),
+    "STRUCT": ("an object", (dict,)),
+}
+
+
+def parameter_type_problem(parameter_type: str, value: Any) -> str | None:
+    """Why ``value`` (a protobuf Value as JSON: numbers are doubles) is not of the
+    spec's ``parameter_type``, or None. Checked at create, as Vertex checks it: a string
+    for an integer parameter is refused then, not deep inside a step later."""
+    expected = _PARAMETER_KINDS.get(parameter_type)
+    if expected is None or value is None:
+        return None
+    what, kinds = expected
+    is_bool = isinstance(value, bool)
+    if (is_bool and bool not in kinds) or not isinstance(value, kinds):
+        return f"{parameter_type} needs {what}, got {json.dumps(value)[:80]}"
+    if parameter_type == "NUMBER_INTEGER" and not float(value).is_integer():
+        return f"NUMBER_INTEGER needs {what}, got {json.dumps(value)[:80]}"
+    return None
 
 
 class PipelineJobsService(SchedulesMixin):
@@ -165,9 +199,9 @@ class PipelineJobsService(SchedulesMixin):
                 job = protos.to_dict(protos.parse(version, "PipelineJob", body))
                 return "PipelineJob", self.create_job(parent, job, query_value(query, "pipelineJobId"))
             case ("GET", True, None):
-                return "ListPipelineJobsResponse", self._listed(self.jobs, parent, query)
+                return "ListPipelineJobsResponse", [self.with_details(j) for j in self._listed(self.jobs, parent, query)]
             case ("GET", False, None):
-                return "PipelineJob", self.get_job(name)
+                return "PipelineJob", self.with_details(self.get_job(name))
             case ("DELETE", False, None):
                 if self.get_job(name)["state"] not in TERMINAL:
                     raise precondition(f"{name} is still running; cancel it first.")
@@ -219,6 +253,11 @@ class PipelineJobsService(SchedulesMixin):
             if name not in self.jobs:
                 raise not_found(name)
             return copy.deepcopy(self.jobs[name])
+
+    def with_details(self, job: dict[str, Any]) -> dict[str, Any]:
+        """The job as the API shows it: with ``jobDetail.taskDetails`` (localstack/task_details.py)."""
+        details = task_details(job, self.state_dir / "pipeline_runs" / job["name"].rsplit("/", 1)[-1])
+        return {**job, "jobDetail": {"taskDetails": details}} if details else job
 
     def cancel_job(self, name: str) -> None:
         with self.lock:
@@ -332,6 +371,7 @@ def run_pipeline_job(run_dir: Path) -> int:
     job = json.loads((run_dir / "job.json").read_text())
     run = run_pipeline(job["pipelineSpec"], job.get("runtimeConfig", {}).get("parameterValues", {}),
                        pipeline_root=run_dir / "outputs", echo=sys.stdout)
+    write_json_atomic(run_dir / TASKS, final_tasks(run.steps, time.monotonic(), time.time()))
     failed = run.failed_step
     write_json_atomic(run_dir / RESULT, {"succeeded": run.succeeded, "failed_tasks": run.failed_tasks,
                                          "message": failed.message if failed else None})

@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from tune2serve.localstack.api_errors import invalid, precondition
+from tune2serve.localstack.api_errors import ApiError, invalid, precondition
 
 
 def location_name(project: str, region: str) -> str:
@@ -122,6 +122,48 @@ def deployed_model(dm_id: str, model: str, display_name: str, dedicated_resource
         "createTime": created,
         "dedicatedResources": dedicated_resources,
     }
+
+
+def is_psc(endpoint: dict[str, Any]) -> bool:
+    """A Private Service Connect endpoint (``privateServiceConnectConfig`` enabled)."""
+    return bool((endpoint.get("privateServiceConnectConfig") or {}).get("enablePrivateServiceConnect"))
+
+
+def endpoint_access(endpoint: dict[str, Any], dataplane_dns: str, dedicated: bool) -> dict[str, Any]:
+    """``endpoint`` with the fields a user reaches it by, as the docs' GET shows them: a
+    dedicated public endpoint has ``dedicatedEndpointEnabled`` and its
+    ``dedicatedEndpointDns``; a PSC endpoint has neither (each of its deployed models has
+    ``privateEndpoints.serviceAttachment`` instead, ``with_private_endpoint``); a shared
+    public one has neither either (it is reached at the regional API host)."""
+    out = {k: v for k, v in endpoint.items() if k not in ("dedicatedEndpointEnabled", "dedicatedEndpointDns")}
+    if dedicated and not is_psc(endpoint):
+        out.update(dedicatedEndpointEnabled=True, dedicatedEndpointDns=dataplane_dns)
+    return out
+
+
+def with_private_endpoint(dm: dict[str, Any], endpoint: dict[str, Any]) -> dict[str, Any]:
+    """A deployed model of a PSC endpoint carries the service attachment a consumer's
+    forwarding rule targets (``projects/TENANT/regions/R/serviceAttachments/NAME``)."""
+    if not is_psc(endpoint):
+        return dm
+    _, project, _, region = endpoint["name"].split("/")[:4]
+    attachment = f"projects/{project}-tp/regions/{region}/serviceAttachments/local-{dm['id']}"
+    return {**dm, "privateEndpoints": {"serviceAttachment": attachment}}
+
+
+def shared_host_refusal(endpoint: dict[str, Any]) -> ApiError | None:
+    """Vertex's answer to a prediction sent to the regional API host (the shared domain)
+    for an endpoint that is only reached elsewhere: a dedicated endpoint at its DNS name,
+    a PSC endpoint at its PSC IP. None for a shared public endpoint."""
+    if endpoint.get("dedicatedEndpointEnabled"):
+        return precondition("This endpoint is a dedicated endpoint via CloudESF and cannot be accessed through "
+                            "the Vertex AI API. Please access the endpoint using its dedicated dns name "
+                            f"'{endpoint.get('dedicatedEndpointDns', '')}'")
+    if is_psc(endpoint):
+        return precondition("This endpoint is a private endpoint (Private Service Connect) and cannot be accessed "
+                            "through the Vertex AI API. Please access the endpoint through a Private Service Connect "
+                            "endpoint (forwarding rule) targeting its deployed models' serviceAttachment.")
+    return None
 
 
 def dedicated_resources(requested: dict[str, Any]) -> dict[str, Any]:

@@ -20,7 +20,11 @@ Admin routes (not Vertex): GET /_local/health, GET /_local/status, POST /_local/
 POST /_local/repair, POST /_local/schedules:tick (fire the due schedules now; with
 ``{"force": true}`` every ACTIVE one; answers ``{"started": [pipeline job names]}``),
 POST /_local/tuningJobs (record a tuning job that GET .../tuningJobs/ID then answers:
-localstack/tuning_jobs.py).
+localstack/tuning_jobs.py), POST /_local/oauth2/token (the token URI of the credentials
+`tune2serve local run` sets up).
+Resource Manager (not Vertex, same process): GET /v3/projects/ID, the SDK's project-number
+lookup (localstack/projects.py). A prediction sent here (the shared host) for a dedicated
+or PSC endpoint is refused as Vertex refuses it (400 FAILED_PRECONDITION).
 Cloud Monitoring (not Vertex, same process): GET /v3/projects/P/timeSeries here, and the
 gRPC MetricService on ``monitoring_port`` (localstack/monitoring.py).
 """
@@ -43,7 +47,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from tune2serve.localstack import protos
+from tune2serve.localstack import projects, protos, resources as res
 from tune2serve.localstack.api_errors import ApiError, invalid, not_found
 from tune2serve.localstack.control_plane import ControlPlane
 from tune2serve.localstack.dataplane import DataPlane, error_response
@@ -112,6 +116,8 @@ class ControlPlaneApp:
             ("POST", r"/_local/schedules:tick", self.tick_schedules),
             ("POST", r"/_local/tuningJobs", lambda c: self.tuning_jobs.record(c.raw)),
             ("GET", r"/v3/projects/(?P<project>[^/]+)/timeSeries", self.list_time_series),
+            ("GET", r"/v3/(?P<name>projects/[^/:]+)", self.get_project),
+            ("POST", r"/_local/oauth2/token", lambda c: projects.token_response()),
         ]
         self.routes = [(method, re.compile(pattern + "$"), fn) for method, pattern, fn in r]
 
@@ -125,7 +131,8 @@ class ControlPlaneApp:
     async def handle(self, request: Request) -> Response:
         path = request.url.path
         if re.search(r"/endpoints/[^/]+(:predict|:rawPredict|:streamRawPredict|/chat/completions|/invoke/)", path):
-            return await self.dp.handle(request)  # the shared (non-dedicated) prediction path
+            refusal = self.shared_host_refusal(path)  # dedicated and PSC endpoints are not served here
+            return error_response(refusal) if refusal else await self.dp.handle(request)
         if "/pipelineJobs" in path or "/schedules" in path:
             raw = await request.body()
             answer = await run_in_threadpool(self.pipelines.handle, request.method, path,
@@ -154,10 +161,23 @@ class ControlPlaneApp:
             return error_response(ApiError("UNIMPLEMENTED", f"Method {request.method} is not supported on {path}."))
         return error_response(not_found(f"Path {path}"))
 
+    def shared_host_refusal(self, path: str) -> ApiError | None:
+        """Vertex's refusal of a prediction sent to the regional API host for an endpoint
+        reached elsewhere (``resources.shared_host_refusal``), or None to serve it."""
+        from tune2serve.localstack.dataplane import ROUTE
+
+        m = ROUTE.match(path)
+        endpoint = self.cp.store.endpoint(m["endpoint_id"]) if m else None
+        if endpoint is None or endpoint["name"] != m["endpoint"]:
+            return None  # the data plane answers 404 for it
+        return res.shared_host_refusal(endpoint)
+
     # -------------------------------------------------------------- rendering
     def _op(self, call: Call, op: dict[str, Any]) -> dict[str, Any]:
         version = op.get("version", call.version)
-        out: dict[str, Any] = {"name": op["name"], "done": bool(op.get("done"))}
+        out: dict[str, Any] = {"name": op["name"]}
+        if op.get("done"):  # proto3 JSON: a false ``done`` is left out, as Vertex leaves it out
+            out["done"] = True
         meta = op["metadata"]
         out["metadata"] = protos.pack(version, meta["type"], meta["payload"], call.int_enums)
         if "response" in op:
@@ -186,7 +206,7 @@ class ControlPlaneApp:
 
     def list_endpoints(self, call: Call) -> dict[str, Any]:
         eps = self.cp.list_endpoints(call.groups["parent"], call.query.get("filter", ""))
-        return {"endpoints": [self._endpoint(call, e) for e in eps]}
+        return {"endpoints": [self._endpoint(call, e) for e in eps]} if eps else {}  # proto3 JSON: [] omitted
 
     def create_endpoint(self, call: Call) -> dict[str, Any]:
         body = call.parse("Endpoint")
@@ -219,7 +239,7 @@ class ControlPlaneApp:
 
     def list_models(self, call: Call) -> dict[str, Any]:
         models = self.cp.list_models(call.groups["parent"], call.query.get("filter", ""))
-        return {"models": [protos.render(call.version, "Model", m, call.int_enums) for m in models]}
+        return {"models": [protos.render(call.version, "Model", m, call.int_enums) for m in models]} if models else {}
 
     def get_model(self, call: Call) -> dict[str, Any]:
         m = self.cp.get_model(call.groups["id"], call.name)
@@ -247,6 +267,10 @@ class ControlPlaneApp:
         answer = monitoring.list_time_series(request, self.dp.metrics)
         return Response(json_format.MessageToJson(type(answer).pb(answer), use_integers_for_enums=call.int_enums),
                         media_type="application/json")
+
+    def get_project(self, call: Call) -> Response:
+        """Resource Manager v3 ``projects.get`` (localstack/projects.py)."""
+        return JSONResponse(projects.get_project(call.groups["name"], self.cp.config.project))
 
     def status(self, call: Call) -> dict[str, Any]:
         with self.cp.store.lock:
