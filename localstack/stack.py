@@ -66,7 +66,7 @@ class LocalStack:
     def env(self) -> dict[str, str]:
         ca = str(tls.tls_files(self.home).ca_cert)
         env = {"STORAGE_EMULATOR_HOST": self.gcs_url, "TUNE2SERVE_VERTEX_API_ENDPOINT": self.api_endpoint,
-               "REQUESTS_CA_BUNDLE": ca, "SSL_CERT_FILE": ca}
+               "REQUESTS_CA_BUNDLE": ca, "SSL_CERT_FILE": ca, "CURL_CA_BUNDLE": ca}  # curl reads only the last
         if self.config.monitoring_port:  # gRPC, TLS with the local CA (components/vertex/monitoring.py)
             env["TUNE2SERVE_MONITORING_API_ENDPOINT"] = f"127.0.0.1:{self.config.monitoring_port}"
         return env

@@ -1,4 +1,4 @@
-"""``tune2serve local up | down | status | env | fault | tick``: the offline local stack.
+"""``tune2serve local up | down | status | env | run | shell | fault | tick``: the offline local stack.
 
 Top-level imports are stdlib only; the stack is imported inside ``run``.
 """
@@ -9,6 +9,7 @@ import argparse
 import json
 import sys
 import textwrap
+from typing import Any
 
 from tune2serve.components import ranges  # stdlib-only
 from tune2serve.localstack.faults import KIND_HELP  # stdlib-only module
@@ -50,6 +51,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     _home(p)
     p.add_argument("--force", action="store_true", help="start every ACTIVE schedule, due or not")
     p.add_argument("--json", action="store_true", help='one JSON object on stdout: {"started": [names]}')
+    what = ("with every Google client already pointed at the running stack: the variables `local env` prints, "
+            "plus a sitecustomize.py on PYTHONPATH that sets up the Vertex SDK (api_endpoint, REST, anonymous "
+            "credentials) and Resource Manager's client when they are imported, and offline Application Default "
+            "Credentials; exits with the command's status")
+    p = sub.add_parser("run", help="run a command pointed at the stack (Google's SDK samples unchanged)",
+                       description=f"run CMD {what}", usage="tune2serve local run [--home DIR] -- CMD [ARG ...]")
+    _home(p)
+    p.add_argument("command", nargs=argparse.REMAINDER, metavar="CMD", help="the command and its arguments, after --")
+    p = sub.add_parser("shell", help="an interactive $SHELL pointed at the stack, as `local run` points a command",
+                       description=f"start $SHELL {what}")
+    _home(p)
 
 
 def _home(p: argparse.ArgumentParser) -> None:
@@ -92,6 +104,8 @@ def run(args: argparse.Namespace) -> int:
             print(json.dumps({"started": started}) if args.json else
                   "\n".join(started) or "no schedule was due (--force starts every ACTIVE one)")
             return 0
+        if args.action in ("run", "shell"):
+            return _run_pointed(stack, args)
         from tune2serve.localstack.faults import Fault, inject_fault
 
         problem = Fault(args.kind, args.target, args.count, args.ms, args.percent, args.match).problem()
@@ -106,6 +120,29 @@ def run(args: argparse.Namespace) -> int:
     except (StackError, RuntimeError) as e:
         sys.stderr.write(f"tune2serve local {args.action}: error: {e}\n")
         return 1
+
+
+def _run_pointed(stack: Any, args: argparse.Namespace) -> int:
+    """``local run -- CMD`` / ``local shell`` (localstack/sdk_env.py): CMD's exit status."""
+    import os
+
+    from tune2serve.components.errors import UsageError
+    from tune2serve.localstack.sdk_env import run_command, sdk_environment
+
+    command = list(getattr(args, "command", None) or [])
+    command = command[1:] if command[:1] == ["--"] else command
+    if args.action == "shell":
+        command = [os.environ.get("SHELL") or "/bin/sh"]
+    elif not command:
+        raise UsageError("tune2serve local run: give the command to run after --, e.g. "
+                         "`tune2serve local run -- python my_script.py`")
+    if not stack.status()["running"]["vertex"]:
+        raise UsageError(f"no running local stack in {stack.home}: run `tune2serve local up --home {stack.home}` first")
+    env = sdk_environment(stack, dict(os.environ))
+    if args.action == "shell":
+        sys.stderr.write(f"a shell pointed at the local stack in {stack.home} (Vertex AI at "
+                         f"{env['TUNE2SERVE_VERTEX_API_ENDPOINT']}); `exit` leaves it\n")
+    return run_command(command, env)
 
 
 def _exports(env: dict[str, str]) -> str:

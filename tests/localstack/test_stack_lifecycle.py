@@ -15,13 +15,15 @@ from tune2serve.localstack import procs
 from tune2serve.localstack.stack import LocalStack
 
 
-def test_env_prints_the_five_exports(local_stack: StackHandle, capsys: pytest.CaptureFixture[str]) -> None:
+def test_env_prints_the_six_exports(local_stack: StackHandle, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["local", "env", "--home", str(local_stack.home)]) == 0
     lines = capsys.readouterr().out.splitlines()
     assert lines == [f"export {k}={v}" for k, v in local_stack.env.items()]
     assert [line.split("=")[0] for line in lines] == [
         "export STORAGE_EMULATOR_HOST", "export TUNE2SERVE_VERTEX_API_ENDPOINT",
-        "export REQUESTS_CA_BUNDLE", "export SSL_CERT_FILE", "export TUNE2SERVE_MONITORING_API_ENDPOINT"]
+        "export REQUESTS_CA_BUNDLE", "export SSL_CERT_FILE", "export CURL_CA_BUNDLE",
+        "export TUNE2SERVE_MONITORING_API_ENDPOINT"]
+    assert local_stack.env["CURL_CA_BUNDLE"] == local_stack.env["REQUESTS_CA_BUNDLE"]  # curl trusts the local CA
 
 
 def test_status_json_lists_endpoints_splits_and_replicas(local_stack: StackHandle, deployed: Deployed,
