@@ -15,16 +15,18 @@ from tune2serve.components.ranges import describe_parameter
 
 PARAMETER_DOCS: dict[str, str] = {
     'source': (
-        "the tuning job's output: a local path, a gs:// prefix (HF Trainer output, Vertex "
-        'tuning output tree, full checkpoint or LoRA adapter) or a tuning job resource name '
-        'projects/P/locations/L/tuningJobs/ID. For scheduled runs, newest:gs://BUCKET/PREFIX '
-        'promotes the newest completed tuning output under PREFIX (one folder per tuning '
-        'run), and the run ends as a successful no-op that says why when there is none or it '
-        'was already promoted.'
+        "the tuning job's output: a gs:// prefix such as gs://BUCKET/tuning/run-7 (HF Trainer "
+        'output, Vertex tuning output tree, full checkpoint or LoRA adapter) or a tuning job '
+        'resource name projects/P/locations/L/tuningJobs/ID; on Vertex AI it must be one of '
+        'those (a local path works only for runs on this machine, tune2serve run). For '
+        'scheduled runs, newest:gs://BUCKET/PREFIX promotes the newest completed tuning '
+        'output under PREFIX (one folder per tuning run), and the run ends as a successful '
+        'no-op that says why when there is none or it was already promoted.'
     ),
     'export_dest': (
-        'gs:// prefix (or local path) where the deployable export is written; it must not '
-        'hold another export. With source newest:PREFIX it is a prefix shared by the '
+        'gs:// prefix where the deployable export is written, for example '
+        'gs://BUCKET/exports/run-7 (a local path works only for runs on this machine); it must '
+        'not hold another export. With source newest:PREFIX it is a prefix shared by the '
         "schedule's runs: each export goes to export_dest/<tuning run folder>, with its "
         'promotion record <export>.promotion.json beside it. Nothing is written here when '
         'source already is a deployable gs:// folder: export passes it through and the '
@@ -33,8 +35,9 @@ PARAMETER_DOCS: dict[str, str] = {
     'project': 'Google Cloud project that owns the endpoint and the model.',
     'region': 'Vertex AI region of the endpoint, for example us-central1.',
     'base_model': (
-        'base model folder (local or gs://) when source is a LoRA adapter; it is also '
-        'compared with the export by validate. Empty when source is a full checkpoint.'
+        'base model folder (gs://; a local path only for runs on this machine) when source is '
+        'a LoRA adapter; it is also compared with the export by validate. Empty when source '
+        'is a full checkpoint.'
     ),
     'checkpoint': 'which checkpoint of a training run to export: final, best, latest or a step number.',
     'dtype': 'dtype of the exported weights: auto (as trained), bfloat16, float16 or float32.',
@@ -94,13 +97,16 @@ PARAMETER_DOCS: dict[str, str] = {
         'instead of a public dedicated one.'
     ),
     'psc_project_allowlist': (
-        'projects allowed to connect to the PSC endpoint; used with '
-        'enable_private_service_connect.'
+        'projects allowed to connect to the PSC endpoint, a JSON list of project ids or '
+        'numbers, for example ["my-project", "123456789012"]; used with '
+        'enable_private_service_connect ([] for none).'
     ),
     'deploy_timeout_s': 'how long to wait for the deploy operation, in seconds, before failing the run.',
     'golden': (
         'golden prompts as JSON Lines text, one case a line, {"prompt": ...} or {"messages": '
-        '[...]} with "expect" (a regular expression); empty to send the built-in sanity '
+        '[...]} with "expect" (a regular expression), for example {"prompt": "capital of '
+        'France?", "expect": "(?i)paris"} on one line and {"messages": [{"role": "user", '
+        '"content": "2+2?"}], "expect": "4"} on the next; empty to send the built-in sanity '
         'prompts only.'
     ),
     'production_endpoint': (
@@ -160,18 +166,30 @@ def _with_range(name: str, doc: str) -> str:
     return f"{doc} Range: {allowed}." if allowed else doc
 
 
-def documented(summary: str, **overrides: str) -> Callable[[Any], Any]:
+def required_parameters(fn: Any) -> list[str]:
+    """The parameters of ``fn`` without a default: what a run cannot start without."""
+    return [n for n, p in inspect.signature(fn).parameters.items() if p.default is inspect.Parameter.empty]
+
+
+def documented(summary: str, lead_with_required: bool = False, **overrides: str) -> Callable[[Any], Any]:
     """Writes a pipeline function's Google-style docstring from ``PARAMETER_DOCS``.
 
     KFP turns the "Args:" section into the input descriptions the Vertex AI UI shows.
     The gates are sub-pipelines that re-declare the parameters they pass on, so the
     descriptions live in one table instead of being repeated in three docstrings.
+    With ``lead_with_required`` (the pipeline a person starts), the description opens with
+    the required parameters and each of theirs says "Required", since the UI's form lists
+    every parameter alphabetically, the few required ones among many with defaults.
     """
 
     def apply(fn: Any) -> Any:
         names = inspect.signature(fn).parameters
         docs = {**PARAMETER_DOCS, **GATE_DOCS, **overrides}
-        fn.__doc__ = "\n".join([summary, "", "Args:", *(f"    {n}: {_with_range(n, docs[n])}" for n in names)])
+        required = required_parameters(fn) if lead_with_required else []
+        head = [f"Required: {', '.join(required)} (every other parameter has a default). {summary}"] if required \
+            else [summary]
+        args = [f"    {n}: {'Required. ' if n in required else ''}{_with_range(n, docs[n])}" for n in names]
+        fn.__doc__ = "\n".join([*head, "", "Args:", *args])
         return fn
 
     return apply

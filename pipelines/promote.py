@@ -469,7 +469,8 @@ def promote_if_due(
 @dsl.pipeline(name=PIPELINE_NAME)
 @documented(
     "Promotes a fine-tuned checkpoint to a Vertex AI endpoint: export, validate, deploy, "
-    "smoke-test, verify traffic."
+    "smoke-test, verify traffic.",
+    lead_with_required=True,
 )
 def promote_checkpoint(
     source: str,

@@ -75,6 +75,7 @@ def test_exit_code_table(error: Exception, verb: str, code: int) -> None:
 
 import argparse  # noqa: E402
 import socket  # noqa: E402
+from pathlib import Path  # noqa: E402
 from collections.abc import Iterator  # noqa: E402
 
 from hypothesis import HealthCheck, given, settings  # noqa: E402
@@ -215,3 +216,51 @@ def test_the_documented_ends_are_accepted(path: tuple[str, ...], action: argpars
             assert not _parses(path, flag, ranges._fmt(past))
         if spec.integer:
             assert not _parses(path, flag, ranges._fmt(spec.low) + ".5")
+
+
+def _without_help(parser: argparse.ArgumentParser, path: tuple[str, ...] = ()) -> Iterator[str]:
+    """Every argument (flag or positional) and every sub-command under ``parser`` whose
+    --help would show no text, named as a user types it."""
+    for action in parser._actions:
+        if isinstance(action, argparse._HelpAction):
+            continue
+        if isinstance(action, argparse._SubParsersAction):
+            helped = {choice.dest for choice in action._choices_actions if choice.help}
+            for name, sub in action.choices.items():
+                if name not in helped:
+                    yield " ".join(("tune2serve", *path, name))
+                yield from _without_help(sub, (*path, name))
+        elif not action.help:
+            yield " ".join(("tune2serve", *path, "/".join(action.option_strings) or action.metavar or action.dest))
+
+
+def test_every_flag_of_every_verb_has_help_text() -> None:
+    """A UI-less user learns a flag from --help only: none may be blank (the list names
+    each one that is)."""
+    missing = sorted(_without_help(build_parser()))
+    assert missing == [], f"arguments without --help text: {missing}"
+
+
+def test_the_help_walk_sees_every_verb_and_catches_a_blank_flag() -> None:
+    """The walk reaches every verb and sub-command, and a flag added without help is named."""
+    parser = build_parser()
+    walked = {path for path, _ in _flags(parser)}
+    assert set(VERBS) - {p[0] for p in walked if p} == set()
+    assert {("schedule", "pause"), ("local", "fault"), ("local", "up")} <= walked
+    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    sub.choices["run"].add_argument("--undocumented")
+    assert list(_without_help(parser)) == ["tune2serve run --undocumented"]
+
+
+@pytest.mark.parametrize("action", [["tick"], ["fault", "latency", "--ms", "5"]])
+def test_a_hint_carries_the_home_the_user_gave(action: list[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                               capsys: pytest.CaptureFixture[str]) -> None:
+    """`local up` said for a stack that is not running works pasted as printed: with the
+    --home the user gave, and without one when they gave none."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("TUNE2SERVE_HOME", raising=False)
+    home = tmp_path / "my stack"
+    assert main(["local", *action, "--home", str(home)]) == 2
+    assert f"run `tune2serve local up --home '{home}'` first" in capsys.readouterr().err
+    assert main(["local", *action]) == 2
+    assert "run `tune2serve local up` first" in capsys.readouterr().err

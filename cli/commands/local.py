@@ -70,6 +70,7 @@ def _home(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from tune2serve.components.errors import UsageError
+    from tune2serve.localstack.hints import local_command
     from tune2serve.localstack.stack import LocalStack, StackError, resolve_home
 
     stack = LocalStack(resolve_home(args.home))
@@ -97,7 +98,8 @@ def run(args: argparse.Namespace) -> int:
             return 0
         if args.action == "tick":
             if not stack.status()["running"]["vertex"]:
-                raise UsageError(f"no running local stack in {stack.home}: run `tune2serve local up` first")
+                raise UsageError(f"no running local stack in {stack.home}: "
+                                 f"run `{local_command('up', stack.home)}` first")
             from tune2serve.localstack.admin import tick_schedules
 
             started = tick_schedules(stack.api_endpoint, force=args.force)
@@ -112,7 +114,8 @@ def run(args: argparse.Namespace) -> int:
         if problem:
             raise UsageError(f"tune2serve local fault {args.kind}: {problem}")
         if not stack.status()["running"]["vertex"]:
-            raise UsageError(f"no running local stack in {stack.home}: run `tune2serve local up` first")
+            raise UsageError(f"no running local stack in {stack.home}: "
+                             f"run `{local_command('up', stack.home)}` first")
         answer = inject_fault(stack.api_endpoint, args.kind, args.target, args.count, args.ms, args.percent,
                               match=args.match)
         print(json.dumps(answer))

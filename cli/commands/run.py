@@ -28,8 +28,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--region", default=None, metavar="R", help="Vertex AI region (with --project)")
     parser.add_argument("--golden", default=None, metavar="FILE", help="golden prompts, JSON Lines")
     parser.add_argument("--checkpoint", default="final", help="final, best, latest or STEP (default final)")
-    parser.add_argument("--machine-type", default="", metavar="T")
-    parser.add_argument("--accelerator-type", default="", metavar="A")
+    parser.add_argument("--machine-type", default="", metavar="T",
+                        help="serving machine type, e.g. g2-standard-12 (with the two below; default: "
+                             "the one Vertex AI recommends)")
+    parser.add_argument("--accelerator-type", default="", metavar="A",
+                        help="accelerator type, e.g. NVIDIA_L4 (with --machine-type and --accelerator-count)")
     parser.add_argument("--accelerator-count", type=ranges.ACCELERATOR_COUNT.from_text, default=None, metavar="N",
                         help=ranges.ACCELERATOR_COUNT.help("accelerators per replica (with the two above)"))
     group = parser.add_mutually_exclusive_group()

@@ -43,19 +43,23 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     create.add_argument("--end-time", metavar="RFC3339", help="no run after this time")
 
     listing = actions.add_parser("list", help="list the schedules in a project and region")
-    listing.add_argument("--project", required=True)
-    listing.add_argument("--region", required=True)
+    _where(listing)
     listing.add_argument("--display-name", help="only schedules with this name")
-    listing.add_argument("--json", action="store_true")
+    listing.add_argument("--json", action="store_true", help="print one JSON object on stdout")
 
     for action, help_text in (("pause", "stop a schedule from starting runs"),
                               ("resume", "let a paused schedule start runs again"),
                               ("delete", "delete a schedule (its past runs stay)")):
         one = actions.add_parser(action, help=help_text)
         one.add_argument("schedule", metavar="SCHEDULE", help="schedule id or resource name")
-        one.add_argument("--project", required=True)
-        one.add_argument("--region", required=True)
-        one.add_argument("--json", action="store_true")
+        _where(one)
+        one.add_argument("--json", action="store_true", help="print one JSON object on stdout")
+
+
+def _where(parser: argparse.ArgumentParser) -> None:
+    """--project and --region, with the help ``submit`` gives them."""
+    parser.add_argument("--project", required=True, help="Google Cloud project id")
+    parser.add_argument("--region", required=True, help="Vertex AI region, e.g. us-central1")
 
 
 def run(args: argparse.Namespace) -> int:

@@ -86,10 +86,26 @@ def credentials(vertex: VertexTarget) -> Any:
 
         raise VertexUserError(
             "no Google Cloud credentials found (Application Default Credentials): run "
-            "'gcloud auth application-default login' (or set GOOGLE_APPLICATION_CREDENTIALS); to use the local "
-            f"stack instead, run 'eval \"$(tune2serve local env)\"' first ({API_ENDPOINT_ENV} is not set)",
+            "'gcloud auth application-default login' (or set GOOGLE_APPLICATION_CREDENTIALS); "
+            f"{_local_stack_hint()} ({API_ENDPOINT_ENV} is not set)",
             status_code=401) from e
     return creds
+
+
+def _local_stack_hint() -> str:
+    """How to use the local stack instead: a running one (where ``tune2serve local`` looks
+    by default) is named with the exact command; else how to start one. The local stack is
+    not in the image: there, only the command is said."""
+    try:
+        from tune2serve.localstack.hints import local_command, running_home
+    except ImportError:
+        return "to use the local stack instead, run 'eval \"$(tune2serve local env)\"' first"
+    home = running_home()
+    if home is not None:
+        return (f"a local stack is running in {home}: to use it, run "
+                f"'eval \"$({local_command('env', home)})\"' first")
+    return (f"to use the local stack instead, run '{local_command('up')}', then "
+            f"'eval \"$({local_command('env')})\"'")
 
 
 def init_sdk(vertex: VertexTarget) -> None:

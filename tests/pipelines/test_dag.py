@@ -208,7 +208,8 @@ def test_every_parameter_is_documented(spec: pipeline_spec_pb2.PipelineSpec) -> 
     assert "tuningJobs" in params["source"].description
     assert params["region"].default_value.string_value == "us-central1"
     assert params["verify_checksums"].default_value.bool_value is False
-    assert spec.pipeline_info.description.startswith("Promotes a fine-tuned checkpoint")
+    assert spec.pipeline_info.description.startswith("Required: source, export_dest, project (every other ")
+    assert "Promotes a fine-tuned checkpoint" in spec.pipeline_info.description
 
 
 def test_artifact_types_reach_the_ui(spec: pipeline_spec_pb2.PipelineSpec) -> None:
