@@ -20,9 +20,13 @@ What it does, from the variables ``local run`` sets (those of ``tune2serve local
   local server, which answers ``GET /v3/projects/ID`` — so that lookup stays on this
   machine instead of retrying cloudresourcemanager.googleapis.com for about a minute.
 
-What it does not do: clients the user builds with ``client_options`` of their own (a
-GAPIC ``aiplatform_v1.*ServiceClient(client_options={"api_endpoint":
-"us-central1-aiplatform.googleapis.com"})``) keep that endpoint. The curl and
+- Vertex AI's GAPIC clients (``aiplatform_v1`` / ``aiplatform_v1beta1``
+  ``*ServiceClient``) built for the real Vertex host — the default, or
+  ``client_options={"api_endpoint": "us-central1-aiplatform.googleapis.com"}`` as the
+  docs' samples write it — talk REST to the local server (``point_gapic_clients``).
+
+What it does not do: a client given another endpoint or a transport object of its own
+keeps them; async clients are left alone (gRPC only). The curl and
 ``google.auth`` sides need no code: ``local run`` sets ``CURL_CA_BUNDLE`` (curl trusts
 the local CA) and ``GOOGLE_APPLICATION_CREDENTIALS`` (a file whose token URI is the local
 server, so ``google.auth.default()`` and ``creds.refresh()`` work offline).
@@ -42,6 +46,7 @@ from typing import Any
 API_ENDPOINT_ENV = "TUNE2SERVE_VERTEX_API_ENDPOINT"
 AIPLATFORM = "google.cloud.aiplatform"
 PROJECTS_CLIENT = "google.cloud.resourcemanager_v3.services.projects.client"
+GAPIC = ("google.cloud.aiplatform_v1", "google.cloud.aiplatform_v1beta1")
 
 
 def point_aiplatform(aiplatform: ModuleType, endpoint: str) -> None:
@@ -69,6 +74,49 @@ def point_projects_client(module: ModuleType, endpoint: str) -> None:
 
     __init__._tune2serve_local = True  # type: ignore[attr-defined]
     cls.__init__ = __init__
+
+
+def _is_vertex_host(api_endpoint: str | None) -> bool:
+    """None (the client's default host) or Vertex AI's real API host, regional or global."""
+    if api_endpoint is None:
+        return True
+    host = api_endpoint.split("://", 1)[-1].split("/", 1)[0].rsplit(":", 1)[0]
+    return host == "aiplatform.googleapis.com" or host.endswith("-aiplatform.googleapis.com")
+
+
+def point_gapic_clients(module: ModuleType, endpoint: str) -> None:
+    """Vertex AI's GAPIC clients (``aiplatform_v1.PredictionServiceClient`` ...) that a
+    user builds for the real Vertex host (the default, or ``client_options={"api_endpoint":
+    "REGION-aiplatform.googleapis.com"}`` as the docs' samples do) talk REST to the stack;
+    a client given any other endpoint, or a transport object, is left as it is."""
+    import copy
+
+    for name in dir(module):
+        cls = getattr(module, name)
+        if not (name.endswith("ServiceClient") and isinstance(cls, type)):
+            continue
+        original = cls.__init__
+        if getattr(original, "_tune2serve_local", False):
+            continue
+
+        def __init__(self: Any, *, _original: Any = original, **kwargs: Any) -> None:
+            options = kwargs.get("client_options")
+            given = options.get("api_endpoint") if isinstance(options, dict) else getattr(options, "api_endpoint", None)
+            if _is_vertex_host(given) and kwargs.get("transport") in (None, "grpc", "rest"):
+                if isinstance(options, dict) or options is None:
+                    kwargs["client_options"] = {**(options or {}), "api_endpoint": endpoint}
+                else:
+                    kwargs["client_options"] = copy.copy(options)
+                    kwargs["client_options"].api_endpoint = endpoint
+                kwargs["transport"] = "rest"
+                if kwargs.get("credentials") is None:
+                    from google.auth.credentials import AnonymousCredentials
+
+                    kwargs["credentials"] = AnonymousCredentials()
+            _original(self, **kwargs)
+
+        __init__._tune2serve_local = True  # type: ignore[attr-defined]
+        cls.__init__ = __init__
 
 
 class AfterImport(importlib.abc.MetaPathFinder):
@@ -109,6 +157,7 @@ def install(environ: dict[str, str] | os._Environ[str] = os.environ) -> AfterImp
     hooks: dict[str, Callable[[ModuleType], None]] = {
         AIPLATFORM: lambda m: point_aiplatform(m, endpoint),
         PROJECTS_CLIENT: lambda m: point_projects_client(m, endpoint),
+        **{name: (lambda m: point_gapic_clients(m, endpoint)) for name in GAPIC},
     }
     for name, hook in list(hooks.items()):
         if name in sys.modules:  # imported before us (unusual): set it up now

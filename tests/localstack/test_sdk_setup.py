@@ -1,6 +1,7 @@
 """The SDK set-up `tune2serve local run` installs (localstack/sdk_setup.py as a
 sitecustomize.py first on PYTHONPATH), in real Python processes with the real SDK: the
-Vertex SDK and Resource Manager's client are pointed at the stack's endpoint before the
+Vertex SDK, Vertex's GAPIC clients built for the real host and Resource Manager's
+client are pointed at the stack's endpoint before the
 user's code runs, nothing changes without the variable, and a distribution's own
 sitecustomize still runs."""
 
@@ -28,8 +29,13 @@ client = resourcemanager.ProjectsClient()
 from google.auth.credentials import AnonymousCredentials
 own = resourcemanager.ProjectsClient(client_options={"api_endpoint": "elsewhere.example:443"},
                                      credentials=AnonymousCredentials())
+from google.cloud import aiplatform_v1
+gapic = aiplatform_v1.PredictionServiceClient(client_options={"api_endpoint": "us-central1-aiplatform.googleapis.com"})
+elsewhere = aiplatform_v1.PredictionServiceClient(client_options={"api_endpoint": "example.com:443"},
+                                                  credentials=AnonymousCredentials())
 config = initializer.global_config
-print(json.dumps({"endpoint": config.api_endpoint, "transport": config._api_transport,
+print(json.dumps({"gapic": [gapic.transport.kind, gapic.api_endpoint], "gapic_elsewhere": elsewhere.api_endpoint,
+                  "endpoint": config.api_endpoint, "transport": config._api_transport,
                   "credentials": type(config.credentials).__name__, "project": config.project,
                   "projects_client": [client.transport.kind, client.api_endpoint],
                   "own_client": own.api_endpoint,
@@ -50,7 +56,8 @@ def _run(tmp_path: Path, env: dict[str, str], extra_path: list[str] = ()) -> dic
 
 def test_the_sdk_is_pointed_at_the_stack_before_the_users_code(tmp_path: Path) -> None:
     seen = _run(tmp_path, {"TUNE2SERVE_VERTEX_API_ENDPOINT": ENDPOINT})
-    assert seen == {"endpoint": ENDPOINT, "transport": "rest", "credentials": "AnonymousCredentials",
+    assert seen == {"gapic": ["rest", ENDPOINT], "gapic_elsewhere": "example.com:443",
+                    "endpoint": ENDPOINT, "transport": "rest", "credentials": "AnonymousCredentials",
                     "project": "my-project", "projects_client": ["rest", ENDPOINT],
                     "own_client": "elsewhere.example:443", "tune2serve_imported": False}
 
@@ -61,6 +68,7 @@ def test_without_a_stack_nothing_changes(tmp_path: Path) -> None:
     seen = _run(tmp_path, {"GOOGLE_APPLICATION_CREDENTIALS": str(adc)})
     assert (seen["endpoint"], seen["transport"], seen["credentials"]) == (None, None, "Credentials")
     assert seen["projects_client"] == ["grpc", "cloudresourcemanager.googleapis.com"]
+    assert seen["gapic"] == ["grpc", "us-central1-aiplatform.googleapis.com"]
 
 
 def test_a_distributions_own_sitecustomize_still_runs(tmp_path: Path) -> None:

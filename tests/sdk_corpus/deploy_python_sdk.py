@@ -16,7 +16,8 @@ import google.auth
 import google.auth.transport.requests
 import requests
 import vertexai
-from google.cloud import aiplatform
+from google.api_core import exceptions
+from google.cloud import aiplatform, aiplatform_v1
 from vertexai.preview import model_garden
 
 PROJECT_ID = os.environ["GOOGLE_CLOUD_PROJECT"]
@@ -91,6 +92,16 @@ report("Endpoint.predict(use_dedicated_endpoint=True)", len(prediction.predictio
 # FAILED_PRECONDITION: deploy_rest_curl.sh sends one there).
 plain = endpoint.predict(instances=[instance])
 report("Endpoint.predict() (routed to the dedicated DNS by the SDK)", plain.deployed_model_id == deployed.id)
+
+# The docs' GAPIC form, for the regional host: Vertex refuses predictions there for a
+# dedicated endpoint (400 FAILED_PRECONDITION, "…use its dedicated dns name…").
+client = aiplatform_v1.PredictionServiceClient(client_options={"api_endpoint": f"{REGION}-aiplatform.googleapis.com"})
+try:
+    client.predict(endpoint=endpoint.resource_name, instances=[instance])
+    report("PredictionServiceClient.predict at the regional host is refused", False)
+except exceptions.BadRequest as e:  # HTTP 400 FAILED_PRECONDITION
+    report("PredictionServiceClient.predict at the regional host is refused", "dedicated dns name" in str(e),
+           error=str(e)[:200])
 
 # Clean-up: undeploy everything, delete the endpoint and the model
 endpoint.undeploy_all()

@@ -53,7 +53,8 @@ def test_the_python_sdk_forms_run_unchanged(local_stack: StackHandle, model_gcs:
         "list_deploy_options": True, "CustomModel.deploy": True, "predict": True, "chat.completions": True,
         "Endpoint.raw_predict": True, "streamRawPredict": True,
         "Endpoint.predict(use_dedicated_endpoint=True)": True,
-        "Endpoint.predict() (routed to the dedicated DNS by the SDK)": True, "undeploy_all + delete": True,
+        "Endpoint.predict() (routed to the dedicated DNS by the SDK)": True,
+        "PredictionServiceClient.predict at the regional host is refused": True, "undeploy_all + delete": True,
     }, (records, err[-3000:])
     assert code == 0
 
