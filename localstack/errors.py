@@ -3,7 +3,8 @@ emulator is a product of its own, so they are not tune2serve's ``PromotionError`
 steps never see them); they subclass ``RuntimeError``, which the CLI's ``local`` verb and
 the main job catch.
 
-The other error type of the local stack is ``api_errors.ApiError``: not a failure of the
+``LenientJsonError`` is a request the emulator refuses to read (a ``ValueError``), turned
+into the 400 it answers. The other error type of the local stack is ``api_errors.ApiError``: not a failure of the
 emulator but the Vertex-shaped error it *answers* with (HTTP status + google.rpc body),
 so it stays with the API surface that renders it.
 """
@@ -23,4 +24,10 @@ class ReplicaStartError(LocalStackError):
     """A model server did not become healthy; the message quotes its log's tail."""
 
 
-__all__ = ["LocalStackError", "ReplicaStartError", "StackError"]
+class LenientJsonError(ValueError):
+    """A request body Google's front end would refuse to read (``lenient_json``): the
+    parser's message, then the text around the place and a caret. ``protos.parse`` and the
+    data plane answer it as 400 INVALID_ARGUMENT ("Invalid JSON payload received. …")."""
+
+
+__all__ = ["LenientJsonError", "LocalStackError", "ReplicaStartError", "StackError"]

@@ -29,6 +29,8 @@ from __future__ import annotations
 import json
 import re
 
+from tune2serve.localstack.errors import LenientJsonError
+
 MAX_DEPTH = 100
 _SPACE = " \t\n\v\f\r"
 _KEY = re.compile(r"[A-Za-z_$][A-Za-z0-9_$]*")
@@ -39,10 +41,6 @@ _STRTOD_HEX = re.compile(r"[+-]?0[xX](?:[0-9a-fA-F]+\.?[0-9a-fA-F]*|\.[0-9a-fA-F
 _SIMPLE_ESCAPES = {"b": "\b", "f": "\f", "n": "\n", "r": "\r", "t": "\t", "v": "\v"}
 _UINT64_MAX = 2**64 - 1
 _INT64_MIN = -(2**63)
-
-
-class LenientJsonError(ValueError):
-    """The parser's refusal: its message, then the text around the place and a caret."""
 
 
 class _Parser:
