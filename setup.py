@@ -23,6 +23,6 @@ for root in PACKAGE_ROOTS:
 setup(
     packages=packages,
     package_dir=package_dir,
-    package_data={"": ["*.json", "*.yaml", "*.jinja", "*.css", "*.html"]},
+    package_data={"": ["*.json", "*.yaml", "*.jinja", "*.css", "*.html", "*.txt"]},
     include_package_data=True,
 )

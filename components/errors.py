@@ -26,6 +26,7 @@ that catches ``ValueError`` or ``ConnectionError`` keeps working.
     │   ├── VertexUnavailableError(ConnectionError)  429/5xx/connection: retried
     │   └── OperationFailedError              a long-running operation ended in error
     ├── SmokeTestFailedError                  a smoke-test check failed
+    ├── QualityGateError                      the quality gate held or rejected the candidate
     ├── PromotionAbortedError                 verify-traffic rolled back
     ├── EndpointBusyError                     another promotion holds the endpoint's lease
     ├── OutsideChangeError                    someone else changed the split mid-promotion
@@ -142,6 +143,15 @@ class SmokeTestFailedError(PromotionError):
     """A smoke-test check failed; the message holds the request and the answer."""
 
 
+class QualityGateError(PromotionError):
+    """The quality gate (``tune2serve eval``) did not promote the candidate: ``verdict``
+    is "hold" or "reject"; the message names the rule and the cases that regressed."""
+
+    def __init__(self, message: str, *, verdict: str = "hold") -> None:
+        super().__init__(message)
+        self.verdict = verdict
+
+
 class PromotionAbortedError(PromotionError):
     """verify-traffic rolled back; the model that served before still serves."""
 
@@ -220,6 +230,7 @@ __all__ = [
     "PatternTimeout",
     "PromotionAbortedError",
     "PromotionError",
+    "QualityGateError",
     "SmokeTestFailedError",
     "SourceError",
     "SourceNotFoundError",

@@ -313,6 +313,14 @@ MAX_RUNS = Number("--max-runs", None, 1, 10_000_000, integer=True)
 FAULT_COUNT = Number("--count", None, 1, 1_000_000, integer=True)
 FAULT_MS = Number("--ms", None, 1, 600_000, integer=True, unit="milliseconds")
 FAULT_PERCENT = Number("--percent", None, 0, 100, integer=True, unit="percent")
+# The quality gate (tune2serve eval; components/quality_gate/POLICY.md); concurrency and case
+# timeout are the CLI's (the pipeline step uses their defaults)
+EVAL_MARGIN = Number("--margin", "eval_margin", 0, 1, high_open=True, unit="a fraction of the cases")
+EVAL_DELTA = Number("--delta", "eval_delta", 0, 0.5, high_open=True, unit="a win rate")
+EVAL_MIN_PASS_RATE = Number("--min-pass-rate", "eval_min_pass_rate", 0, 1, low_open=True,
+                            unit="a fraction of the cases")
+EVAL_CONCURRENCY = Number("--concurrency", None, 1, 64, integer=True, unit="requests in flight")
+EVAL_CASE_TIMEOUT_S = Number("--case-timeout", None, 0, 3600, low_open=True, unit="seconds")
 
 # Every numeric pipeline parameter of pipelines/promote.py, by name. A pipeline
 # parameter has no None: where 0 means "not given" it says so.
@@ -356,7 +364,8 @@ def describe_parameter(name: str) -> str:
     return spec.describe() if spec else ""
 
 
-__all__ = ["ACCELERATOR_COUNT", "BAKE_S", "CANARY_PERCENT", "DEFAULT_CANARY_PERCENT", "DEPLOY_TIMEOUT_S", "EXPORT_MIN_WORKER_SIZE",
+__all__ = ["ACCELERATOR_COUNT", "BAKE_S", "CANARY_PERCENT", "DEFAULT_CANARY_PERCENT", "DEPLOY_TIMEOUT_S", "EVAL_CASE_TIMEOUT_S",
+           "EVAL_CONCURRENCY", "EVAL_DELTA", "EVAL_MARGIN", "EVAL_MIN_PASS_RATE", "EXPORT_MIN_WORKER_SIZE",
            "FAULT_COUNT", "FAULT_MS", "FAULT_PERCENT", "KEEP_PREVIOUS_S", "MAX_CONCURRENT_RUNS",
            "MAX_ERROR_RATE_DELTA", "MAX_LATENCY_RATIO", "MAX_REPLICA_COUNT", "MAX_RUNS", "MAX_SHARD_SIZE",
            "MIN_BAKE_REQUESTS", "MIN_REPLICA_COUNT", "Number", "PERCENT", "PIPELINE", "POLL_S", "Percents",

@@ -90,6 +90,8 @@ BASE_ARGV: dict[tuple[str, ...], list[str]] = {
     ("validate",): ["validate", "/nonexistent/folder"],
     ("export",): ["export", "/nonexistent/source", "/nonexistent/dest"],
     ("deploy",): ["deploy", "gs://b/export", "--project", "p", "--region", "r"],
+    ("eval",): ["eval", "projects/p/locations/r/endpoints/1", "--project", "p", "--region", "r", "--eval-set",
+                "/nonexistent/eval.jsonl"],
     ("verify-traffic",): ["verify-traffic", "projects/p/locations/r/endpoints/1", "--project", "p", "--region", "r",
                           "--model", "projects/p/locations/r/models/2"],
     ("run",): ["run"],
@@ -99,7 +101,8 @@ BASE_ARGV: dict[tuple[str, ...], list[str]] = {
     ("local", "fault"): ["local", "fault", "latency"],
 }
 # Flags whose 0 is documented as meaningful (no bake, no grace, no error-rate slack, no share).
-ZERO_MEANS_SOMETHING = {"--bake-s", "--keep-previous", "--max-error-rate-delta", "--percent"}
+# eval: --margin 0 leaves the one-case minimum, --delta 0 asks the judge for a win rate above 0.5.
+ZERO_MEANS_SOMETHING = {"--bake-s", "--keep-previous", "--max-error-rate-delta", "--percent", "--margin", "--delta"}
 
 
 def _flags(parser: argparse.ArgumentParser, path: tuple[str, ...] = ()) -> Iterator[tuple[tuple[str, ...], argparse.Action]]:
