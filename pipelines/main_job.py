@@ -39,6 +39,7 @@ REPORTS = {
     ("validate", "report_html"): "validate.html",
     ("validate", "report_md"): "validate.md",
     ("smoke-test", "report"): "smoke-test.md",
+    ("smoke-test", "report_html"): "smoke-test.html",
     ("verify-traffic", "report_html"): "verify-traffic.html",
     ("verify-traffic", "report_md"): "verify-traffic.md",
     ("finalize", "report"): "finalize.md",

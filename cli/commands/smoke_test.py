@@ -16,19 +16,23 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--region", required=True, help="Vertex AI region")
     parser.add_argument("--golden", metavar="FILE",
                         help='JSON Lines golden prompts: {"prompt": str} or {"messages": [...]}, with "expect": REGEX')
-    parser.add_argument("--report", metavar="FILE", help="also write the Markdown report here")
+    parser.add_argument("--report", metavar="FILE",
+                        help="also write the Markdown report here, and the HTML report beside it (FILE's name "
+                             "with .html)")
     parser.add_argument("--json", action="store_true", help="print one JSON object on stdout")
 
 
 def run(args: argparse.Namespace) -> int:
-    from tune2serve.components.smoke_test.report import render_markdown
+    from tune2serve.components.smoke_test.report import write_reports
     from tune2serve.components.smoke_test.smoke import raise_if_failed, run_smoke_test
     from tune2serve.components.user_input import read_text_file
 
     golden = read_text_file(args.golden, "--golden") if args.golden else ""  # size-checked before reading
     result = run_smoke_test(args.endpoint, args.project, args.region, golden, golden_source=args.golden or "golden")
     if args.report:
-        Path(args.report).write_text(render_markdown(result), encoding="utf-8")
+        markdown_path = Path(args.report)
+        html_path = markdown_path.with_suffix(".html")
+        write_reports(result, markdown_path, html_path if html_path != markdown_path else Path(f"{markdown_path}.html"))
     if args.json:
         print(json.dumps(result.to_json()))
     else:

@@ -49,6 +49,9 @@ def test_tuned_model_passes_every_check(stack_env, deployments, capsys, tmp_path
         assert any(c["name"].startswith(case["name"]) and c["passed"] for c in doc["checks"])
     assert {"latency_p50_s", "latency_p95_s", "time_to_first_token_p50_s", "tokens_per_s"} <= set(doc["metrics"])
     assert doc["metrics"]["errors"] == 0 and "# Smoke test: PASSED" in report.read_text()
+    page = (tmp_path / "report.html").read_text()  # the HTML report beside the Markdown
+    assert '<header id="verdict" class="banner pass" data-ok="true">Smoke test: PASSED' in page
+    assert page.count('<tr data-kind="') == len(doc["checks"])
 
 
 def test_base_model_is_caught_by_the_golden_prompts(stack_env, deployments, capsys, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
@@ -110,13 +113,19 @@ def test_kfp_component_writes_metrics_and_report(stack_env, deployments, tmp_pat
 
     metrics = dsl.Metrics(name="metrics", uri=str(tmp_path / "metrics"), metadata={})
     report = dsl.Markdown(name="report", uri=str(tmp_path / "report.md"), metadata={})
+    page = dsl.HTML(name="report_html", uri=str(tmp_path / "report.html"), metadata={})
     outputs = smoke_test.python_func(endpoint=deployments["tuned"].endpoint, project=stack_env.project,
-                                     region=stack_env.region, golden=golden_jsonl(), metrics=metrics, report=report)
+                                     region=stack_env.region, golden=golden_jsonl(), metrics=metrics, report=report,
+                                     report_html=page)
     assert tuple(outputs) == (True,) and outputs._fields == ("passed",)
     assert metrics.metadata["errors"] == 0
     assert {"latency_p50_s", "latency_p95_s", "time_to_first_token_p50_s", "tokens_per_s"} <= set(metrics.metadata)
     text = Path(report.path).read_text()
     assert text.startswith("# Smoke test: PASSED") and deployments["tuned"].endpoint in text
+    html = Path(page.path).read_text()
+    assert '<header id="verdict" class="banner pass" data-ok="true">Smoke test: PASSED' in html
+    checks = metrics.metadata["checks_passed"] + metrics.metadata.get("checks_failed", 0)
+    assert html.count('<tr data-kind="') == checks and deployments["tuned"].endpoint in html
 
 
 def test_a_backtracking_expect_fails_its_check_instead_of_hanging(stack_env, deployments, capsys,  # type: ignore[no-untyped-def]
