@@ -328,7 +328,8 @@ PIPELINE: dict[str, Spec] = {s.param: s for s in (
     PERCENT, STEPS, SIGNIFICANCE, KEEP_PREVIOUS_S, BAKE_S, MAX_ERROR_RATE_DELTA, MAX_LATENCY_RATIO,
     MIN_BAKE_REQUESTS, ACCELERATOR_COUNT.or_zero("no machine spec given (machine_type empty)"),
     MIN_REPLICA_COUNT, MAX_REPLICA_COUNT, DEPLOY_TIMEOUT_S, MAX_SHARD_SIZE, EXPORT_MIN_WORKER_SIZE,
-    EXPORT_WORKERS, EXPORT_BOOT_DISK_SIZE_GB, EXPORT_CPU, EXPORT_MEMORY) if s.param}
+    EXPORT_WORKERS, EXPORT_BOOT_DISK_SIZE_GB, EXPORT_CPU, EXPORT_MEMORY, EVAL_MARGIN, EVAL_DELTA,
+    EVAL_MIN_PASS_RATE) if s.param}
 # Where an empty text means "not given" in the pipeline (steps: use canary_percent).
 _EMPTY_OK = {"steps"}
 

@@ -147,6 +147,40 @@ PARAMETER_DOCS: dict[str, str] = {
         'bake: the fewest requests the canary must answer during the bake for a verdict; '
         'fewer is inconclusive and rolls back.'
     ),
+    'eval_set': (
+        'the quality gate\'s eval set, compared between smoke-test and verify-traffic: JSON Lines '
+        'text, or the gs:// URI of such a file, one case a line: {"prompt": ...} or {"messages": '
+        '[...]}, optional "reference", "expect" (a regular expression), "json_schema", "tags", '
+        '"max_tokens", "name". Every case goes to the candidate and to the model serving on '
+        'production_endpoint (the candidate alone against eval_min_pass_rate when that is '
+        'empty), and verify-traffic promotes nothing unless the verdict is promote '
+        '(components/quality_gate/POLICY.md). Empty: no quality gate.'
+    ),
+    'judge_endpoint': (
+        'quality gate: a Vertex AI endpoint serving a judge model, asked which answer is better '
+        'in both orders; its credentials are the pipeline\'s own. Empty: no judge (or '
+        'judge_model alone).'
+    ),
+    'judge_model': (
+        'quality gate: the judge\'s model name; without judge_endpoint, a model through Vertex '
+        'AI\'s OpenAI-compatible API, for example google/gemini-2.0-flash. Empty: no judge.'
+    ),
+    'judge_prompt': (
+        'quality gate: the judge prompt\'s text, holding {{question}}, {{answer_a}}, '
+        '{{answer_b}} (and optionally {{reference}}); empty for the shipped prompt.'
+    ),
+    'eval_margin': (
+        'quality gate: reject when the candidate fails more eval cases than the serving model '
+        'by more than max(1 case, this share of the cases).'
+    ),
+    'eval_delta': (
+        "quality gate, with a judge: promote when the judged win rate's lower 95% bound is "
+        'above 0.5 minus this (non-inferiority margin).'
+    ),
+    'eval_min_pass_rate': (
+        'quality gate without a serving model (a first promotion): the share of eval cases '
+        'the candidate must pass to be promoted.'
+    ),
 }
 
 # What the sub-pipelines take from the step before them.

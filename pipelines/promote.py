@@ -4,7 +4,7 @@
     └── discover ──▶ promote-if-due
                      ├── if there is something to promote:
                      │   export (plan ──▶ ParallelFor worker ──▶ commit) ──▶ validate ──▶ deploy-if-valid
-                     │                           ├── if validation passed: deploy ──▶ smoke-test
+                     │                           ├── if validation passed: deploy ──▶ smoke-test ──▶ quality-gate
                      │                           │       ──▶ verify-traffic ──▶ record-promotion
                      │                           └── else: reject (fails the run with validate's summary)
                      └── else: skip (ends the run successfully, saying why: a no-op)
@@ -16,6 +16,13 @@ Why it is shaped this way:
   says it was promoted already. Then the run is a successful no-op whose ``skip`` step
   (and discover's log and ``reason`` output) says why, so a schedule firing every night
   costs two small steps and never shows red for having nothing new to do.
+- ``quality-gate`` (components/quality_gate/) compares the candidate, on the endpoint of
+  its own that deploy made, with the model serving on ``production_endpoint`` over the
+  ``eval_set`` parameter's cases (deterministic checks, an optional pairwise judge) and
+  outputs a verdict — promote / hold / reject, by the rule of its POLICY.md — which
+  verify-traffic takes as its ``quality_verdict``: after a hold or a reject it promotes
+  nothing. The step itself never fails for a verdict (its reports and Metrics say why),
+  and with ``eval_set`` empty it compares nothing and outputs no verdict.
 - ``record-promotion`` writes that record (``<export>.promotion.json`` beside the export)
   once verify-traffic says the model serves.
 - Nothing is deployed from a failed validation (the ``dsl.If`` gate). A failed
@@ -76,6 +83,7 @@ from tune2serve.components.export.fanout.component import export_commit, export_
 from tune2serve.components.step_component import step_component
 from tune2serve.components.discover.component import discover
 from tune2serve.components.promotion_record.component import record_promotion
+from tune2serve.components.quality_gate.component import quality_gate
 from tune2serve.components.smoke_test.component import smoke_test
 from tune2serve.components.validate.component import validate
 from tune2serve.components.verify_traffic.component import verify_traffic
@@ -102,6 +110,7 @@ DISPLAY_NAMES = {
     "validate": "Validate export",
     "deploy": "Deploy to endpoint",
     "smoke-test": "Smoke-test endpoint",
+    "quality-gate": "Quality gate: candidate vs serving",
     "verify-traffic": "Verify traffic / promote",
     "record-promotion": "Record promotion",
     "reject": "Validation failed",
@@ -286,6 +295,13 @@ def deploy_if_valid(
     max_error_rate_delta: float,
     max_latency_ratio: float,
     min_bake_requests: int,
+    eval_set: str,
+    judge_endpoint: str,
+    judge_model: str,
+    judge_prompt: str,
+    eval_margin: float,
+    eval_delta: float,
+    eval_min_pass_rate: float,
 ) -> None:
     with dsl.If(passed == True, name="validation-passed"):  # noqa: E712 (KFP needs ==)
         deployed = (
@@ -320,6 +336,24 @@ def deploy_if_valid(
             .set_display_name(DISPLAY_NAMES["smoke-test"])
             .set_caching_options(False)
         )
+        gate = (
+            quality_gate(
+                candidate_endpoint=deployed.outputs["endpoint"],
+                baseline_endpoint=production_endpoint,
+                project=project,
+                region=region,
+                eval_set=eval_set,
+                judge_endpoint=judge_endpoint,
+                judge_model=judge_model,
+                judge_prompt=judge_prompt,
+                eval_margin=eval_margin,
+                eval_delta=eval_delta,
+                eval_min_pass_rate=eval_min_pass_rate,
+            )
+            .set_display_name(DISPLAY_NAMES["quality-gate"])
+            .set_caching_options(False)
+            .after(smoke)
+        )
         verified = (
             verify_traffic(
                 endpoint=deployed.outputs["endpoint"],
@@ -339,7 +373,7 @@ def deploy_if_valid(
             )
             .set_display_name(DISPLAY_NAMES["verify-traffic"])
             .set_caching_options(False)
-            .after(smoke)
+            .after(gate)
         )
         (
             record_promotion(
@@ -404,6 +438,13 @@ def promote_if_due(
     max_error_rate_delta: float,
     max_latency_ratio: float,
     min_bake_requests: int,
+    eval_set: str,
+    judge_endpoint: str,
+    judge_model: str,
+    judge_prompt: str,
+    eval_margin: float,
+    eval_delta: float,
+    eval_min_pass_rate: float,
 ) -> None:
     with dsl.If(proceed == True, name="something-to-promote"):  # noqa: E712 (KFP needs ==)
         exported = export_fanout(
@@ -461,6 +502,13 @@ def promote_if_due(
             max_error_rate_delta=max_error_rate_delta,
             max_latency_ratio=max_latency_ratio,
             min_bake_requests=min_bake_requests,
+            eval_set=eval_set,
+            judge_endpoint=judge_endpoint,
+            judge_model=judge_model,
+            judge_prompt=judge_prompt,
+            eval_margin=eval_margin,
+            eval_delta=eval_delta,
+            eval_min_pass_rate=eval_min_pass_rate,
         ).set_display_name("Deploy if valid")
     with dsl.Else(name="nothing-to-promote"):
         skip(reason=reason).set_display_name(DISPLAY_NAMES["skip"]).set_caching_options(False)
@@ -510,6 +558,13 @@ def promote_checkpoint(
     max_error_rate_delta: float = 0.01,
     max_latency_ratio: float = 1.5,
     min_bake_requests: int = 20,
+    eval_set: str = "",
+    judge_endpoint: str = "",
+    judge_model: str = "",
+    judge_prompt: str = "",
+    eval_margin: float = 0.05,
+    eval_delta: float = 0.05,
+    eval_min_pass_rate: float = 0.9,
 ) -> None:
     cleanup = (
         finalize(project=project, region=region, production_endpoint=production_endpoint, run_id=RUN_ID)
@@ -564,6 +619,13 @@ def promote_checkpoint(
             max_error_rate_delta=max_error_rate_delta,
             max_latency_ratio=max_latency_ratio,
             min_bake_requests=min_bake_requests,
+            eval_set=eval_set,
+            judge_endpoint=judge_endpoint,
+            judge_model=judge_model,
+            judge_prompt=judge_prompt,
+            eval_margin=eval_margin,
+            eval_delta=eval_delta,
+            eval_min_pass_rate=eval_min_pass_rate,
         ).set_display_name("Promote if due")
 
 

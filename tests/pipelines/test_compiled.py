@@ -74,8 +74,9 @@ def test_image_override_reaches_every_executor(tmp_path: Path) -> None:
     image = "europe-docker.pkg.dev/acme/ml/tune2serve:ci-1234"
     out = compile_pipeline(tmp_path / "custom.yaml", image=image)
     compiled = load_spec_dict(out)
-    # discover, export plan/worker/worker-job/commit, four steps, record-promotion, skip, finalize, reject
-    assert len(executor_images(compiled)) == 13
+    # discover, export plan/worker/worker-job/commit, four steps, quality-gate, record-promotion, skip, finalize,
+    # reject
+    assert len(executor_images(compiled)) == 14
     assert set(executor_images(compiled).values()) == {image, GCPC_IMAGE_TAG}  # GCPC's launcher keeps its own
     assert step_images(compiled) == {image}  # incl. the custom job's worker pool
     # nothing but the image lines changed

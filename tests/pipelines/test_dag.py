@@ -23,7 +23,8 @@ COMPILED = Path(__file__).resolve().parents[2] / "compiled" / "promote_checkpoin
 STEPS = ["export", "validate", "deploy", "smoke-test", "verify-traffic"]
 EXPORT_STEPS = ["export-plan", "export-worker", "export-commit"]  # the export sub-pipeline's steps
 WORKER_JOB = "export-worker-job"  # the worker as a custom job, when export_machine_type is set
-EXECUTORS = {"discover", *STEPS[1:], *EXPORT_STEPS, WORKER_JOB, "record-promotion", "skip", "finalize", "reject"}
+EXECUTORS = {"discover", *STEPS[1:], *EXPORT_STEPS, WORKER_JOB, "quality-gate", "record-promotion", "skip", "finalize",
+             "reject"}
 ON_STEP = "inputs.parameter_values['pipelinechannel--export_machine_type'] == ''"
 ON_JOB = f"!({ON_STEP})"
 ALL_DONE = pipeline_spec_pb2.PipelineTaskSpec.TriggerPolicy.TriggerStrategy.ALL_UPSTREAM_TASKS_COMPLETED
@@ -109,9 +110,9 @@ def test_deploy_is_gated_on_validate_passed(spec: pipeline_spec_pb2.PipelineSpec
     assert set(branches) == {"inputs.parameter_values['pipelinechannel--passed'] == true",
                              "!(inputs.parameter_values['pipelinechannel--passed'] == true)"}
     gated = valid_branch(spec)
-    assert set(gated) == {"deploy", "smoke-test", "verify-traffic", "record-promotion"}
+    assert set(gated) == {"deploy", "smoke-test", "quality-gate", "verify-traffic", "record-promotion"}
     assert list(gated["smoke-test"].dependent_tasks) == ["deploy"]
-    assert set(gated["verify-traffic"].dependent_tasks) == {"deploy", "smoke-test"}
+    assert set(gated["verify-traffic"].dependent_tasks) == {"deploy", "quality-gate"}
     assert set(gated["record-promotion"].dependent_tasks) == {"deploy", "verify-traffic"}
     rejected = dag_of(spec, branches["!(inputs.parameter_values['pipelinechannel--passed'] == true)"]).tasks
     assert set(rejected) == {"reject"}
@@ -129,6 +130,24 @@ def test_the_promotion_is_recorded_after_verify_traffic(spec: pipeline_spec_pb2.
     assert (model.producer_task, model.output_parameter_key) == ("deploy", "model")
     assert record["export_uri"].component_input_parameter == "pipelinechannel--export_uri"
     assert record["production_endpoint"].component_input_parameter == "pipelinechannel--production_endpoint"
+
+
+def test_the_quality_gate_sits_between_smoke_test_and_verify_traffic(spec: pipeline_spec_pb2.PipelineSpec) -> None:
+    """The candidate (deploy's endpoint) against the serving model (production_endpoint) on
+    the eval_set parameter, after smoke-test and before verify-traffic; never cached."""
+    gated = valid_branch(spec)
+    gate = gated["quality-gate"]
+    assert set(gate.dependent_tasks) == {"deploy", "smoke-test"} and "quality-gate" in gated["verify-traffic"].dependent_tasks
+    candidate = gate.inputs.parameters["candidate_endpoint"].task_output_parameter
+    assert (candidate.producer_task, candidate.output_parameter_key) == ("deploy", "endpoint")
+    for name, channel in (("baseline_endpoint", "production_endpoint"), ("eval_set", "eval_set"),
+                          ("judge_endpoint", "judge_endpoint"), ("judge_model", "judge_model"),
+                          ("eval_margin", "eval_margin"), ("eval_min_pass_rate", "eval_min_pass_rate")):
+        assert gate.inputs.parameters[name].component_input_parameter == f"pipelinechannel--{channel}"
+    assert not gate.caching_options.enable_cache and gate.task_info.name.startswith("Quality gate")
+    params = spec.root.input_definitions.parameters
+    assert params["eval_set"].default_value.string_value == ""
+    assert params["eval_delta"].default_value.number_value == 0.05
 
 
 def export_tasks(spec: pipeline_spec_pb2.PipelineSpec) -> dict[str, Any]:

@@ -67,7 +67,8 @@ def test_the_compiled_defaults_are_in_range(template: submit.PipelineTemplate) -
 def _hostile_for(name: str) -> st.SearchStrategy[Any]:
     spec = ranges.PIPELINE[name]
     if isinstance(spec, (ranges.Number,)):
-        zero_ok = name in {"bake_s", "keep_previous_s", "max_error_rate_delta", "accelerator_count"}
+        zero_ok = name in {"bake_s", "keep_previous_s", "max_error_rate_delta", "accelerator_count", "eval_margin",
+                           "eval_delta"}
         values: list[Any] = [math.nan, math.inf, -math.inf, 10**13, 1e300, "10", None, True, [1]]
         return st.one_of(st.sampled_from(values + ([] if zero_ok else [0, 0.0])),
                          st.integers(max_value=-1), st.floats(max_value=-1e-9, allow_nan=False),
