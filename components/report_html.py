@@ -153,7 +153,9 @@ svg.chart .axis{stroke:#57606a;stroke-width:1}svg.chart .grid{stroke:#eaeef2;str
 svg.chart .tick{fill:#57606a}svg.chart .limit{stroke:#cf222e;stroke-dasharray:5 3;stroke-width:1.5}
 svg.chart .serving{fill:#3182bd;stroke:#3182bd}svg.chart .serving.light{fill:#9ecae1;stroke:#9ecae1}
 svg.chart .candidate{fill:#e8710a;stroke:#e8710a}svg.chart .candidate.light{fill:#fdc086;stroke:#fdc086}
-svg.chart .other{fill:#8c959f;stroke:#8c959f}svg.chart polyline{fill:none;stroke-width:1.5}
+svg.chart .other{fill:#8c959f;stroke:#8c959f}svg.chart polyline{fill:none!important;stroke-width:1.5}
+svg.chart .expected{stroke:#1f2328;stroke-width:2}svg.chart .title{font-size:12px;font-weight:600}
+svg.chart .thresholds,svg.chart .axis-title{fill:#57606a}
 """
 
 

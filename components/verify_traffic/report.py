@@ -1,18 +1,22 @@
 """The decision, with its evidence, as Markdown (KFP Markdown artifact, terminal) and as
-a self-contained HTML page (inline CSS, an inline SVG latency chart, no scripts, no
-external resources) that the Vertex AI Pipelines UI shows. Stable element ids:
-``outcome``, ``evidence``, ``traffic-split``, ``latency-chart``, and per baked step
-``bake-N`` (its table) and ``bake-chart-N`` (error rate and p95 of both models over the
-bake, one point per Cloud Monitoring sample).
+a self-contained HTML page in the reports' one look (``report_html``: banner, cards,
+tables; the charts of ``chart.py``, inline SVG) that the Vertex AI Pipelines UI shows.
+Each model is named by its role — candidate or serving — and its share at each step, and
+the thresholds the run was judged by are stated (``VerifyResult.thresholds``). Stable
+element ids: ``outcome`` (the banner), ``summary``, ``evidence``, ``step-N``,
+``traffic-chart``, ``latency-chart``, ``models``, ``traffic-split``, ``thresholds``, and
+per baked step ``bake-N`` (its section, ``data-verdict``) and ``bake-chart-N``.
 """
 
 from __future__ import annotations
 
-from html import escape
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 from tune2serve.components import markdown as md
+from tune2serve.components.report_html import Block, Card, Items, Para, Row, Section, Table, Verdict, page
+from tune2serve.components.verify_traffic import chart
 from tune2serve.components.verify_traffic.checks import StepResult
 from tune2serve.components.verify_traffic.verify import VerifyResult
 
@@ -38,13 +42,37 @@ def _fmt(value: float | None, unit: str = "") -> str:
     return "–" if value is None else f"{value:.0f}{unit}"
 
 
-def _step_rows(step: StepResult) -> list[tuple[str, ...]]:
+def names(result: VerifyResult) -> dict[str, str]:
+    """Deployed id → role (candidate, serving, serving 2...), as every table and chart names it."""
+    return chart.model_names(result.steps, result.new_deployed_id, result.mode == "promotion")
+
+
+def _step_rows(step: StepResult, roles: Mapping[str, str]) -> list[tuple[str, ...]]:
     rows = []
     for dm, m in step.models.items():
-        role = "new" if dm == step.new_deployed_id else ("unattributed" if dm.startswith("(") else "serving")
         total = sum(x.requests for x in step.models.values()) or 1
-        rows.append((dm, role, f"{step.configured_split.get(dm, 0)}%", f"{m.requests / total:.1%}", str(m.requests),
-                     f"{m.error_rate:.1%}", _fmt(m.p50_ms, " ms"), _fmt(m.p95_ms, " ms")))
+        rows.append((dm, roles.get(dm, "serving"), f"{step.configured_split.get(dm, 0)}%", f"{m.requests / total:.1%}",
+                     str(m.requests), f"{m.error_rate:.1%}", _fmt(m.p50_ms, " ms"), _fmt(m.p95_ms, " ms")))
+    return rows
+
+
+def threshold_rows(thresholds: Mapping[str, float]) -> list[tuple[str, str]]:
+    """The limits the run was judged by, in words (empty when the result does not record them)."""
+    t = thresholds
+    rows = []
+    if "significance" in t:
+        rows += [("split test significance (two-sided exact binomial on the candidate's share)", f"{t['significance']:g}"),
+                 ("max error-rate increase, candidate vs serving, per step",
+                  f"{t['max_error_rate_increase'] * 100:g} points"),
+                 ("max candidate p95 latency, per step",
+                  f"{t['max_latency_p95_ratio']:g} x serving p95 + {t['latency_slack_ms']:g} ms"),
+                 ("min successful answers on each side for the latency check", f"{t['min_latency_samples']:g}")]
+    if "bake_s" in t:
+        rows.append(("bake on real traffic, each step below 100 %", f"{t['bake_s']:g} s" if t["bake_s"] else "off"))
+        if t["bake_s"]:
+            rows += [("bake: max error-rate delta", f"{t['bake_max_error_rate_delta'] * 100:g} points"),
+                     ("bake: max p95 latency ratio", f"{t['bake_max_latency_ratio']:g} x serving"),
+                     ("bake: min candidate requests", f"{t['bake_min_requests']:g}")]
     return rows
 
 
@@ -65,6 +93,7 @@ def markdown(result: VerifyResult) -> str:
     if result.reason:
         lines.append(f"- reason: {md.text(result.reason)}")
     lines += ["", "## Evidence", ""]
+    roles = names(result)
     for step in result.steps:
         t = step.test
         lines += [f"### Step {step.percent}% — {'passed' if step.passed else 'FAILED'}", "",
@@ -72,7 +101,7 @@ def markdown(result: VerifyResult) -> str:
                   f"new model answered {t.k} ({t.observed_share:.1%}), p-value {t.p_value:.3g} "
                   f"(significance {t.alpha})", "",
                   _row(_HEAD), "|" + "---|" * len(_HEAD)]
-        lines += [_row(r) for r in _step_rows(step)]
+        lines += [_row(r) for r in _step_rows(step, roles)]
         lines += [f"- {md.text(f)}" for f in step.failures] + [""]
         if step.bake is not None:
             b = step.bake
@@ -86,141 +115,93 @@ def markdown(result: VerifyResult) -> str:
     lines += [""]
     if result.notes:
         lines += ["## Notes", ""] + [f"- {md.text(n)}" for n in result.notes] + [""]
+    if result.thresholds:
+        lines += ["## Thresholds applied", "", "| threshold | value |", "|---|---|"]
+        lines += [_row(r) for r in threshold_rows(result.thresholds)] + [""]
     lines += ["## Method", "", METHOD, ""]
     return "\n".join(lines)
 
 
 _BAKE_HEAD = ("model", "requests", "errors", "error rate", "p95")
-
-
 def _bake_rows(bake: Any) -> list[tuple[str, ...]]:
     return [(role, str(w.requests), str(w.errors), f"{w.error_rate:.1%}", _fmt(w.p95_ms, " ms"))
-            for role, w in (("canary", bake.canary), ("serving", bake.baseline))]
+            for role, w in (("candidate", bake.canary), ("serving", bake.baseline))]
 
 
-def _bake_timeline(step: StepResult) -> dict[str, list[tuple[float, float | None, float | None]]]:
-    """Role → [(seconds into the bake, error rate, p95 ms)] per sample period."""
-    bake = step.bake
-    start = bake.window[0]
-    out: dict[str, dict[float, list[float]]] = {"canary": {}, "serving": {}}
-    for dm, series in bake.series.items():
-        role = "canary" if dm == step.new_deployed_id else "serving"
-        for c in series["response_count"]:
-            slot = out[role].setdefault(c["start"], [0.0, 0.0, 0.0])
-            slot[0] += c["count"]
-            slot[1] += 0 if str(c["response_code"]).startswith("2") else c["count"]
-        for d in series["prediction_latencies"]:
-            slot = out[role].setdefault(d["start"], [0.0, 0.0, 0.0])
-            slot[2] = max(slot[2], d["p95_ms"] or 0.0)
-    return {role: [(t - start, (v[1] / v[0]) if v[0] else None, v[2] or None) for t, v in sorted(points.items())]
-            for role, points in out.items()}
+def _step_section(result: VerifyResult, i: int, step: StepResult, roles: Mapping[str, str]) -> Section:
+    """One step: the split test in words, the per-model table, failures, the bake."""
+    t = step.test
+    who = "the candidate" if result.mode == "promotion" else "the checked model"
+    blocks: list[Block] = [
+        f"n = {t.n} (planned {step.plan.requests}), {who} answered {t.k} ({t.observed_share:.1%}) against a "
+        f"configured {step.percent} %, p-value {t.p_value:.3g} at significance {t.alpha:g}",
+        Table(_HEAD, [Row(r, tone="fail" if not step.passed and r[1] == "candidate" else "", data={"model": r[0]})
+                      for r in _step_rows(step, roles)]),
+        *(Para(f, "fail") for f in step.failures)]
+    if step.bake is not None:
+        b = step.bake
+        blocks.append(Section(f"Bake: {b.verdict} ({b.window[1] - b.window[0]:.0f} s of real traffic, Cloud Monitoring)",
+                              [Table(_BAKE_HEAD, _bake_rows(b)),
+                               chart.bake_svg(step, i, roles, result.model, result.thresholds)],
+                              id=f"bake-{i}", data={"verdict": b.verdict}))
+    title = (f"Step {i}: candidate at {step.percent} %" if result.mode == "promotion" else f"Check {i}") + \
+        f" — {'passed' if step.passed else 'failed'}"
+    return Section(title, blocks, id=f"step-{i}", data={"passed": str(step.passed).lower()})
 
 
-def bake_svg(step: StepResult, index: int, width: int = 640, height: int = 260) -> str:
-    """Two panels over the bake: error rate (top) and p95 latency (bottom), the canary in
-    red and the serving models in blue, one point per Cloud Monitoring sample."""
-    lines = _bake_timeline(step)
-    span = max([t for pts in lines.values() for t, _, _ in pts] + [step.bake.window[1] - step.bake.window[0], 1.0])
-    top_ms = max([p for pts in lines.values() for _, _, p in pts if p] + [1.0])
-    pad, panel = 44, (height - 50) / 2
-    parts = [f'<svg id="bake-chart-{index}" xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
-             f'viewBox="0 0 {width} {height}" role="img" aria-label="error rate and p95 latency over the bake">',
-             f'<text x="{pad}" y="12" font-size="11">error rate (0-100%) — canary red, serving blue</text>',
-             f'<text x="{pad}" y="{panel + 30:.0f}" font-size="11">p95 latency (max {top_ms:.0f} ms)</text>']
-    for k, (label, y0) in enumerate((("error", 16.0), ("p95", panel + 34))):
-        parts.append(f'<line x1="{pad}" y1="{y0 + panel - 8:.1f}" x2="{width - pad}" y2="{y0 + panel - 8:.1f}" '
-                     'stroke="#888"/>')
-        for role, colour in (("canary", "#d93025"), ("serving", "#3182bd")):
-            pts = []
-            for t, err, p95 in lines[role]:
-                value = err if k == 0 else (p95 / top_ms if p95 else None)
-                if value is None:
-                    continue
-                x = pad + (width - 2 * pad) * t / span
-                y = y0 + (panel - 8) * (1 - value)
-                pts.append(f"{x:.1f},{y:.1f}")
-                parts.append(f'<circle cx="{x:.1f}" cy="{y:.1f}" r="2.5" fill="{colour}"><title>{role} at '
-                             f'{t:.0f} s: {label} {value * (100 if k == 0 else top_ms):.0f}'
-                             f'{"%" if k == 0 else " ms"}</title></circle>')
-            if len(pts) > 1:
-                parts.append(f'<polyline points="{" ".join(pts)}" fill="none" stroke="{colour}"/>')
-    parts.append(f'<text x="{pad}" y="{height - 4}" font-size="10">seconds into the bake (0-{span:.0f})</text></svg>')
-    return "".join(parts)
+def _split_text(split: Mapping[str, int], roles: Mapping[str, str]) -> str:
+    """"candidate 100 %": each deployed model by its role (by its id when it had none in the steps)."""
+    return ", ".join(f"{roles.get(dm, dm)} {share} %" for dm, share in split.items()) or "none"
 
 
-def latency_svg(steps: list[StepResult], width: int = 640, height: int = 220) -> str:
-    """Grouped bars: p50 (light) and p95 (dark) per deployed model per step."""
-    bars = [(f"{s.percent}%", dm, m.p50_ms or 0.0, m.p95_ms or 0.0)
-            for s in steps for dm, m in s.models.items() if m.p95_ms is not None]
-    top = max([b[3] for b in bars] + [1.0])
-    pad, base = 40, height - 40
-    slot = (width - 2 * pad) / max(1, len(bars))
-    parts = [f'<svg id="latency-chart" xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
-             f'viewBox="0 0 {width} {height}" role="img" aria-label="latency per deployed model and step">',
-             f'<line x1="{pad}" y1="{base}" x2="{width - pad}" y2="{base}" stroke="#888"/>',
-             f'<text x="{pad}" y="14" font-size="11">p95 max {top:.0f} ms (dark: p95, light: p50)</text>']
-    for i, (label, dm, p50, p95) in enumerate(bars):
-        x = pad + i * slot + slot * 0.15
-        w = slot * 0.35
-        for j, (value, colour) in enumerate(((p50, "#9ecae1"), (p95, "#3182bd"))):
-            h = (base - 24) * value / top
-            parts.append(f'<rect x="{x + j * w:.1f}" y="{base - h:.1f}" width="{w:.1f}" height="{h:.1f}" '
-                         f'fill="{colour}"><title>{escape(dm)} at {label}: {value:.0f} ms</title></rect>')
-        parts.append(f'<text x="{x:.1f}" y="{base + 14}" font-size="10">{escape(label)} {escape(dm[-6:])}</text>')
-    parts.append("</svg>")
-    return "".join(parts)
+def _cards(result: VerifyResult, roles: Mapping[str, str]) -> list[Card]:
+    tone = "pass" if result.ok else "fail"
+    cards = [Card("Outcome", result.outcome.replace("_", " "), tone), Card("Endpoint", result.endpoint)]
+    if result.model:
+        cards.append(Card("Candidate model", result.model))
+    cards += [Card("Steps", " → ".join(f"{s.percent} %" for s in result.steps) or "none run"),
+              Card("Traffic now", _split_text(result.traffic_split, roles))]
+    if result.previous_split:
+        cards.append(Card("Traffic before", _split_text(result.previous_split, roles)))
+    return cards
 
 
-_CSS = """body{font-family:system-ui,sans-serif;margin:2em;color:#222;max-width:960px}
-#outcome{padding:1em;border-radius:6px;font-size:1.2em;font-weight:600}
-.promoted,.verified{background:#e6f4ea;border:1px solid #34a853}
-.rolled_back,.failed{background:#fce8e6;border:1px solid #d93025}
-table{border-collapse:collapse;margin:.5em 0}td,th{border:1px solid #ccc;padding:.25em .6em;text-align:right}
-th{background:#f1f3f4}td:first-child,th:first-child{text-align:left;font-family:monospace}
-.fail{color:#d93025}code{background:#f1f3f4;padding:0 .2em}"""
-
-
-def _table(head: tuple[str, ...], rows: list[tuple[str, ...]]) -> str:
-    h = "".join(f"<th>{escape(c)}</th>" for c in head)
-    body = "".join("<tr>" + "".join(f"<td>{escape(c)}</td>" for c in r) + "</tr>" for r in rows)
-    return f"<table><thead><tr>{h}</tr></thead><tbody>{body}</tbody></table>"
+def _model_rows(result: VerifyResult, roles: Mapping[str, str]) -> list[tuple[str, ...]]:
+    return [(role, dm, result.model if role == "candidate" and result.model else "")
+            for dm, role in sorted(roles.items(), key=lambda kv: (kv[1] != "candidate", kv[1]))]
 
 
 def html(result: VerifyResult) -> str:
-    parts = [f'<!DOCTYPE html><html lang="en"><head><meta charset="utf-8"><title>verify-traffic: '
-             f'{escape(result.outcome)}</title><style>{_CSS}</style></head><body>',
-             f'<div id="outcome" class="{escape(result.outcome)}" data-outcome="{escape(result.outcome)}">'
-             f'{escape(HEADLINES[result.outcome])}</div>',
-             f"<p>Endpoint <code>{escape(result.endpoint)}</code>"
-             + (f", model <code>{escape(result.model)}</code>" if result.model else "") + "</p>"]
-    if result.reason:
-        parts.append(f'<p class="fail">Reason: {escape(result.reason)}</p>')
-    parts.append('<section id="evidence"><h2>Evidence</h2>')
-    for step in result.steps:
-        t = step.test
-        parts.append(f'<h3>Step {step.percent}% — {"passed" if step.passed else "failed"}</h3>'
-                     f"<p>n = {t.n} (planned {step.plan.requests}), new model answered {t.k} "
-                     f"({t.observed_share:.1%}), p-value {t.p_value:.3g} at significance {t.alpha}</p>")
-        parts.append(_table(_HEAD, _step_rows(step)))
-        parts += [f'<p class="fail">{escape(f)}</p>' for f in step.failures]
-        if step.bake is not None:
-            b, i = step.bake, result.steps.index(step) + 1
-            parts.append(f'<h4>Bake: {escape(b.verdict)} ({b.window[1] - b.window[0]:.0f} s of real traffic, '
-                         f'Cloud Monitoring)</h4><div id="bake-{i}" data-verdict="{escape(b.verdict)}">'
-                         + _table(_BAKE_HEAD, _bake_rows(b)) + "</div>" + bake_svg(step, i))
+    """The page: banner (``#outcome``), cards, then the evidence per step with its charts,
+    the models by role, the final split, the thresholds applied, notes; the method as a
+    footnote. Resource names, ids, reasons and notes are values: ``report_html`` escapes them."""
+    roles = names(result)
+    evidence: list[Block] = [Para(f"Reason: {result.reason}", "fail")] if result.reason else []
+    evidence += [_step_section(result, i, s, roles) for i, s in enumerate(result.steps, 1)]
     if result.steps:
-        parts.append("<h3>Latency</h3>" + latency_svg(result.steps))
+        evidence.append(Section("Traffic per step", [chart.share_svg(result.steps, roles, result.model,
+                                                                     result.thresholds, result.mode == "promotion")],
+                                id="traffic"))
+        evidence.append(Section("Latency", [chart.latency_svg(result.steps, roles, result.model, result.thresholds,
+                                                              result.mode == "promotion")], id="latency"))
     if result.rollback:
-        parts.append(f"<h3>Rollback</h3><p>restored {escape(str(result.rollback['restored_split']))}, undeployed "
-                     f"{escape(', '.join(result.rollback['undeployed']) or 'nothing')}</p>")
-    parts.append("</section>")
-    parts.append('<section id="traffic-split"><h2>Final traffic split</h2>'
-                 + _table(("deployed model", "share"), [(k, f"{v}%") for k, v in result.traffic_split.items()])
-                 + "</section>")
+        evidence.append(Section("Rollback", [f"restored {_split_text(result.rollback['restored_split'], roles)}; "
+                                             f"undeployed {', '.join(result.rollback['undeployed']) or 'nothing'}"],
+                                id="rollback"))
+    sections = [Section("Evidence", evidence or ["No step ran."], id="evidence"),
+                Section("Models", [Table(("role", "deployed model", "model"), _model_rows(result, roles))],
+                        id="models"),
+                Section("Final traffic split", [Table(("deployed model", "share", "role"), [
+                    (dm, f"{share}%", roles.get(dm, "")) for dm, share in result.traffic_split.items()])],
+                        id="traffic-split"),
+                Section("Thresholds applied", [Table(("threshold", "value"), threshold_rows(result.thresholds))]
+                        if result.thresholds else ["Not recorded for this result."], id="thresholds")]
     if result.notes:
-        parts.append("<h2>Notes</h2><ul>" + "".join(f"<li>{escape(n)}</li>" for n in result.notes) + "</ul>")
-    parts.append(f"<h2>Method</h2><p>{escape(METHOD)}</p></body></html>")
-    return "".join(parts)
+        sections.append(Section("Notes", [Items(result.notes)], id="notes"))
+    banner = Verdict(HEADLINES[result.outcome], "pass" if result.ok else "fail", detail=result.endpoint,
+                     id="outcome", data={"outcome": result.outcome})
+    return page(f"verify-traffic: {result.outcome}", banner, _cards(result, roles), sections,
+                footnotes=[METHOD], kind="verify-traffic")
 
 
 def write_reports(result: VerifyResult, markdown_path: str | Path, html_path: str | Path) -> None:

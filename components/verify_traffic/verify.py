@@ -54,6 +54,7 @@ class VerifyResult:
     rollback: dict[str, Any] | None = None
     mode: str = "standalone"
     outside_change: dict[str, Any] | None = None  # {"when", "expected_split", "found_split"}: someone else's change
+    thresholds: dict[str, float] = field(default_factory=dict)  # applied_thresholds(): the limits judged by
 
     @property
     def ok(self) -> bool:
@@ -63,7 +64,8 @@ class VerifyResult:
         return {"mode": self.mode, "endpoint": self.endpoint, "model": self.model, "reason": self.reason,
                 "previous_split": self.previous_split, "new_deployed_id": self.new_deployed_id,
                 "steps": [s.as_dict() for s in self.steps], "rollback": self.rollback, "notes": self.notes,
-                "final_state": self.final_state, "outside_change": self.outside_change}
+                "final_state": self.final_state, "outside_change": self.outside_change,
+                "thresholds": self.thresholds}
 
     def as_json(self) -> dict[str, Any]:
         """The --json object of DESIGN.md §4."""
@@ -94,6 +96,24 @@ class VerifyResult:
                     if w.p95_ms is not None:
                         out[f"step{i}_bake_{role}_p95_ms"] = round(w.p95_ms, 1)
         return out
+
+
+def applied_thresholds(policy: Policy, bake: BakePolicy | None) -> dict[str, float]:
+    """The limits a run was judged by, carried in its result: its report states them (a
+    reader of a rollback must not have to know which defaults or flags applied). ``bake``
+    is None where nothing is baked (a standalone check)."""
+    out = {"significance": policy.significance, "max_error_rate_increase": policy.max_error_rate_increase,
+           "max_latency_p95_ratio": policy.max_latency_p95_ratio, "latency_slack_ms": policy.latency_slack_ms,
+           "min_latency_samples": float(policy.min_latency_samples)}
+    if bake is not None:
+        out.update(bake_s=bake.bake_s, bake_max_error_rate_delta=bake.max_error_rate_delta,
+                   bake_max_latency_ratio=bake.max_latency_ratio, bake_min_requests=float(bake.min_requests))
+    return out
+
+
+def _judged_by(result: VerifyResult, thresholds: dict[str, float]) -> VerifyResult:
+    result.thresholds = thresholds
+    return result
 
 
 def real_probes(api: EndpointApi, concurrency: int = 4) -> tuple[ProbeFactory, Any]:
@@ -176,8 +196,9 @@ def verify_traffic(*, project: str, region: str, endpoint: str, model: str | Non
     try:
         if not production_endpoint:
             name = str(endpoint_name(endpoint, project, region))
-            return check_standalone(api, name, str(model_name(model, project, region)) if model else None,
-                                    probe_for, policy=policy, timeout_s=step_timeout_s)
+            return _judged_by(check_standalone(api, name, str(model_name(model, project, region)) if model else None,
+                                               probe_for, policy=policy, timeout_s=step_timeout_s),
+                              applied_thresholds(policy, None))
         assert model is not None
         plan = PromotionPlan(
             endpoint=str(endpoint_name(production_endpoint, project, region)),
@@ -185,7 +206,8 @@ def verify_traffic(*, project: str, region: str, endpoint: str, model: str | Non
             staging_endpoint=str(endpoint_name(endpoint, project, region)) if endpoint else None,
             keep_previous_s=keep_previous_s, deploy_timeout_s=deploy_timeout_s, step_timeout_s=step_timeout_s,
             lease_wait_s=lease_wait_s, policy=policy, bake=bake)
-        return from_outcome(promote(api, plan, probe_for, metrics=metrics))
+        return _judged_by(from_outcome(promote(api, plan, probe_for, metrics=metrics)),
+                          applied_thresholds(policy, bake))
     finally:
         if client is not None:
             client.close()

@@ -156,9 +156,9 @@ def test_the_bake_evidence_reaches_json_metrics_markdown_and_the_html_chart() ->
     assert result.metrics()["step1_bake_canary_error_rate"] == 0.4
     assert "Bake 2 s on real traffic (Cloud Monitoring): **failed**" in markdown(result)
     page = html(result)
-    assert '<div id="bake-1" data-verdict="failed">' in page and '<svg id="bake-chart-1"' in page
-    assert page.count("<circle") == 7  # canary: 2 error-rate points + 1 p95; serving: 2 + 2
-    assert "canary at 1 s: error 100%" in page  # the second sample: 20 of 20 failed
+    assert '<section id="bake-1" data-verdict="failed">' in page and '<svg id="bake-chart-1"' in page
+    assert page.count("<circle") == 7  # candidate: 2 error-rate points + 1 p95; serving: 2 + 2
+    assert "candidate at 1 s: error rate 100 %" in page  # the second sample: 20 of 20 failed
 
 
 @pytest.mark.parametrize("flags, message", [

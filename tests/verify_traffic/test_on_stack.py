@@ -82,7 +82,9 @@ def test_standalone_endpoint_is_verified_with_the_cli(stack_env: StackHandle, pr
     assert out["traffic_split"] == {production.deployed_model_id: 100}
     step = out["evidence"]["steps"][0]
     assert step["test"]["k"] == step["test"]["n"] == Policy().full_share_requests
-    assert 'id="outcome"' in (tmp_path / "verify_traffic.html").read_text()
+    assert out["evidence"]["thresholds"]["significance"] == Policy().significance  # the limits judged by
+    page = (tmp_path / "verify_traffic.html").read_text()
+    assert 'id="outcome"' in page and '<section id="thresholds">' in page and "serving 100 %" in page
 
 
 def test_two_promotions_never_interleave(stack_env: StackHandle, production: Deployment) -> None:

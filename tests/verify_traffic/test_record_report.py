@@ -93,8 +93,11 @@ def test_chromium_renders_the_banner_and_tables(tmp_path: Path) -> None:
     page.write_text(html(_result("promoted")), encoding="utf-8")
     dom = subprocess.run([chromium, "--headless", "--no-sandbox", "--disable-gpu", "--dump-dom", page.as_uri()],
                          capture_output=True, text=True, timeout=60).stdout
-    assert 'id="outcome" class="promoted"' in dom and "Promoted: the new model serves 100%" in dom
-    assert dom.count("<table>") == 3 and "<svg" in dom
+    assert '<header id="outcome" class="banner pass" data-outcome="promoted">' in dom
+    assert "Promoted: the new model serves 100%" in dom
+    # a section per step, the models, the final split; the traffic and latency charts
+    for element_id in ("step-1", "step-2", "models", "traffic-split", "traffic-chart", "latency-chart"):
+        assert f'id="{element_id}"' in dom, element_id
 
 
 def test_cli_usage_errors_exit_2(capsys: pytest.CaptureFixture[str]) -> None:
