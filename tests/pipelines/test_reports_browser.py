@@ -394,3 +394,47 @@ def test_hostile_values_render_as_text(value: str, tmp_path_factory: pytest.Temp
     session.open(hostile["validate"])
     cells = session.evaluate("[...document.querySelectorAll('#findings-error td')].map(t => t.textContent)")
     assert cells[2:] == [shown(value), shown(value)]
+
+
+def test_the_bake_chart_names_roles_on_its_axes(tmp_path: Path, session: browser.Session) -> None:
+    """A 10 % step baked 3 s on real traffic (Cloud Monitoring series as the API answers
+    them, judged by the step's own rule): the chart's panels, ticks, legend and limits."""
+    from dataclasses import replace
+
+    from tune2serve.components.verify_traffic.bake import BakePolicy, judge_bake
+    from tune2serve.components.verify_traffic.checks import Policy
+    from tune2serve.components.verify_traffic.report import write_reports
+    from tune2serve.components.verify_traffic.verify import applied_thresholds
+    from tune2serve.components.vertex.monitoring import CountPoint, LatencyPoint, ModelSeries
+
+    bounds = (10.0, 20.0, 40.0, 80.0, float("inf"))
+    series = {NEW_ID: ModelSeries([CountPoint(10 + t, 11 + t, "200", 10) for t in range(3)],
+                                  [LatencyPoint(10 + t, 11 + t, 10, 30.0, bounds[:3], (0, 2, 8)) for t in range(3)]),
+              OLD_ID: ModelSeries([CountPoint(10 + t, 11 + t, "200", 90) for t in range(3)],
+                                  [LatencyPoint(10 + t, 11 + t, 90, 15.0, bounds[:2], (10, 80)) for t in range(3)])}
+    policy = BakePolicy(bake_s=3, min_requests=20)
+    result = verify_result("rolled_back")
+    baked = judge_bake(series, NEW_ID, [OLD_ID], policy, (10.0, 13.0))
+    result.steps[0] = replace(result.steps[0], bake=baked)
+    result.thresholds = applied_thresholds(Policy(), policy)
+    write_reports(result, tmp_path / "b.md", tmp_path / "b.html")
+    session.open(tmp_path / "b.html")
+    assert session.evaluate("document.getElementById('bake-1').dataset.verdict") == baked.verdict
+    layout = chart_layout(session, "bake-chart-1")
+    assert texts_of(layout, "axis-title")[:2] == ["error rate", "p95 latency"]
+    ticks = [t for t, _ in layout["ticks"]]
+    assert ticks[:3] == ["0 %", "50 %", "100 %"] and ticks[3] == "0 ms" and "3 s" in ticks
+    legend = {model: text for c, text, _, model, _ in layout["texts"] if c == "legend"}
+    assert legend == {NEW_ID: f"candidate: deployed model {NEW_ID} (Model {MODEL})",
+                      OLD_ID: f"serving: deployed model {OLD_ID}"}
+    stated = " ".join(texts_of(layout, "thresholds"))
+    assert "serving models' + 1 point," in stated and "at most 1.5 x theirs" in stated and "at least 20" in stated
+    points = session.evaluate("[...document.querySelectorAll('#bake-chart-1 circle')].map(c => "
+                              "[c.getAttribute('class'), c.textContent])")
+    assert sorted({role for role, _ in points}) == ["candidate", "serving"] and len(points) == 12
+    assert ["candidate", "candidate at 0 s: error rate 0 %"] in points
+    width, height = layout["frame"]
+    for _, text, _, _, (left, right, top, bottom) in layout["texts"]:
+        assert left >= 0 and right <= width + 0.5 and top >= 0 and bottom <= height + 0.5, text
+    thresholds = element_text(session.evaluate("document.documentElement.outerHTML"), "thresholds")
+    assert "bake: max p95 latency ratio 1.5 x serving" in thresholds and "bake: min candidate requests 20" in thresholds
