@@ -29,6 +29,9 @@ ALL: dict[str, set[str]] = {
     "tune2serve.components.discover.discover": {"NEWEST_PREFIX", "SourceResolution", "newest_tuning_output",
                                                 "resolve_source"},
     "tune2serve.components.step_component": {"step_component"},
+    # the HTML reports' one look, which every step's report (and the quality gate's) is built on
+    "tune2serve.components.report_html": {"Badge", "Card", "Code", "Items", "Markup", "Para", "Row", "Section",
+                                          "Table", "Verdict", "esc", "page"},
     "tune2serve.pipelines.schedule": {"Cron", "create_schedule", "parse_cron"},
 }
 

@@ -138,7 +138,7 @@ def test_good_adapter_is_promoted_to_a_new_endpoint(stack_env: Any, local_stack:
     # the run id placeholder resolved under kfp.local: the endpoint carries the run's label
     assert endpoints_of_run(local_stack, result.run_name) == [result.endpoint]
     assert result.model in resources(local_stack)[1]
-    assert {"validate.html", "verify-traffic.html", "smoke-test.md"} <= set(result.reports)
+    assert {"validate.html", "verify-traffic.html", "smoke-test.md", "smoke-test.html"} <= set(result.reports)
     assert result.curl.startswith(f"curl --cacert {local_stack.env['REQUESTS_CA_BUNDLE']}")
 
 
