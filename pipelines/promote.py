@@ -383,6 +383,9 @@ def deploy_if_valid(
                 run_id=RUN_ID,
                 outcome=verified.outputs["outcome"],
                 production_endpoint=production_endpoint,
+                quality_verdict=gate.outputs["verdict"],
+                eval_set_sha256=gate.outputs["eval_set_sha256"],
+                judge=gate.outputs["judge"],
             )
             .set_display_name(DISPLAY_NAMES["record-promotion"])
             .set_caching_options(False)

@@ -10,7 +10,9 @@ A scheduled run reads the records under the exports prefix to decide whether the
 tuning output was promoted already (``find_promotion``) and, if so, ends as a no-op.
 
 The pipeline's ``record-promotion`` step (``record_after_verify``) writes the record once
-verify-traffic said ``promoted`` or ``verified``. Failing to write it does not fail the
+verify-traffic said ``promoted`` or ``verified``. ``quality_gate`` holds what the quality gate
+(components/quality_gate/) said before the promotion: {verdict, eval_set_sha256, judge}, or
+null when no eval set was compared. Failing to write it does not fail the
 run: the promotion already happened, and a failed run would make the exit handler undo
 it. The cost of a missing record is one repeated promotion by the next scheduled run,
 so the step says so loudly (a warning and its output) instead.
@@ -43,6 +45,7 @@ class PromotionRecord:
     model: str
     time: str
     run_id: str | None = None
+    quality_gate: dict[str, str] | None = None
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=2, sort_keys=True) + "\n"
@@ -69,7 +72,8 @@ def _sibling(export_uri: str) -> tuple[str, str]:
 
 
 def write_promotion_record(export_uri: str, *, endpoint: str, model: str, source: str | None = None,
-                           run_id: str | None = None, now: float | None = None) -> PromotionRecord:
+                           run_id: str | None = None, now: float | None = None,
+                           quality_gate: dict[str, str] | None = None) -> PromotionRecord:
     """Writes the record after a successful promotion. ``source`` defaults to the one
     the export's manifest names; the digest is the manifest's. A folder with no manifest
     (deployed as it is: export passed it through) is its own source."""
@@ -81,7 +85,7 @@ def write_promotion_record(export_uri: str, *, endpoint: str, model: str, source
         source=_normal(source), export=_normal(export_uri),
         manifest_digest=manifest.digest() if manifest else None, endpoint=endpoint, model=model,
         time=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(now if now is not None else time.time())),
-        run_id=run_id,
+        run_id=run_id, quality_gate=quality_gate,
     )
     parent, name = _sibling(export_uri)
     open_folder(parent).write_bytes(name, record.to_json().encode())
@@ -96,8 +100,17 @@ def record_uri(export_uri: str) -> str:
     return open_folder(parent).join(name)
 
 
+def quality_gate_entry(verdict: str, eval_set_sha256: str, judge: str) -> dict[str, str] | None:
+    """What the record keeps of the quality gate's step (its outputs): the verdict, the eval
+    set's sha256 and the judge used ("" for none); None when no eval set was compared."""
+    if not verdict and not eval_set_sha256:
+        return None
+    return {"verdict": verdict, "eval_set_sha256": eval_set_sha256, "judge": judge}
+
+
 def record_after_verify(export_uri: str, *, endpoint: str, model: str, outcome: str, run_id: str = "",
-                        production_endpoint: str = "") -> str:
+                        production_endpoint: str = "", quality_verdict: str = "", eval_set_sha256: str = "",
+                        judge: str = "") -> str:
     """Writes the record when verify-traffic's ``outcome`` means the model now serves.
 
     ``endpoint`` is the one deploy made; when the model was promoted onto
@@ -112,7 +125,8 @@ def record_after_verify(export_uri: str, *, endpoint: str, model: str, outcome: 
         return message
     try:
         write_promotion_record(export_uri, endpoint=production_endpoint or endpoint, model=model,
-                               run_id=run_id or None)
+                               run_id=run_id or None,
+                               quality_gate=quality_gate_entry(quality_verdict, eval_set_sha256, judge))
         return record_uri(export_uri)
     except PromotionError as e:
         message = (f"not recorded: {e}; the promotion stands, but the next scheduled run may promote "

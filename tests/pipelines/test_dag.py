@@ -113,7 +113,7 @@ def test_deploy_is_gated_on_validate_passed(spec: pipeline_spec_pb2.PipelineSpec
     assert set(gated) == {"deploy", "smoke-test", "quality-gate", "verify-traffic", "record-promotion"}
     assert list(gated["smoke-test"].dependent_tasks) == ["deploy"]
     assert set(gated["verify-traffic"].dependent_tasks) == {"deploy", "quality-gate"}
-    assert set(gated["record-promotion"].dependent_tasks) == {"deploy", "verify-traffic"}
+    assert set(gated["record-promotion"].dependent_tasks) == {"deploy", "quality-gate", "verify-traffic"}
     rejected = dag_of(spec, branches["!(inputs.parameter_values['pipelinechannel--passed'] == true)"]).tasks
     assert set(rejected) == {"reject"}
     endpoint = gated["smoke-test"].inputs.parameters["endpoint"].task_output_parameter
