@@ -10,13 +10,19 @@ Routes (``V`` = v1 or v1beta1, ``E`` = ``projects/P/locations/L/endpoints/ID``):
   POST /V/E/completions        OpenAI completions
   POST /V/E[/deployedModels/D]/invoke/PATH   PATH forwarded to the model server as is
 Every answer carries ``X-Vertex-AI-Deployed-Model-Id`` and ``X-Vertex-AI-Endpoint-Id``
-headers and, where the body is a JSON object, ``deployedModelId``.
+headers and, where the body is a JSON object, ``deployedModelId``; every answer a model
+server gave carries ``x-tune2serve-engine: ENGINE/VERSION`` (``vllm/0.32.0``,
+``transformers/5.x``): which engine served it.
 
-Mapping onto ``transformers serve`` (checked against transformers 5.x): a prompt goes to
-its ``/v1/completions``, ``messages`` to ``/v1/chat/completions``. The server is pinned to
-one model and refuses another ``model`` name, and it refuses fields it does not know, so
-``model`` and vLLM-only fields (``ignore_eos``, ``top_k``, ``raw_response``...) are dropped
-before forwarding. Like Vertex's vLLM containers, ``:predict`` answers
+Mapping onto the replica's OpenAI server, as Model Garden's vLLM container maps Vertex's
+request kinds: a prompt goes to ``/v1/completions``, ``messages`` to
+``/v1/chat/completions``; ``finish_reason`` and the rest of the answer are passed through.
+On vLLM every sampling field is forwarded (``max_tokens``, ``temperature``, ``top_p``,
+``ignore_eos``, ``top_k``, ``min_tokens``...); only ``model`` (the replica serves one model,
+named after the deployed model id, never its local path), ``raw_response`` and
+``deployedModelId`` stay here. ``transformers serve`` (the quick engine) refuses fields
+it does not know, so vLLM-only fields are dropped for it (``ignore_eos`` is not honoured
+there). Like Vertex's vLLM containers, ``:predict`` answers
 ``"Prompt:\\n{prompt}\\nOutput:\\n{text}"`` unless the instance sets ``"raw_response": true``.
 Routing is weighted random; ``TUNE2SERVE_LOCAL_ROUTING_SEED`` makes it repeatable; the
 ``routing-skew`` fault overrides the split for one deployed model (to test that a promotion
@@ -54,20 +60,31 @@ COMPLETION_FIELDS = {"prompt", "max_tokens", "temperature", "top_p", "stream", "
                      "stream_options", "logit_bias"}
 CHAT_DROPPED = {"model", "ignore_eos", "top_k", "min_p", "min_tokens", "repetition_penalty",
                 "skip_special_tokens", "raw_response", "use_beam_search", "deployedModelId"}
+# What never reaches a vLLM replica: the Vertex-side fields (the replica serves one model).
+VLLM_DROPPED = {"model", "raw_response", "deployedModelId", "@requestFormat"}
+ENGINE_HEADER = "x-tune2serve-engine"
 
 
 def error_response(e: ApiError, headers: dict[str, str] | None = None) -> JSONResponse:
     return JSONResponse(e.body(), status_code=e.http_status, headers=headers)
 
 
-def completion_body(instance: dict[str, Any], stream: bool) -> dict[str, Any]:
-    body = {k: v for k, v in instance.items() if k in COMPLETION_FIELDS}
+def completion_body(instance: dict[str, Any], stream: bool, engine: str = "transformers") -> dict[str, Any]:
+    """A completions request for the replica: on vLLM every field but the Vertex-side ones
+    (so ``ignore_eos`` and the other vLLM sampling fields are honoured), on transformers
+    the OpenAI fields it knows."""
+    if engine == "vllm":
+        body = {k: v for k, v in instance.items() if k not in VLLM_DROPPED and k != "messages"}
+    else:
+        body = {k: v for k, v in instance.items() if k in COMPLETION_FIELDS}
     body["stream"] = stream
     return body
 
 
-def chat_body(body: dict[str, Any]) -> dict[str, Any]:
-    return {k: v for k, v in body.items() if k not in CHAT_DROPPED}
+def chat_body(body: dict[str, Any], engine: str = "transformers") -> dict[str, Any]:
+    """A chat request for the replica (fields dropped as ``completion_body`` says)."""
+    dropped = VLLM_DROPPED if engine == "vllm" else CHAT_DROPPED
+    return {k: v for k, v in body.items() if k not in dropped}
 
 
 class DataPlane:
@@ -144,8 +161,9 @@ class DataPlane:
         if replica is None:
             return error_response(ApiError("UNAVAILABLE", f"Deployed model {dm_id} has no healthy replica; "
                                            "retry later."), headers)
+        headers[ENGINE_HEADER] = replica.engine_tag
         try:
-            return await self._dispatch(m, raw, replica.url, dm, headers)
+            return await self._dispatch(m, raw, replica.url, dm, headers, replica.engine)
         except ApiError as e:
             return error_response(e, headers)
         except httpx.HTTPError as e:
@@ -153,7 +171,7 @@ class DataPlane:
                                            f"answer: {type(e).__name__}"), headers)
 
     async def _dispatch(self, m: re.Match[str], raw: bytes, base: str, dm: dict[str, Any],
-                        headers: dict[str, str]) -> Response:
+                        headers: dict[str, str], engine: str) -> Response:
         rest = m["rest"]
         if m["invoke"]:
             upstream = await self.client.post(base + m["invoke"], content=raw,
@@ -167,7 +185,7 @@ class DataPlane:
             from tune2serve.localstack import protos
 
             protos.parse(m["version"], "PredictRequest", body)  # strict: unknown fields are 400
-            predictions = await self._predict(body, base)
+            predictions = await self._predict(body, base, engine)
             out = {"predictions": predictions, "deployedModelId": dm["id"], "model": dm["model"],
                    "modelDisplayName": dm.get("displayName", ""), "modelVersionId": dm.get("modelVersionId", "1")}
             return JSONResponse(out, headers=headers)
@@ -175,10 +193,12 @@ class DataPlane:
             instances = body.get("instances") or [body]
             inst = {**body.get("parameters", {}), **instances[0]}
             if "messages" in inst:
-                return await self._stream(base + "/v1/chat/completions", {**chat_body(inst), "stream": True}, headers)
-            return await self._stream(base + "/v1/completions", completion_body(inst, True), headers)
+                return await self._stream(base + "/v1/chat/completions", {**chat_body(inst, engine), "stream": True},
+                                          headers)
+            return await self._stream(base + "/v1/completions", completion_body(inst, True, engine), headers)
         path = "/v1/chat/completions" if rest == "/chat/completions" else "/v1/completions"
-        forward = chat_body(body) if rest == "/chat/completions" else completion_body(body, bool(body.get("stream")))
+        forward = (chat_body(body, engine) if rest == "/chat/completions"
+                   else completion_body(body, bool(body.get("stream")), engine))
         if body.get("stream"):
             return await self._stream(base + path, forward, headers)
         data = await self._post_json(base + path, forward)
@@ -194,7 +214,7 @@ class DataPlane:
                            f"{upstream.text[:500]}")
         return dict(upstream.json())
 
-    async def _predict(self, body: dict[str, Any], base: str) -> list[Any]:
+    async def _predict(self, body: dict[str, Any], base: str, engine: str) -> list[Any]:
         instances = body.get("instances") or []
         if not instances:
             raise invalid("instances must hold at least one instance.")
@@ -205,11 +225,11 @@ class DataPlane:
                 raise invalid('Each instance must be an object such as {"prompt": "...", "max_tokens": 64}.')
             inst = {**params, **instance}
             if "messages" in inst:
-                data = await self._post_json(base + "/v1/chat/completions", {**chat_body(inst), "stream": False})
+                data = await self._post_json(base + "/v1/chat/completions", {**chat_body(inst, engine), "stream": False})
                 return data["choices"][0]["message"]["content"]
             if not isinstance(inst.get("prompt"), str):
                 raise invalid('Each instance needs a string "prompt" (or "messages").')
-            data = await self._post_json(base + "/v1/completions", completion_body(inst, False))
+            data = await self._post_json(base + "/v1/completions", completion_body(inst, False, engine))
             text = data["choices"][0]["text"]
             return text if inst.get("raw_response") else f"Prompt:\n{inst['prompt'].strip()}\nOutput:\n{text}"
 

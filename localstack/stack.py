@@ -24,7 +24,7 @@ from typing import Any
 from tune2serve.localstack import gcs, procs, tls
 from tune2serve.localstack.errors import StackError
 from tune2serve.localstack.ports import free_port
-from tune2serve.localstack.state import StackConfig
+from tune2serve.localstack.state import DEFAULT_ENGINE, StackConfig
 
 DEFAULT_HOME = ".tune2serve"
 
@@ -39,6 +39,16 @@ def _get_json(url: str, timeout: float = 2.0, data: bytes | None = None) -> Any:
                                  headers={"Content-Type": "application/json"})
     with urllib.request.urlopen(req, timeout=timeout) as resp:
         return json.loads(resp.read() or b"null")
+
+
+def _engine_status(engine: str) -> dict[str, str]:
+    """{"name", "version"} of the stack's engine, or {"name", "error"} when it is not installed."""
+    from tune2serve.localstack.serving import engine_version
+
+    try:
+        return {"name": engine, "version": engine_version(engine)}
+    except StackError as e:
+        return {"name": engine, "error": str(e)}
 
 
 @dataclass
@@ -72,8 +82,16 @@ class LocalStack:
         return env
 
     # -------------------------------------------------------------------- up
-    def up(self, timeout: float = 60.0, replicas_timeout: float = 180.0) -> dict[str, Any]:
-        """Starts what is not running; returns {"started": [...], "bucket", "env"}."""
+    def up(self, timeout: float = 60.0, replicas_timeout: float = 300.0, engine: str | None = None) -> dict[str, Any]:
+        """Starts what is not running; returns {"started": [...], "bucket", "env", "engine"}.
+
+        ``engine`` (vllm | transformers) is kept in stack.json for every replica started
+        from then on; None keeps the stack's (vllm for a new stack). It is checked before
+        anything starts: vLLM missing is a StackError saying how to install it."""
+        from tune2serve.localstack.serving import check_engine, engine_version
+
+        saved = StackConfig.load(self.home)
+        check_engine(engine or (saved.engine if saved is not None else DEFAULT_ENGINE))  # before anything is made
         self.home.mkdir(parents=True, exist_ok=True)
         config = StackConfig.load(self.home)
         if config is None:
@@ -85,6 +103,9 @@ class LocalStack:
             config.save(self.home)
         elif not config.monitoring_port:  # a stack made before it served Cloud Monitoring
             config.monitoring_port = free_port()
+            config.save(self.home)
+        if engine is not None and engine != config.engine:
+            config.engine = engine
             config.save(self.home)
         tls.ensure_tls(self.home)
         started = []
@@ -107,7 +128,8 @@ class LocalStack:
         else:
             _get_json(f"{self.api_endpoint}/_local/repair", timeout=replicas_timeout, data=b"{}")
         self.wait_replicas(replicas_timeout)
-        return {"started": started, "bucket": config.bucket, "env": self.env(), "home": str(self.home)}
+        return {"started": started, "bucket": config.bucket, "env": self.env(), "home": str(self.home),
+                "engine": f"{config.engine}/{engine_version(config.engine)}"}
 
     def _spawn(self, name: str, cmd: list[str], port: int, env: dict[str, str] | None = None) -> None:
         log_dir = self.home / "logs"
@@ -188,6 +210,9 @@ class LocalStack:
     def status(self) -> dict[str, Any]:
         out: dict[str, Any] = {"home": str(self.home), "running": {n: self._running(n) for n in ("gcs", "vertex")},
                                "endpoints": [], "faults": []}
+        config = StackConfig.load(self.home)
+        if config is not None:  # the engine replicas start with now; each replica says its own
+            out["engine"] = _engine_status(config.engine)
         if out["running"]["vertex"]:
             try:
                 out.update(_get_json(f"{self.api_endpoint}/_local/status", timeout=5.0))

@@ -2,7 +2,7 @@
 
 Two JSON files under the stack's home, each written atomically (temp file + rename):
 - ``stack.json``: the ports chosen at the first ``up`` (kept, so ``local env`` is stable),
-  the default project, region and bucket;
+  the default project, region and bucket, the model-server engine;
 - ``state.json``: endpoints, models and operations as Vertex JSON (v1beta1 field names),
   plus each deployed model's local serving facts (model folder, replica count).
 Replica processes are runtime facts and live in pid files under ``run/``, not here.
@@ -23,6 +23,10 @@ from typing import Any
 DEFAULT_PROJECT = "local-project"
 DEFAULT_REGION = "us-central1"
 DEFAULT_BUCKET = "tune2serve-local"
+# The model-server engines (localstack/serving.py): vLLM, the engine behind custom-weights
+# endpoints, by default; ``transformers serve`` as the quick engine.
+ENGINES = ("vllm", "transformers")
+DEFAULT_ENGINE = "vllm"
 
 
 def write_json_atomic(path: Path, data: Any) -> None:
@@ -44,7 +48,7 @@ def new_id() -> str:
 
 @dataclass
 class StackConfig:
-    """What ``up`` decided once and keeps: ports, defaults."""
+    """What ``up`` decided once and keeps: ports, defaults, the model-server engine."""
 
     gcs_port: int
     vertex_port: int
@@ -53,6 +57,7 @@ class StackConfig:
     project: str = DEFAULT_PROJECT
     region: str = DEFAULT_REGION
     bucket: str = DEFAULT_BUCKET
+    engine: str = DEFAULT_ENGINE  # replicas started from now on use it (`local up --engine`)
 
     @classmethod
     def load(cls, home: Path) -> StackConfig | None:

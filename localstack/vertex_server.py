@@ -282,7 +282,7 @@ class ControlPlaneApp:
             for dm in live.get("deployedModels", []):
                 dep = deps.get(dm["id"])
                 dm["wantedReplicas"] = dep.replicas if dep else 0
-                dm["replicas"] = [{"port": r.port, "pid": r.record.pid, "healthy": r.healthy}
+                dm["replicas"] = [{"port": r.port, "pid": r.record.pid, "healthy": r.healthy, "engine": r.engine_tag}
                                   for r in self.cp.supervisor.replicas.get(dm["id"], [])]
             out.append(live)
         return {"endpoints": out, "faults": self.cp.faults.list()}

@@ -1,6 +1,8 @@
 """Local-stack fixtures: a real `tune2serve local up` stack for the test session.
 
-- ``local_stack`` (session): a stack in a temporary home; yields a ``StackHandle`` with
+- ``local_stack`` (session): a stack in a temporary home, serving with the quick engine
+  (``transformers serve``: these tests need an OpenAI-shaped server, not vLLM's behaviour;
+  tests/README.md says which tests run on vLLM); yields a ``StackHandle`` with
   ``.env`` (the variables `local env` prints), ``.api_endpoint``, ``.home``,
   ``.project``, ``.region``, ``.bucket``. Every process it started (model servers
   included) is stopped at the end of the session, on failure too.
@@ -59,7 +61,7 @@ def local_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[StackHandl
     stack = LocalStack(tmp_path_factory.mktemp("stack-home"))
     atexit.register(stack.down)  # also on an interrupted session
     try:
-        stack.up()
+        stack.up(engine="transformers")
         config = stack.config
         yield StackHandle(stack.home, stack.env(), stack.api_endpoint, config.project, config.region,
                           config.bucket)

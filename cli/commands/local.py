@@ -13,6 +13,7 @@ from typing import Any
 
 from tune2serve.components import ranges  # stdlib-only
 from tune2serve.localstack.faults import KIND_HELP  # stdlib-only module
+from tune2serve.localstack.state import ENGINES  # stdlib-only module
 
 FAULT_KINDS = tuple(KIND_HELP)
 
@@ -27,6 +28,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         _home(p)
         if name in ("up", "status"):
             p.add_argument("--json", action="store_true", help="one JSON object on stdout")
+        if name == "up":
+            p.add_argument("--engine", choices=ENGINES, metavar="ENGINE",
+                           help="the model server of every replica started from now on, kept by the stack: vllm "
+                           "(vLLM's OpenAI server, the engine behind custom-weights endpoints, from .venv-vllm/ or "
+                           "$TUNE2SERVE_VLLM_PYTHON; the default for a new stack) or transformers (`transformers "
+                           "serve`, the quick engine for the inner loop); default: the stack's current engine")
     kinds = "\n".join(textwrap.fill(text, 96, initial_indent=f"  {kind:<15} ", subsequent_indent=" " * 18)
                       for kind, text in KIND_HELP.items())
     p = sub.add_parser("fault", help="inject a fault into the running stack",
@@ -76,12 +83,13 @@ def run(args: argparse.Namespace) -> int:
     stack = LocalStack(resolve_home(args.home))
     try:
         if args.action == "up":
-            result = stack.up()
+            result = stack.up(engine=args.engine)
             if args.json:
                 print(json.dumps(result, indent=2))
             else:
                 what = ", ".join(result["started"]) or "nothing (already running)"
                 print(f"local stack in {stack.home}: started {what}")
+                print(f"engine: {result['engine']}")
                 print(f"bucket: gs://{result['bucket']}")
                 print(_exports(result["env"]))
             return 0
@@ -157,13 +165,18 @@ def _exports(env: dict[str, str]) -> str:
 def _status_text(status: dict) -> str:  # type: ignore[type-arg]
     lines = [f"home: {status['home']}"]
     lines += [f"{name}: {'running' if up else 'stopped'}" for name, up in status["running"].items()]
+    engine = status.get("engine")
+    if engine:
+        lines.append(f"engine: {engine['name']} {engine.get('version') or '(' + engine.get('error', '?') + ')'}")
     for e in status.get("endpoints", []):
         lines.append(f"endpoint {e['name']} ({e.get('displayName', '')}) dns={e.get('dedicatedEndpointDns')}")
         lines.append(f"  traffic split: {e.get('trafficSplit', {})}")
         for dm in e.get("deployedModels", []):
             avail = dm.get("status", {}).get("availableReplicaCount", 0)
+            engines = ", ".join(sorted({r["engine"] for r in dm.get("replicas", []) if r.get("engine")}))
             lines.append(f"  deployed model {dm['id']} model={dm['model']} "
-                         f"replicas {avail}/{dm.get('wantedReplicas', '?')} healthy")
+                         f"replicas {avail}/{dm.get('wantedReplicas', '?')} healthy"
+                         + (f" on {engines}" if engines else ""))
     for f in status.get("faults", []):
         lines.append(f"fault: {f}")
     if "error" in status:
