@@ -47,7 +47,7 @@ def test_python_func_on_a_good_model(tiny_qwen_sharded: Path, tmp_path: Path) ->
     assert passed is True
     assert json.loads(summary)["shards"] == 5
     assert "DEPLOYABLE" in Path(md.path).read_text()
-    assert 'id="verdict" class="pass"' in Path(page.path).read_text()
+    assert '<header id="verdict" class="banner pass" data-ok="true">' in Path(page.path).read_text()
     assert metrics.metadata["shards"] == 5.0 and metrics.metadata["errors"] == 0.0
     assert metrics.metadata["parameters"] > 0
 
