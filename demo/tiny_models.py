@@ -4,8 +4,9 @@ Real means: a transformers architecture (Llama or Qwen2) that `transformers` loa
 `transformers serve` serves, weights in the Hugging Face layout (single or sharded
 safetensors, or `.bin`), and a BPE tokenizer trained on a small built-in corpus with a
 ChatML chat template. Tests, benchmarks and the demo all build their models here, so a
-model is the same wherever it is used. torch and transformers are imported inside the
-functions: the CLI imports this module only for the demo.
+model is the same wherever it is used. Their head size is one vLLM's CPU attention runs
+(64): the local stack serves them with vLLM. torch and transformers are imported inside
+the functions: the CLI imports this module only for the demo.
 """
 
 from __future__ import annotations
@@ -91,18 +92,31 @@ def train_tokenizer(out_dir: Path, vocab_size: int = 384) -> int:
 
 @dataclass(frozen=True)
 class TinySpec:
-    """Dimensions of a tiny model. Defaults give ~0.2 M parameters: fast on a CPU,
-    large enough that every projection is a real matrix."""
+    """Dimensions of a tiny model. Defaults give ~0.39 M parameters (1.6 MB in float32):
+    fast on a CPU, large enough that every projection is a real matrix.
+
+    The head size (hidden 128 over 2 heads = 64) is one vLLM serves: its CPU attention
+    has kernels for some head sizes only (vLLM 0.32: 32, 64, 80, ... 512; none for 16,
+    the size these models had — such a model reports healthy, then fails its first
+    request). 64 is Llama-3.2-1B's head size and the one tests/vllm/models.py builds
+    every architecture with; vLLM's Llama and Qwen2 derive it as hidden / heads, so it
+    is set through those two. One key/value head for the two query heads keeps
+    grouped-query attention (k_proj, v_proj narrower than q_proj) in every test."""
 
     architecture: Architecture = "llama"
-    hidden_size: int = 64
-    intermediate_size: int = 128
+    hidden_size: int = 128
+    intermediate_size: int = 256
     num_hidden_layers: int = 2
-    num_attention_heads: int = 4
-    num_key_value_heads: int = 2
+    num_attention_heads: int = 2
+    num_key_value_heads: int = 1
     vocab_size: int = 384
     tie_word_embeddings: bool = False
     max_position_embeddings: int = 512
+
+    @property
+    def head_dim(self) -> int:
+        """The attention head size, derived as Llama and Qwen2 derive it (no explicit key)."""
+        return self.hidden_size // self.num_attention_heads
 
 
 def model_config(spec: TinySpec, vocab_size: int) -> object:

@@ -6,6 +6,12 @@ Training feeds exactly what ``transformers serve`` feeds at inference: the promp
 ``tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=True)``
 (the server's own call), followed by the answer's tokens and ``<|im_end|>`` (the eos, so
 greedy decoding stops there). Loss is on the answer only. Seeded and deterministic.
+
+The served model must give the same greedy answer in vLLM's bf16 as in float32, so what
+matters is each answer token's lead over the runner-up. The LoRA cannot touch the output
+layer, which bounds that lead: on the default tiny model (head size 64) it levels off
+at 1.3-1.7 logits by step 60-80 (about 0.5 CPU s a step on 2 cores) and more steps add
+nothing; bf16 moves these logits by a few hundredths.
 """
 
 from __future__ import annotations
@@ -56,7 +62,7 @@ def _examples(tokenizer: Any, cases: list[dict[str, str]]) -> list[tuple[list[in
 
 
 def make_tuned_adapter(base_dir: str | Path, out_dir: str | Path, *, cases: list[dict[str, str]] = GOLDEN,
-                       steps: int = 150, rank: int = 8, learning_rate: float = 1e-2, seed: int = 0) -> Path:
+                       steps: int = 80, rank: int = 8, learning_rate: float = 1e-2, seed: int = 0) -> Path:
     """Trains a PEFT LoRA adapter on ``base_dir`` (a tiny model from tiny_models.py) and
     writes it, with the tokenizer, to ``out_dir``; returns ``out_dir``."""
     import torch

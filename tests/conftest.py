@@ -91,7 +91,7 @@ def tiny_qwen_sharded(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return make_tiny_model(
         tmp_path_factory.mktemp("models") / "tiny-qwen-sharded",
         TinySpec(architecture="qwen2", tie_word_embeddings=True),
-        max_shard_size="100KB",
+        max_shard_size="350KB",
     )
 
 

@@ -72,7 +72,7 @@ def hf_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
     an index, tokenizer with chat template), and no manifest.json."""
     from tune2serve.demo.tiny_models import make_tiny_model
 
-    folder = make_tiny_model(tmp_path_factory.mktemp("custom") / "plain", seed=3, max_shard_size="200KB")
+    folder = make_tiny_model(tmp_path_factory.mktemp("custom") / "plain", seed=3, max_shard_size="600KB")
     assert not (folder / "manifest.json").exists()
     assert len(list(folder.glob("model-*.safetensors"))) == 3
     return folder

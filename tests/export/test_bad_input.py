@@ -16,10 +16,10 @@ from tests.export.conftest import assert_nothing_published, make_adapter
 def _shape_mismatch(tmp: Path, llama: Path, qwen: Path) -> tuple[list[str], str]:
     from tune2serve.demo.tiny_models import TinySpec, make_tiny_model
 
-    wider = make_tiny_model(tmp / "wider-llama", TinySpec(hidden_size=96, intermediate_size=128))
+    wider = make_tiny_model(tmp / "wider-llama", TinySpec(hidden_size=192, intermediate_size=256))
     adapter = make_adapter(wider, tmp / "wider-adapter", r=4, lora_alpha=8, target_modules=["q_proj"])
-    return [adapter, "--base-model", llama], (r"update for model.layers.0.self_attn.q_proj.weight has shape \[96, 96\].*"
-                                              r"base tensor is \[64, 64\].*pass the right --base-model")
+    return [adapter, "--base-model", llama], (r"update for model.layers.0.self_attn.q_proj.weight has shape \[192, 192\].*"
+                                              r"base tensor is \[128, 128\].*pass the right --base-model")
 
 
 def _target_absent(tmp: Path, llama: Path, qwen: Path) -> tuple[list[str], str]:

@@ -28,7 +28,7 @@ from tests.export.kill_driver import PHASES
 from tests.export.publish_helpers import assert_manifest_describes, env_for, event_counts, no_traceback, run_child, snapshot
 from tests.export.publish_helpers import reap_children  # noqa: F401  (autouse: no child outlives its test)
 
-SHARD = "100KB"
+SHARD = "350KB"  # 6 shards of the tiny Llama (hidden 128, head size 64)
 _CACHE: dict[tuple[str, str], Any] = {}
 
 
