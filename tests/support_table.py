@@ -124,13 +124,38 @@ def _published() -> list[str]:
     return rows
 
 
+def _vllm() -> list[str]:
+    """tests/vllm: which classes vLLM itself served (and which are checked from headers
+    only, with vLLM's own error), and the mutation catalogue with both verdicts."""
+    from tests.vllm.models import SPECS
+    from tests.vllm.mutations import CATALOGUE
+    from tests.vllm.test_parity import DISAGREES, HEADERS_ONLY, HEADERS_ONLY_WHY
+
+    rows = ["| class | vLLM (CPU backend) | full fine-tune and LoRA merge |", "|---|---|---|"]
+    for key, (cls, _kwargs) in sorted(SPECS.items(), key=lambda kv: kv[1][0]):
+        if key in HEADERS_ONLY:
+            rows.append(f"| `{cls}` | checked from headers only | {HEADERS_ONLY_WHY}: `{HEADERS_ONLY[key]}` |")
+        elif (key, "lora") in DISAGREES:
+            rows.append(f"| `{cls}` | served | full fine-tune: greedy tokens = transformers wherever the margin is "
+                        "clear; LoRA merge: **other greedy tokens than transformers** (open: MoE routing in bf16?) |")
+        else:
+            rows.append(f"| `{cls}` | served | greedy tokens = transformers wherever the margin is clear |")
+    rows += ["", "| mutation | vLLM | validate |", "|---|---|---|"]
+    verdict = {"refuses": "error", "misbehaves": "error", "identical": "accepted"}
+    for m in CATALOGUE:
+        rows.append(f"| {m.what} | {m.expect} | {verdict[m.expect]} |")
+    return rows
+
+
 def render() -> str:
     lines = [BEGIN, "", "**Producers** (export):", "", "| producer | export | why | proved by |", "|---|---|---|---|"]
     for producer, (outcome, why, test) in PRODUCERS.items():
         lines.append(f"| {producer} | {outcome} | {why} | `{test.split('::')[1]}` |")
     lines += ["", "**Architectures** (export, tiny random model of each class, PEFT as the oracle):", "",
               *_architectures(), "", "**Published layouts** (validate, headers-only sparse files):", "",
-              *_published(), "", END]
+              *_published(), "",
+              "**Against vLLM** (`tests/vllm`: tiny models at head_dim 64 exported by tune2serve, vLLM as the oracle):",
+              "", *_vllm(), "", END]
     return "\n".join(lines)
 
 

@@ -27,6 +27,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="stream every float tensor and check it holds no NaN/Inf (reads all the data)")
     parser.add_argument("--base-model", default=None, metavar="SRC",
                         help="compare tensor names and shapes with this base model folder")
+    parser.add_argument("--target-vllm", default=None, metavar="VERSION",
+                        help="the vLLM release that will serve the folder (components/validate/engines.json); "
+                             "default: the one the local stack runs, which the verdict is proven against")
     parser.add_argument("--report-dir", default=None, metavar="DIR",
                         help="also write report.md and report.html into DIR")
 
@@ -37,7 +40,7 @@ def run(args: argparse.Namespace) -> int:
 
     spec = parse_machine_spec(args.machine_type, args.accelerator_type, args.accelerator_count)
     options = ValidateOptions(strict=args.strict, machine_spec=spec, verify_checksums=args.verify_checksums,
-                              base_model=args.base_model, scan_values=args.scan_values)
+                              base_model=args.base_model, scan_values=args.scan_values, target_vllm=args.target_vllm)
     report = validate_checkpoint(args.source, options)
     if args.report_dir:
         paths = write_reports(report, Path(args.report_dir))

@@ -243,7 +243,12 @@ def _mlp(cfg: dict[str, Any], arch: str, index: int, present: set[str] | frozens
         return _gpt_oss_experts(cfg, present)
     if arch == "llama4_text":
         return _llama4_ffn(cfg, index)
-    return _dense("mlp.", hidden, inter) if inter else None
+    if not inter:
+        return None
+    out = _dense("mlp.", hidden, inter)
+    if arch == "llama" and cfg.get("mlp_bias") is True:  # LlamaMLP's bias=config.mlp_bias, in transformers and vLLM
+        out.update({"mlp.gate_proj.bias": (inter,), "mlp.up_proj.bias": (inter,), "mlp.down_proj.bias": (hidden,)})
+    return out
 
 
 def _gpt_oss_experts(cfg: dict[str, Any], present: set[str] | frozenset[str]) -> dict[str, Shape] | None:

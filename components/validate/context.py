@@ -30,6 +30,7 @@ class ValidateOptions:
     verify_checksums: bool = False
     base_model: str | None = None
     scan_values: bool = False  # stream every float tensor and check it is finite (reads all the data)
+    target_vllm: str | None = None  # the serving engine the verdict is for (engines.json; None: the default)
 
 
 @dataclass(frozen=True)
@@ -55,6 +56,7 @@ class Checkpoint:
     tensors: dict[str, TensorInfo] = field(default_factory=dict)
     tensor_files: dict[str, str] = field(default_factory=dict)
     index: WeightIndex | None = None
+    tokenizer: Any = None  # tokenizer.json loaded by the tokenizer check (a tokenizers.Tokenizer)
     summary: dict[str, Any] = field(default_factory=dict)
 
     @property

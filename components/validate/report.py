@@ -44,8 +44,17 @@ def summary_rows(report: Report) -> list[tuple[str, str]]:
         ("Recommended spec", _spec(rec) if rec else "none of the single-host specs"),
         ("Read", f"{human_bytes(s.get('bytes_read') or 0)} in {s.get('read_requests', 0)} requests, "
                  f"{s.get('elapsed_s', 0):.2f} s"),
+        ("Target engine", _engine(s.get("target_engine"), " (transformers >= {transformers})")),
+        ("Proven against", _engine(s.get("proven_against"), " + transformers {transformers}")),
     ]
     return rows
+
+
+def _engine(engine: dict[str, Any] | None, tail: str) -> str:
+    """``vLLM 0.32.0`` + its transformers: which engine a verdict is for, or was proven against."""
+    if not engine or not engine.get("vllm"):
+        return "unknown"
+    return f"vLLM {engine['vllm']}" + (tail.format(**engine) if engine.get("transformers") else "")
 
 
 def _spec(spec: dict[str, Any] | None) -> str:

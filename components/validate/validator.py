@@ -13,6 +13,7 @@ from tune2serve.components.checkpoint.identity import folder_identity
 from tune2serve.components.checkpoint.storage import Folder, ObjectInfo, open_folder
 from tune2serve.components.errors import CheckpointError, SourceError
 from tune2serve.components.logs import get_logger, log_event
+from tune2serve.components.validate import engines
 from tune2serve.components.validate.checks import CHECKS
 from tune2serve.components.validate.context import ValidateOptions, load_checkpoint
 from tune2serve.components.validate.findings import Finding, Report, cap_repeated, error, promote_warnings
@@ -33,9 +34,11 @@ def validate_checkpoint(source: str, options: ValidateOptions = ValidateOptions(
 
     Raises:
         SourceError: the folder cannot be listed or read (missing, permissions, network).
-        UsageError: the source URI is malformed.
+        UsageError: the source URI is malformed, or ``options.target_vllm`` is no vLLM
+            release validate knows.
     """
     started = time.perf_counter()
+    target = engines.target(options.target_vllm)  # an unknown --target-vllm is a usage error before any read
     folder = open_folder(source)
     log_event(_log, "validate.start", f"validating {folder.uri}", source=folder.uri)
     listing = folder.list()
@@ -54,6 +57,8 @@ def validate_checkpoint(source: str, options: ValidateOptions = ValidateOptions(
         "weight_bytes": ckpt.weight_bytes(), "files": len(ckpt.sizes), **ckpt.summary,
         "strict": options.strict, "bytes_read": folder.bytes_read, "read_requests": folder.requests,
         "elapsed_s": round(time.perf_counter() - started, 3), "identity": identity,
+        "target_engine": {"vllm": target.vllm, "transformers": target.transformers},
+        "proven_against": engines.proven(),
     }
     report = Report(source=folder.uri, findings=findings, summary=summary)
     log_event(_log, "validate.done", f"{folder.uri}: {'deployable' if report.ok else 'NOT deployable'}",

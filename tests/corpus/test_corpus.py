@@ -90,7 +90,15 @@ def test_validate_accepts_each_family_as_saved(producer: str, family: str, tmp_p
     for variant in ("no_max", "with_max"):
         folder = _folder(tmp_path, producer, family, variant)
         report = validate_checkpoint(str(folder), ValidateOptions())
-        assert _errors(report) == [], variant
+        assert [code for code, _ in _errors(report)] == REFUSED_AS_VLLM_DOES.get(family, []), (variant, _errors(report))
+
+
+# What transformers writes and vLLM refuses (tests/vllm/mutations.py proves vLLM's side): transformers'
+# DeepseekV3Config has no topk_method, and vLLM 0.32's DeepSeek-V3 has the router bias every DeepSeek-V3
+# checkpoint holds only with topk_method "noaux_tc" (KeyError at load) — refused for what vLLM does, not for
+# its JSON.
+REFUSED_AS_VLLM_DOES = {"deepseek_v3": ["router-bias-without-noaux-tc"],
+                        "deepseek_v3_noq": ["router-bias-without-noaux-tc"]}
 
 
 @pytest.mark.parametrize("producer", PRODUCERS)

@@ -59,10 +59,12 @@ def _weights(ckpt: Checkpoint) -> list[Finding]:
         return [error("missing-weights", "no weights: expected model.safetensors (or model-*.safetensors shards with "
                                          f"{SAFETENSORS_INDEX}) or pytorch_model.bin at the top of the folder")]
     found: list[Finding] = []
-    if w.safetensors and w.bins:
-        found.append(error("mixed-weight-formats",
-                           f"both safetensors ({len(w.safetensors)} files) and .bin weights ({', '.join(w.bins)}) are present; "
-                           "the server loads one format and ignores the other. Keep only the safetensors files", w.bins[0]))
+    if w.safetensors and w.bins:  # vLLM loads the safetensors and never reads the .bin (tests/vllm/test_mutations.py)
+        found.append(warning("mixed-weight-formats",
+                             f"both safetensors ({len(w.safetensors)} files) and .bin weights ({', '.join(w.bins)}) are "
+                             "present; the server loads the safetensors and ignores the .bin (it is uploaded for "
+                             "nothing, and its weights are not the ones served). Keep only the safetensors files",
+                             w.bins[0]))
     if len(w.safetensors) > 1 and not w.safetensors_index:
         found.append(error("missing-index", f"{len(w.safetensors)} safetensors shards but no {SAFETENSORS_INDEX}; "
                                             "the server cannot tell which shard holds which tensor", SAFETENSORS_INDEX))

@@ -29,6 +29,15 @@ def native_quantization(model_type: str | None, quant_method: str) -> bool:
     return family is not None and quant_method in family.native_quantization
 
 
+def declared_native(ckpt: Checkpoint) -> bool:
+    """The config declares the family's published quantization (DeepSeek fp8, gpt-oss mxfp4)."""
+    doc = ckpt.config_doc or {}
+    qc = ckpt.text_config.get("quantization_config", doc.get("quantization_config"))
+    method = str(qc.get("quant_method", "")).lower() if isinstance(qc, dict) else ""
+    model_type = doc.get("model_type") if isinstance(doc.get("model_type"), str) else None
+    return bool(method) and native_quantization(model_type, method)
+
+
 def check_quantization(ckpt: Checkpoint) -> list[Finding]:
     doc = ckpt.config_doc
     if doc is None:
@@ -56,12 +65,18 @@ def check_quantization(ckpt: Checkpoint) -> list[Finding]:
     return found
 
 
+def is_quantized_tensor(name: str, dtype: str) -> bool:
+    """A tensor only quantized checkpoints hold (by name or dtype); outside the native
+    pairs each is a ``quantized-weights`` finding."""
+    last = name.rsplit(".", 1)[-1]
+    return (last in QUANT_TENSOR_NAMES or "quant_state" in name or dtype in LOW_FLOAT_DTYPES
+            or (last == "weight" and dtype in INT_DTYPES))
+
+
 def _quantized_tensors(ckpt: Checkpoint) -> list[Finding]:
     by_file: dict[str, list[str]] = {}
     for name, t in ckpt.tensors.items():
-        last = name.rsplit(".", 1)[-1]
-        if (last in QUANT_TENSOR_NAMES or "quant_state" in name or t.dtype in LOW_FLOAT_DTYPES
-                or (last == "weight" and t.dtype in INT_DTYPES)):
+        if is_quantized_tensor(name, t.dtype):
             by_file.setdefault(ckpt.tensor_files[name], []).append(f"{name} ({t.dtype})")
     return [error("quantized-weights", f"{file} holds quantized tensors: {', '.join(items[:3])}"
                                        f"{f' and {len(items) - 3} more' if len(items) > 3 else ''}; Vertex AI does "

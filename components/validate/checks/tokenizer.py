@@ -69,6 +69,7 @@ def _load_tokenizer_json(ckpt: Checkpoint) -> tuple[int | None, str]:
         tok = Tokenizer.from_str(raw.decode("utf-8"))
     except Exception as e:  # the Rust library raises plain Exception subclasses on bad input
         return None, str(e).splitlines()[0][:300] if str(e) else type(e).__name__
+    ckpt.tokenizer = tok  # the stop-token check reads the same tokenizer
     return int(tok.get_vocab_size(with_added_tokens=True)), ""
 
 
