@@ -305,6 +305,15 @@ EXPORT_BOOT_DISK_SIZE_GB = Number("--export-boot-disk-size-gb", "export_boot_dis
                                   integer=True, unit="GB")
 EXPORT_CPU = Quantity("--export-cpu", "export_cpu", _CPU, "8 or 500m")
 EXPORT_MEMORY = Quantity("--export-memory", "export_memory", _MEMORY, "32G or 16Gi")
+# verify-traffic's LLM signals (components/verify_traffic/signals.py; CLI flags, the pipeline uses the defaults)
+PROBE_MAX_TOKENS = Number("--probe-max-tokens", None, 1, 4096, integer=True, unit="tokens")
+MAX_LENGTH_RATE_DELTA = Number("--max-length-rate-delta", None, 0, 1)
+MAX_EMPTY_RATE_DELTA = Number("--max-empty-rate-delta", None, 0, 1)
+MAX_OUTPUT_LENGTH_RATIO = Number("--max-output-length-ratio", None, 1, 100)
+MAX_TTFT_RATIO = Number("--max-ttft-ratio", None, 1, 100)
+MAX_TPOT_RATIO = Number("--max-tpot-ratio", None, 1, 100)
+MAX_LENGTH_RATE = Number("--max-length-rate", None, 0, 1)
+MAX_EMPTY_RATE = Number("--max-empty-rate", None, 0, 1)
 # CLI-only flags
 SUBMIT_TIMEOUT_S = Number("--timeout", None, 0, 30 * DAY_S, low_open=True, unit="seconds")
 POLL_S = Number("--poll", None, 0, 3600, low_open=True, unit="seconds")
@@ -368,7 +377,10 @@ def describe_parameter(name: str) -> str:
 __all__ = ["ACCELERATOR_COUNT", "BAKE_S", "CANARY_PERCENT", "DEFAULT_CANARY_PERCENT", "DEPLOY_TIMEOUT_S", "EVAL_CASE_TIMEOUT_S",
            "EVAL_CONCURRENCY", "EVAL_DELTA", "EVAL_MARGIN", "EVAL_MIN_PASS_RATE", "EXPORT_MIN_WORKER_SIZE",
            "FAULT_COUNT", "FAULT_MS", "FAULT_PERCENT", "KEEP_PREVIOUS_S", "MAX_CONCURRENT_RUNS",
-           "MAX_ERROR_RATE_DELTA", "MAX_LATENCY_RATIO", "MAX_REPLICA_COUNT", "MAX_RUNS", "MAX_SHARD_SIZE",
-           "MIN_BAKE_REQUESTS", "MIN_REPLICA_COUNT", "Number", "PERCENT", "PIPELINE", "POLL_S", "Percents",
+           "MAX_EMPTY_RATE", "MAX_EMPTY_RATE_DELTA", "MAX_ERROR_RATE_DELTA", "MAX_LATENCY_RATIO",
+           "MAX_LENGTH_RATE", "MAX_LENGTH_RATE_DELTA", "MAX_OUTPUT_LENGTH_RATIO", "MAX_REPLICA_COUNT", "MAX_RUNS",
+           "MAX_SHARD_SIZE", "MAX_TPOT_RATIO", "MAX_TTFT_RATIO",
+           "MIN_BAKE_REQUESTS", "MIN_REPLICA_COUNT", "Number", "PERCENT", "PIPELINE", "POLL_S", "PROBE_MAX_TOKENS",
+           "Percents",
            "Quantity", "SIGNIFICANCE", "STEPS", "SUBMIT_TIMEOUT_S", "Size", "Spec", "check_parameter_values",
            "check_parameters", "describe_parameter", "parameter_problems"]

@@ -147,6 +147,13 @@ PARAMETER_DOCS: dict[str, str] = {
         'bake: the fewest requests the canary must answer during the bake for a verdict; '
         'fewer is inconclusive and rolls back.'
     ),
+    'force_promote': (
+        "a reason to promote although the quality gate held or rejected the candidate: an "
+        "audited override (the reason, the verdict overridden and the run's service account "
+        "go into a log line, the endpoint's labels and the promotion record; the run's "
+        "labels when submitted with it); the canary's own checks still apply. Empty: the "
+        "quality gate's verdict stands."
+    ),
     'eval_set': (
         'the quality gate\'s eval set, compared between smoke-test and verify-traffic: JSON Lines '
         'text, or the gs:// URI of such a file, one case a line: {"prompt": ...} or {"messages": '

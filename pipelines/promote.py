@@ -21,7 +21,8 @@ Why it is shaped this way:
   ``eval_set`` parameter's cases (deterministic checks, an optional pairwise judge) and
   outputs a verdict — promote / hold / reject, by the rule of its POLICY.md — which
   verify-traffic takes as its ``quality_verdict``: after a hold or a reject it promotes
-  nothing. The step itself never fails for a verdict (its reports and Metrics say why),
+  nothing — unless ``force_promote`` gives a reason, an override audited in a log line, the
+  endpoint's labels and the promotion record (components/verify_traffic/override.py). The step itself never fails for a verdict (its reports and Metrics say why),
   and with ``eval_set`` empty it compares nothing and outputs no verdict.
 - ``record-promotion`` writes that record (``<export>.promotion.json`` beside the export)
   once verify-traffic says the model serves.
@@ -302,6 +303,7 @@ def deploy_if_valid(
     eval_margin: float,
     eval_delta: float,
     eval_min_pass_rate: float,
+    force_promote: str,
 ) -> None:
     with dsl.If(passed == True, name="validation-passed"):  # noqa: E712 (KFP needs ==)
         deployed = (
@@ -369,6 +371,8 @@ def deploy_if_valid(
                 max_error_rate_delta=max_error_rate_delta,
                 max_latency_ratio=max_latency_ratio,
                 min_bake_requests=min_bake_requests,
+                quality_verdict=gate.outputs["verdict"],
+                force_promote=force_promote,
                 run_id=RUN_ID,
             )
             .set_display_name(DISPLAY_NAMES["verify-traffic"])
@@ -383,6 +387,7 @@ def deploy_if_valid(
                 run_id=RUN_ID,
                 outcome=verified.outputs["outcome"],
                 production_endpoint=production_endpoint,
+                override=verified.outputs["override"],
                 quality_verdict=gate.outputs["verdict"],
                 eval_set_sha256=gate.outputs["eval_set_sha256"],
                 judge=gate.outputs["judge"],
@@ -448,6 +453,7 @@ def promote_if_due(
     eval_margin: float,
     eval_delta: float,
     eval_min_pass_rate: float,
+    force_promote: str,
 ) -> None:
     with dsl.If(proceed == True, name="something-to-promote"):  # noqa: E712 (KFP needs ==)
         exported = export_fanout(
@@ -512,6 +518,7 @@ def promote_if_due(
             eval_margin=eval_margin,
             eval_delta=eval_delta,
             eval_min_pass_rate=eval_min_pass_rate,
+            force_promote=force_promote,
         ).set_display_name("Deploy if valid")
     with dsl.Else(name="nothing-to-promote"):
         skip(reason=reason).set_display_name(DISPLAY_NAMES["skip"]).set_caching_options(False)
@@ -568,6 +575,7 @@ def promote_checkpoint(
     eval_margin: float = 0.05,
     eval_delta: float = 0.05,
     eval_min_pass_rate: float = 0.9,
+    force_promote: str = "",
 ) -> None:
     cleanup = (
         finalize(project=project, region=region, production_endpoint=production_endpoint, run_id=RUN_ID)
@@ -629,6 +637,7 @@ def promote_checkpoint(
             eval_margin=eval_margin,
             eval_delta=eval_delta,
             eval_min_pass_rate=eval_min_pass_rate,
+            force_promote=force_promote,
         ).set_display_name("Promote if due")
 
 

@@ -102,7 +102,9 @@ BASE_ARGV: dict[tuple[str, ...], list[str]] = {
 }
 # Flags whose 0 is documented as meaningful (no bake, no grace, no error-rate slack, no share).
 # eval: --margin 0 leaves the one-case minimum, --delta 0 asks the judge for a win rate above 0.5.
-ZERO_MEANS_SOMETHING = {"--bake-s", "--keep-previous", "--max-error-rate-delta", "--percent", "--margin", "--delta"}
+ZERO_MEANS_SOMETHING = {"--bake-s", "--keep-previous", "--max-error-rate-delta", "--percent", "--margin", "--delta",
+                        # verify-traffic's LLM signals: no worse at all / none allowed
+                        "--max-length-rate-delta", "--max-empty-rate-delta", "--max-length-rate", "--max-empty-rate"}
 
 
 def _flags(parser: argparse.ArgumentParser, path: tuple[str, ...] = ()) -> Iterator[tuple[tuple[str, ...], argparse.Action]]:

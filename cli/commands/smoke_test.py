@@ -1,6 +1,10 @@
-"""``tune2serve smoke-test ENDPOINT --project P --region R [--golden FILE] [--json]``
+"""``tune2serve smoke-test ENDPOINT --project P --region R [--golden FILE] [--baseline ENDPOINT] [--json]``
 (DESIGN.md §4): exit 0 every check passed, 1 a check failed (which, with the request
-and the answer, is said on stderr), 2 usage error."""
+and the answer, is said on stderr), 2 usage error. ``--json`` adds, beside ``checks``
+and ``metrics``, ``signals``: {"candidate": FIGURES, "baseline": FIGURES,
+"baseline_endpoint": str, "comparison": {"passed", "failures", "skipped", ...}} (the
+last three with --baseline), FIGURES being {"answers", "length_rate", "empty_rate",
+"mean_output_tokens", "ttft_p95_ms", "tpot_p50_ms", "ttft_samples", "tpot_samples"}."""
 
 from __future__ import annotations
 
@@ -16,6 +20,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--region", required=True, help="Vertex AI region")
     parser.add_argument("--golden", metavar="FILE",
                         help='JSON Lines golden prompts: {"prompt": str} or {"messages": [...]}, with "expect": REGEX')
+    parser.add_argument("--baseline", metavar="ENDPOINT",
+                        help="an endpoint serving today (resource name or id): the same chat requests go to it, and "
+                        "the candidate's LLM signals — answers cut off at max_tokens (finish_reason length), empty "
+                        "answers, output tokens, time to first token, time per output token — are reported beside "
+                        "its and judged against them (check 'LLM signals vs baseline'; margins: docs/OPERATIONS.md). "
+                        "--json: signals.candidate, signals.baseline, signals.comparison")
     parser.add_argument("--report", metavar="FILE",
                         help="also write the Markdown report here, and the HTML report beside it (FILE's name "
                              "with .html)")
@@ -28,7 +38,8 @@ def run(args: argparse.Namespace) -> int:
     from tune2serve.components.user_input import read_text_file
 
     golden = read_text_file(args.golden, "--golden") if args.golden else ""  # size-checked before reading
-    result = run_smoke_test(args.endpoint, args.project, args.region, golden, golden_source=args.golden or "golden")
+    result = run_smoke_test(args.endpoint, args.project, args.region, golden, golden_source=args.golden or "golden",
+                            baseline=args.baseline or "")
     if args.report:
         markdown_path = Path(args.report)
         html_path = markdown_path.with_suffix(".html")

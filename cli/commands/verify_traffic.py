@@ -14,6 +14,7 @@ import argparse
 import json
 import os
 import sys
+from typing import Any
 
 from tune2serve.components import ranges  # stdlib-only
 
@@ -56,6 +57,44 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--hold-inconclusive", action="store_true",
                         help="bake: leave an inconclusive canary at its step (exit 1, outcome failed) instead of "
                         "rolling it back; finish with --rollback")
+    signals = parser.add_argument_group(
+        "LLM signals", "each canary step compares, per deployed model, what the probe requests' streamed answers say "
+        "(defaults and rule: docs/OPERATIONS.md, 'Canary signals')")
+    signals.add_argument("--probe-max-tokens", type=ranges.PROBE_MAX_TOKENS.from_text, default=32, metavar="N",
+                         help=ranges.PROBE_MAX_TOKENS.help("max_tokens of each probe request (default 32)"))
+    signals.add_argument("--max-length-rate-delta", type=ranges.MAX_LENGTH_RATE_DELTA.from_text, default=0.25,
+                         metavar="D", help=ranges.MAX_LENGTH_RATE_DELTA.help(
+                             "roll back when the canary's rate of answers cut off at max_tokens (finish_reason "
+                             "length) exceeds the serving model's by more than this (default 0.25)"))
+    signals.add_argument("--max-empty-rate-delta", type=ranges.MAX_EMPTY_RATE_DELTA.from_text, default=0.20,
+                         metavar="D", help=ranges.MAX_EMPTY_RATE_DELTA.help(
+                             "roll back when the canary's rate of empty answers exceeds the serving model's by more "
+                             "than this (default 0.20)"))
+    signals.add_argument("--max-output-length-ratio", type=ranges.MAX_OUTPUT_LENGTH_RATIO.from_text, default=2.0,
+                         metavar="R", help=ranges.MAX_OUTPUT_LENGTH_RATIO.help(
+                             "roll back when the canary's mean output length leaves 1/R..R times the serving "
+                             "model's, give or take 4 tokens (default 2)"))
+    signals.add_argument("--max-ttft-ratio", type=ranges.MAX_TTFT_RATIO.from_text, default=3.0, metavar="R",
+                         help=ranges.MAX_TTFT_RATIO.help("roll back when the canary's time-to-first-token p95 "
+                                                         "exceeds R times the serving model's + 250 ms (default 3)"))
+    signals.add_argument("--max-tpot-ratio", type=ranges.MAX_TPOT_RATIO.from_text, default=3.0, metavar="R",
+                         help=ranges.MAX_TPOT_RATIO.help("roll back when the canary's time-per-output-token p50 "
+                                                         "exceeds R times the serving model's + 50 ms (default 3)"))
+    signals.add_argument("--max-length-rate", type=ranges.MAX_LENGTH_RATE.from_text, metavar="RATE",
+                         help=ranges.MAX_LENGTH_RATE.help("with no serving model to compare with (standalone, a "
+                                                          "first promotion): fail above this cut-off rate "
+                                                          "(default: reported, not judged)"))
+    signals.add_argument("--max-empty-rate", type=ranges.MAX_EMPTY_RATE.from_text, metavar="RATE",
+                         help=ranges.MAX_EMPTY_RATE.help("with no serving model to compare with: fail above this "
+                                                         "empty-answer rate (default: reported, not judged)"))
+    parser.add_argument("--quality-verdict", choices=("promote", "hold", "reject"), metavar="VERDICT",
+                        help="the quality gate's verdict for --model (what `tune2serve eval` decided): promote, hold "
+                        "or reject; after hold or reject nothing is promoted (exit 1) unless --force-promote")
+    parser.add_argument("--force-promote", metavar="REASON",
+                        help="promote despite the quality gate's hold or reject, for REASON: an audited override — "
+                        "the reason, the verdict overridden and who ran it (your credentials' account) are logged, "
+                        "put in --json's evidence.override, the reports and the endpoint's labels; the canary's own "
+                        "checks still roll a failing model back")
     parser.add_argument("--run-id", default="cli", help="run id recorded on the endpoint (the pipeline's)")
     parser.add_argument("--rollback", action="store_true", help="roll back the promotion in progress on ENDPOINT")
     parser.add_argument("--report-dir", help="write verify_traffic.md and verify_traffic.html here")
@@ -81,7 +120,9 @@ def run(args: argparse.Namespace) -> int:
                             model=args.model, production_endpoint=args.endpoint if args.model else None,
                             steps=args.steps, canary_percent=args.canary_percent,
                             significance=args.significance,
-                            keep_previous_s=args.keep_previous, run_id=args.run_id, bake=bake)
+                            keep_previous_s=args.keep_previous, run_id=args.run_id, bake=bake,
+                            policy=_policy(args), quality_verdict=args.quality_verdict or "",
+                            force_promote=args.force_promote or "")
     if args.report_dir:
         from pathlib import Path
 
@@ -97,6 +138,19 @@ def run(args: argparse.Namespace) -> int:
         raise PromotionAbortedError(f"{args.endpoint}: {result.outcome}: {result.reason or 'see the evidence'}; "
                                     f"serving {result.traffic_split}")
     return 0
+
+
+def _policy(args: argparse.Namespace) -> Any:
+    """The step policy with the LLM-signal flags (the rest at their defaults)."""
+    from tune2serve.components.verify_traffic.checks import Policy
+    from tune2serve.components.verify_traffic.signals import SignalPolicy
+
+    signals = SignalPolicy(max_length_rate_delta=args.max_length_rate_delta,
+                           max_empty_rate_delta=args.max_empty_rate_delta,
+                           max_output_length_ratio=args.max_output_length_ratio, max_ttft_ratio=args.max_ttft_ratio,
+                           max_tpot_ratio=args.max_tpot_ratio, max_length_rate=args.max_length_rate,
+                           max_empty_rate=args.max_empty_rate)
+    return Policy(significance=args.significance, signals=signals, max_tokens=args.probe_max_tokens)
 
 
 def _rollback(args: argparse.Namespace) -> int:

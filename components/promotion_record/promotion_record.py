@@ -2,7 +2,10 @@
 
 After a successful promotion the pipeline writes ``<export>.promotion.json`` beside the
 export folder (``gs://b/exports/run-7`` → ``gs://b/exports/run-7.promotion.json``):
-{source, export, manifest_digest, endpoint, model, run_id, time}. Beside, not inside: the
+{source, export, manifest_digest, endpoint, model, run_id, time, override}. ``override`` is
+null, or — for a promotion forced over the quality gate's hold or reject
+(``force_promote``, components/verify_traffic/override.py) — {reason,
+overridden_verdict, identity, time}: the audit trail stays beside what was promoted. Beside, not inside: the
 export folder's files are exactly its manifest's, and a later validate or deploy of it
 must not meet a file it does not list.
 
@@ -45,6 +48,7 @@ class PromotionRecord:
     model: str
     time: str
     run_id: str | None = None
+    override: dict[str, str] | None = None
     quality_gate: dict[str, str] | None = None
 
     def to_json(self) -> str:
@@ -73,6 +77,7 @@ def _sibling(export_uri: str) -> tuple[str, str]:
 
 def write_promotion_record(export_uri: str, *, endpoint: str, model: str, source: str | None = None,
                            run_id: str | None = None, now: float | None = None,
+                           override: dict[str, str] | None = None,
                            quality_gate: dict[str, str] | None = None) -> PromotionRecord:
     """Writes the record after a successful promotion. ``source`` defaults to the one
     the export's manifest names; the digest is the manifest's. A folder with no manifest
@@ -85,7 +90,7 @@ def write_promotion_record(export_uri: str, *, endpoint: str, model: str, source
         source=_normal(source), export=_normal(export_uri),
         manifest_digest=manifest.digest() if manifest else None, endpoint=endpoint, model=model,
         time=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(now if now is not None else time.time())),
-        run_id=run_id, quality_gate=quality_gate,
+        run_id=run_id, override=override, quality_gate=quality_gate,
     )
     parent, name = _sibling(export_uri)
     open_folder(parent).write_bytes(name, record.to_json().encode())
@@ -100,6 +105,21 @@ def record_uri(export_uri: str) -> str:
     return open_folder(parent).join(name)
 
 
+def parse_override(text: str) -> dict[str, str] | None:
+    """verify-traffic's ``override`` output (JSON, "" for none) as the record keeps it. A
+    text that is not the object verify-traffic writes is kept whole under ``unparsed``:
+    an override is never dropped from the record."""
+    if not text:
+        return None
+    try:
+        doc = json.loads(text)
+    except json.JSONDecodeError:
+        doc = None
+    if isinstance(doc, dict) and all(isinstance(k, str) and isinstance(v, str) for k, v in doc.items()):
+        return doc
+    return {"unparsed": text[:2000]}
+
+
 def quality_gate_entry(verdict: str, eval_set_sha256: str, judge: str) -> dict[str, str] | None:
     """What the record keeps of the quality gate's step (its outputs): the verdict, the eval
     set's sha256 and the judge used ("" for none); None when no eval set was compared."""
@@ -109,8 +129,8 @@ def quality_gate_entry(verdict: str, eval_set_sha256: str, judge: str) -> dict[s
 
 
 def record_after_verify(export_uri: str, *, endpoint: str, model: str, outcome: str, run_id: str = "",
-                        production_endpoint: str = "", quality_verdict: str = "", eval_set_sha256: str = "",
-                        judge: str = "") -> str:
+                        production_endpoint: str = "", override: str = "", quality_verdict: str = "",
+                        eval_set_sha256: str = "", judge: str = "") -> str:
     """Writes the record when verify-traffic's ``outcome`` means the model now serves.
 
     ``endpoint`` is the one deploy made; when the model was promoted onto
@@ -125,7 +145,7 @@ def record_after_verify(export_uri: str, *, endpoint: str, model: str, outcome: 
         return message
     try:
         write_promotion_record(export_uri, endpoint=production_endpoint or endpoint, model=model,
-                               run_id=run_id or None,
+                               run_id=run_id or None, override=parse_override(override),
                                quality_gate=quality_gate_entry(quality_verdict, eval_set_sha256, judge))
         return record_uri(export_uri)
     except PromotionError as e:

@@ -43,6 +43,7 @@ class Exchange:
     latency_s: float = 0.0
     ttft_s: float | None = None
     completion_tokens: int | None = None
+    finish_reason: str | None = None  # "stop", "length" (cut off at max_tokens)...; None when not said
     deployed_model_id: str = ""
     attempts: int = 0
     raw: dict[str, Any] = field(default_factory=dict)
@@ -96,6 +97,7 @@ class DataPlane:
         if ex.kind == "chat":
             ex.answer = rq.chat_answer(doc)
             ex.completion_tokens = rq.usage_tokens(doc)
+            ex.finish_reason = rq.finish_reason(doc)
         else:
             ex.answer = rq.predict_answer(doc)
 
@@ -126,6 +128,9 @@ class DataPlane:
     @staticmethod
     def _take_event(ex: Exchange, event: rq.StreamEvent, parts: list[str], started: float) -> None:
         text = rq.stream_chunk_text(event)
+        reason, tokens = rq.stream_chunk_end(event)  # the last chunks say why it stopped, and how many tokens
+        ex.finish_reason = reason or ex.finish_reason
+        ex.completion_tokens = tokens if tokens is not None else ex.completion_tokens
         if not ex.deployed_model_id and not event.done:
             try:
                 ex.deployed_model_id = str(json.loads(event.data).get("deployedModelId") or "")

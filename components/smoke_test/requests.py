@@ -5,7 +5,7 @@ parsers of their answers, server-sent events included. No I/O here."""
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -16,8 +16,8 @@ def chat_body(messages: Iterable[dict[str, str]], *, model: str, max_tokens: int
     """Greedy (temperature 0, top_p 1) so answers are comparable run to run."""
     body: dict[str, Any] = {"model": model, "temperature": 0, "top_p": 1, "max_tokens": max_tokens,
                             "messages": [dict(m) for m in messages]}
-    if stream:
-        body["stream"] = True
+    if stream:  # usage in the last chunk: vLLM sends it only when asked
+        body.update(stream=True, stream_options={"include_usage": True})
     return body
 
 
@@ -47,9 +47,10 @@ def chat_answer(body: dict[str, Any]) -> str:
 
 
 def usage_tokens(body: dict[str, Any]) -> int | None:
-    usage = body.get("usage") or {}
-    tokens = usage.get("completion_tokens")
-    return int(tokens) if isinstance(tokens, int) else None
+    """``usage.completion_tokens``, or None when absent or not a count."""
+    usage = body.get("usage")
+    tokens = usage.get("completion_tokens") if isinstance(usage, dict) else None
+    return tokens if isinstance(tokens, int) and not isinstance(tokens, bool) and tokens >= 0 else None
 
 
 def predict_answer(body: dict[str, Any]) -> str:
@@ -86,16 +87,16 @@ class StreamEvent:
         return self.data.strip() == "[DONE]"
 
 
-def parse_sse_lines(lines: Iterable[str]) -> list[StreamEvent]:
-    """Server-sent events: ``data:`` lines, joined until a blank line. Lines that are
-    bare JSON (some servers stream JSON Lines) count as one event each."""
-    events: list[StreamEvent] = []
+def iter_sse_events(lines: Iterable[str]) -> Iterator[StreamEvent]:
+    """Server-sent events as they arrive: ``data:`` lines, joined until a blank line.
+    Lines that are bare JSON (some servers stream JSON Lines) count as one event each.
+    Lazy, so a reader can time each event (time to first token)."""
     buffer: list[str] = []
     for raw in lines:
         line = raw.rstrip("\r\n")
         if not line:
             if buffer:
-                events.append(StreamEvent("\n".join(buffer)))
+                yield StreamEvent("\n".join(buffer))
                 buffer = []
             continue
         if line.startswith(":"):
@@ -103,10 +104,38 @@ def parse_sse_lines(lines: Iterable[str]) -> list[StreamEvent]:
         if line.startswith("data:"):
             buffer.append(line[5:].lstrip(" "))
         elif line.lstrip().startswith(("{", "[")) and not buffer:
-            events.append(StreamEvent(line.strip()))
+            yield StreamEvent(line.strip())
     if buffer:
-        events.append(StreamEvent("\n".join(buffer)))
-    return events
+        yield StreamEvent("\n".join(buffer))
+
+
+def parse_sse_lines(lines: Iterable[str]) -> list[StreamEvent]:
+    """Every server-sent event of ``lines`` (``iter_sse_events``, all at once)."""
+    return list(iter_sse_events(lines))
+
+
+def finish_reason(doc: Any) -> str | None:
+    """``choices[0].finish_reason`` of a chat completion or of a streamed chunk (None
+    while a stream runs, or when the server does not say)."""
+    if not isinstance(doc, dict) or not isinstance(doc.get("choices"), list) or not doc["choices"]:
+        return None
+    choice = doc["choices"][0]
+    reason = choice.get("finish_reason") if isinstance(choice, dict) else None
+    return reason if isinstance(reason, str) and reason else None
+
+
+def stream_chunk_end(event: StreamEvent) -> tuple[str | None, int | None]:
+    """(finish_reason, completion tokens) that a streamed chunk reports, each None when
+    it does not (the last chunks carry them: vLLM sends usage only when asked with
+    ``stream_options.include_usage``). A chunk that is not JSON reports nothing here;
+    ``stream_chunk_text`` says what is wrong with it."""
+    if event.done:
+        return None, None
+    try:
+        doc = json.loads(event.data)
+    except json.JSONDecodeError:
+        return None, None
+    return finish_reason(doc), usage_tokens(doc) if isinstance(doc, dict) else None
 
 
 def stream_chunk_text(event: StreamEvent) -> str:

@@ -7,8 +7,16 @@ Order, and why:
    other requests (its own latency is the answered attempt's only).
 3. Every golden prompt, chat unary at temperature 0, checked against its expectation.
 4. The first prompt again: the same text (greedy decoding must be deterministic).
-5. Streaming chat (SSE, chunks counted, time to first token), :predict and
-   :streamRawPredict with the first prompt: each must answer with text.
+5. Streaming chat (SSE, chunks counted, time to first token) of every golden prompt,
+   :predict and :streamRawPredict with the first prompt: each must answer with text.
+6. The LLM signals of the chat answers (verify-traffic's ``signals.py``, one rule for
+   both steps): the rate of answers cut off at max_tokens (``finish_reason: length``),
+   of empty answers, the mean output tokens, time to first token (p95) and per output
+   token (p50) — reported as figures. With ``baseline`` (the endpoint serving today), the
+   same chat and streamed requests go to it too, its figures are reported beside, and a
+   candidate worse beyond ``signals.SignalPolicy``'s margins (compared prompt by prompt;
+   ``SMOKE_SIGNALS``: two answers a side suffice, each prompt's answer being the same at
+   temperature 0) fails the check "LLM signals vs baseline".
 The result holds every check with its request and answer; ``raise_if_failed`` turns a
 failure into ``SmokeTestFailedError`` quoting both.
 """
@@ -35,9 +43,13 @@ from tune2serve.components.smoke_test.golden import GoldenCase, load_golden
 from tune2serve.components.smoke_test.stats import summarize
 from tune2serve.components.vertex.dedicated_endpoint import request_url
 from tune2serve.components.vertex.resources import ResourceName, endpoint_name
+from tune2serve.components.verify_traffic.probe import Answer
+from tune2serve.components.verify_traffic.signals import ModelSignals, SignalPolicy, SignalVerdict, compare, model_signals
 from tune2serve.components.vertex.retry import RetryPolicy
 
 _log = get_logger("smoke_test")
+SMOKE_SIGNALS = SignalPolicy(min_samples=2)  # a handful of golden prompts, each answered the same every time
+SIGNAL_KINDS = ("chat", "chat_stream")  # the answers that say why they stopped (:predict's do not)
 
 
 def scrub(value: Any) -> Any:
@@ -71,6 +83,7 @@ class SmokeResult:
     deployed_model_ids: list[str]
     checks: list[Check] = field(default_factory=list)
     metrics: dict[str, float] = field(default_factory=dict)
+    signals: dict[str, Any] = field(default_factory=dict)  # {"candidate", "baseline", "baseline_endpoint", "comparison"}
 
     @property
     def passed(self) -> bool:
@@ -82,7 +95,7 @@ class SmokeResult:
 
     def to_json(self) -> dict[str, Any]:
         return scrub({
-            "ok": self.passed, "endpoint": self.endpoint, "metrics": self.metrics,
+            "ok": self.passed, "endpoint": self.endpoint, "metrics": self.metrics, "signals": self.signals,
             "checks": [{"name": c.name, "kind": c.kind, "passed": c.passed, "detail": c.detail,
                         "request": c.request, "answer": c.answer,
                         "deployed_model_id": c.exchange.deployed_model_id if c.exchange else ""}
@@ -152,11 +165,23 @@ class SmokeTest:
         if checks[0].exchange is not None:
             checks.append(self.ask("chat", first, f"{first.name} (determinism at temperature 0)",
                                    expect=same_as_first))
-        checks.append(self.ask("chat_stream", first, f"{first.name} (chat, streaming)"))
+        checks += [self.ask("chat_stream", c, f"{c.name} (chat, streaming)") for c in cases]
         non_empty: Callable[[str], str | None] = lambda a: None if a.strip() else "expected a non-empty answer"
         checks.append(self.ask("predict", first, f"{first.name} (:predict)", expect=non_empty))
         checks.append(self.ask("stream_raw_predict", first, f"{first.name} (:streamRawPredict)", expect=non_empty))
         return checks
+
+    def reference_run(self, cases: list[GoldenCase]) -> None:
+        """The baseline's side: the same chat and streamed requests, nothing expected of
+        the answers (they are the reference), the first one waiting out warm-up."""
+        anything: Callable[[str], str | None] = lambda _: None
+        for i, c in enumerate(cases):
+            self.ask("chat", c, f"{c.name} (baseline, chat)", self.settings.warmup if i == 0 else None, anything)
+            self.ask("chat_stream", c, f"{c.name} (baseline, chat, streaming)", expect=anything)
+
+    def signals(self) -> ModelSignals:
+        """The LLM figures of the chat answers so far (``signals.model_signals``)."""
+        return model_signals([said(e) for e in self.exchanges if e.kind in SIGNAL_KINDS])
 
     def metrics(self, checks: list[Check]) -> dict[str, float]:
         exs = self.exchanges
@@ -169,24 +194,67 @@ class SmokeTest:
                          sum(not c.passed for c in checks))
 
 
+def said(ex: Exchange) -> Answer:
+    """An exchange as the LLM signals read an answer: which prompt, why it stopped, how
+    many tokens (usage's, else streamed chunks), how much text, how fast."""
+    messages = ex.body.get("messages") or [{}]
+    tokens = ex.completion_tokens if ex.completion_tokens is not None else (ex.chunks if ex.kind == "chat_stream"
+                                                                           else None)
+    return Answer(ex.deployed_model_id or None, True, ex.status, ex.latency_s * 1000, "",
+                  str(messages[-1].get("content", "")), ex.finish_reason, tokens, len(ex.answer.strip()),
+                  ex.ttft_s * 1000 if ex.ttft_s is not None else None)
+
+
+def signal_metrics(prefix: str, figures: ModelSignals) -> dict[str, float]:
+    """KFP Metrics of one side's LLM figures (absent figures left out)."""
+    d = figures.as_dict()
+    named = {"length_rate": d["length_rate"], "empty_rate": d["empty_rate"],
+             "output_tokens_mean": d["mean_output_tokens"],
+             "ttft_p95_s": None if d["ttft_p95_ms"] is None else d["ttft_p95_ms"] / 1000,
+             "tpot_p50_s": None if d["tpot_p50_ms"] is None else d["tpot_p50_ms"] / 1000}
+    return {f"{prefix}{k}": round(float(v), 4) for k, v in named.items() if v is not None}
+
+
+def _endpoint_under_test(vertex: Any, name: ResourceName, role: str) -> tuple[Any, Any]:
+    """(its state, the deployed model serving most of it) — refused when nothing can be asked."""
+    from tune2serve.components.vertex.endpoints import get_endpoint
+
+    state = get_endpoint(vertex, str(name))
+    if not state.deployed_models:
+        raise SmokeTestFailedError(f"{name}: no model is deployed on this {role}"
+                                   + ("; run 'tune2serve deploy' first" if role == "endpoint" else ""))
+    if not state.dedicated_endpoint_dns:
+        raise SmokeTestFailedError(f"{name}: the {role} has no dedicated DNS name (a Private Service Connect "
+                                   "endpoint is reached at its PSC IP from inside the VPC); nothing to test from here")
+    return state, max(state.deployed_models, key=lambda d: state.traffic_split.get(d.id, 0))
+
+
+def _compare_with_baseline(smoke: SmokeTest, reference: SmokeTest, baseline: ResourceName) -> tuple[Check, SignalVerdict]:
+    verdict = compare(smoke.signals(), reference.signals(), SMOKE_SIGNALS, str(baseline))
+    detail = "; ".join(verdict.failures) or ("ok" + (" (" + "; ".join(verdict.skipped) + ")" if verdict.skipped
+                                                     else ""))
+    url = request_url("chat", reference.dns, baseline)
+    check = Check("LLM signals vs baseline", "signals", verdict.passed, detail, {"baseline": str(baseline)}, url)
+    log_event(_log, "smoke.signals", f"LLM signals vs {baseline}: {detail}",
+              logging.INFO if verdict.passed else logging.WARNING, baseline=str(baseline))
+    return check, verdict
+
+
 def run_smoke_test(endpoint: str, project: str, region: str, golden: str = "", *, golden_source: str = "golden",
                    client: Any = None, token_provider: TokenProvider | None = None,
-                   settings: SmokeSettings = SmokeSettings()) -> SmokeResult:
+                   settings: SmokeSettings = SmokeSettings(), baseline: str = "") -> SmokeResult:
     """Runs every check against ``endpoint``; never raises for a failed check (see
-    ``raise_if_failed``), raises for bad input or an endpoint with nothing deployed."""
+    ``raise_if_failed``), raises for bad input or an endpoint with nothing deployed.
+    ``baseline``: an endpoint serving today, asked the same chat requests, whose LLM
+    signals the candidate's are reported beside and judged against."""
     from tune2serve.components.vertex import clients
-    from tune2serve.components.vertex.endpoints import get_endpoint
 
     cases = load_golden(golden, golden_source)
     vertex = clients.target(project, region)
     name = endpoint_name(endpoint, project, region)
-    state = get_endpoint(vertex, str(name))
-    if not state.deployed_models:
-        raise SmokeTestFailedError(f"{name}: no model is deployed on this endpoint; run 'tune2serve deploy' first")
-    if not state.dedicated_endpoint_dns:
-        raise SmokeTestFailedError(f"{name}: the endpoint has no dedicated DNS name (a Private Service Connect "
-                                   "endpoint is reached at its PSC IP from inside the VPC); nothing to test from here")
-    top = max(state.deployed_models, key=lambda d: state.traffic_split.get(d.id, 0))
+    base_name = endpoint_name(baseline, project, region) if baseline else None
+    state, top = _endpoint_under_test(vertex, name, "endpoint")
+    base_state, base_top = _endpoint_under_test(vertex, base_name, "baseline endpoint") if base_name else (None, None)
     provider = token_provider or _cached(lambda: clients.access_token(vertex))
     own_client = client is None
     if own_client:
@@ -200,7 +268,19 @@ def run_smoke_test(endpoint: str, project: str, region: str, golden: str = "", *
         log_event(_log, "smoke.start", f"smoke-testing {name} ({len(cases)} golden case(s))",
                   endpoint=str(name), dns=state.dedicated_endpoint_dns)
         checks = smoke.run(cases)
-        result = SmokeResult(str(name), [d.id for d in state.deployed_models], checks, smoke.metrics(checks))
+        signals: dict[str, Any] = {"candidate": smoke.signals().as_dict()}
+        figures = signal_metrics("", smoke.signals())
+        if base_name is not None and base_state is not None and base_top is not None:
+            reference = SmokeTest(DataPlane(client, provider, timeout_s=settings.timeout_s), base_name,
+                                  base_state.dedicated_endpoint_dns, base_top.model.rsplit("/", 1)[-1], settings)
+            reference.reference_run(cases)
+            check, verdict = _compare_with_baseline(smoke, reference, base_name)
+            checks.append(check)
+            figures.update(signal_metrics("baseline_", reference.signals()))
+            signals.update(baseline=reference.signals().as_dict(), baseline_endpoint=str(base_name),
+                           comparison=verdict.as_dict())
+        result = SmokeResult(str(name), [d.id for d in state.deployed_models], checks,
+                             {**smoke.metrics(checks), **figures}, signals)
     finally:
         if own_client:
             client.close()

@@ -72,6 +72,13 @@ class PromotionPlan:
     drain_s: float = 1.0
     policy: Policy = field(default_factory=Policy)
     bake: BakePolicy = field(default_factory=BakePolicy)
+    forced: Any = None  # override.Override when force_promote overrode the quality gate: recorded in the labels
+
+    def record(self, state: str, model_id: str, new_id: str, previous: dict[str, int]) -> PromotionRecord:
+        """The endpoint's promotion record for this plan (with the override, if any)."""
+        labels = self.forced.labels() if self.forced is not None else {}
+        return PromotionRecord(state, self.run_id, model_id, new_id, previous, (), labels.get("verdict", ""),
+                               labels.get("by", ""))
 
 
 @dataclass
@@ -219,6 +226,7 @@ def _run_steps(api: EndpointApi, plan: PromotionPlan, lease: lease_mod.Lease, ou
     # deployed with no split: the new model gets 0 % and nothing else moves (on an endpoint
     # serving nothing it gets 100 %); the steps then move the split as compare-and-swaps
     expected = normalize(previous) if previous else full_split(out.new_deployed_id)
+    earlier = None  # the serving model's LLM figures from the last step where it answered
     for percent in plan.steps:
         started = time.monotonic()
         configured = canary_split(previous, out.new_deployed_id, percent)
@@ -235,7 +243,9 @@ def _run_steps(api: EndpointApi, plan: PromotionPlan, lease: lease_mod.Lease, ou
                                            f"while the {percent}% step waited for its replicas")
         answers = probe_for(state)(plan.policy.plan(percent / 100).requests)
         result = judge_step(percent, out.new_deployed_id, configured, state, answers, plan.policy,
-                            time.monotonic() - started)
+                            time.monotonic() - started, earlier)
+        serving_signals = result.serving_signals()
+        earlier = (f"the {percent}% step", serving_signals) if serving_signals is not None else earlier
         guard.check_split(api, plan.endpoint, configured, f"while the {percent}% step was probed")
         if result.passed and percent < 100 and plan.bake.bake_s > 0:
             result = _bake_step(plan, lease, result, state, metrics or real_metrics(api), sleep)
@@ -299,7 +309,7 @@ def promote(api: EndpointApi, plan: PromotionPlan, probe_for: ProbeFactory,
             out.notes.append(note)
         model_id = plan.model.rsplit("/", 1)[-1].split("@")[0]
         # the canary's share as the deploy leaves it: 0 beside a serving model, else 100
-        record = PromotionRecord(CANARY, plan.run_id, model_id, "", previous).with_shares(0 if previous else 100)
+        record = plan.record(CANARY, model_id, "", previous).with_shares(0 if previous else 100)
         lease.update_labels(lambda labels: with_record(labels, record))
         try:
             _run_steps(api, plan, lease, out, resources, record, probe_for, sleep, metrics)
@@ -331,7 +341,7 @@ def promote(api: EndpointApi, plan: PromotionPlan, probe_for: ProbeFactory,
                                          plan.drain_s, sleep)
         except guard.OutsideChangeError as e:
             return _stopped(api, plan, lease, out, record, e)
-        done = PromotionRecord(PROMOTED, plan.run_id, model_id, out.new_deployed_id, {})
+        done = plan.record(PROMOTED, model_id, out.new_deployed_id, {})
         lease.update_labels(lambda labels: with_record(labels, done))
         out.outcome = "promoted"
     if staging and staging != plan.endpoint:

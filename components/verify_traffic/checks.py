@@ -18,6 +18,12 @@ A step passes when all of these hold (each failure is said in words in the repor
    times the serving models' p95 plus ``latency_slack_ms`` (default 250 ms: tiny CPU
    models answer in tens of milliseconds, where scheduling noise alone doubles a p95);
    checked when both sides have ``min_latency_samples`` successful answers.
+6. **LLM signals** — what the answers say (``signals.py``): the new model's rate of
+   answers cut off at max_tokens, of empty answers, its output length, time to first
+   token and time per output token, against the serving model's answers in the same step
+   (at 100 %, where the serving model gets none, against its answers in the last step
+   that had some), within ``Policy.signals``' margins. A canary that never stops fails
+   here even when every HTTP answer is a 200.
 """
 
 from __future__ import annotations
@@ -27,7 +33,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from tune2serve.components.verify_traffic import stats
-from tune2serve.components.verify_traffic.probe import Answer
+from tune2serve.components.verify_traffic.probe import DEFAULT_MAX_TOKENS, Answer
+from tune2serve.components.verify_traffic.signals import ModelSignals, SignalPolicy, SignalVerdict, compare, model_signals
 from tune2serve.components.vertex.endpoints import EndpointState
 from tune2serve.components.verify_traffic.traffic import normalize
 
@@ -45,6 +52,8 @@ class Policy:
     max_latency_p95_ratio: float = 3.0
     latency_slack_ms: float = 250.0
     min_latency_samples: int = 5
+    signals: SignalPolicy = field(default_factory=SignalPolicy)
+    max_tokens: int = DEFAULT_MAX_TOKENS  # per probe request
 
     def plan(self, share: float) -> stats.SamplePlan:
         return stats.plan_requests(share, alpha=self.significance, power=self.power,
@@ -99,6 +108,7 @@ class StepResult:
     failures: tuple[str, ...] = field(default_factory=tuple)
     elapsed_s: float = 0.0
     bake: Any = None  # bake.BakeResult, when the step was baked on real traffic
+    signals: SignalVerdict | None = None  # the LLM signals of the answers (signals.py)
 
     @property
     def passed(self) -> bool:
@@ -113,7 +123,15 @@ class StepResult:
             "canary": self.canary.as_dict(), "baseline": self.baseline.as_dict() if self.baseline else None,
             "passed": self.passed, "failures": list(self.failures), "elapsed_s": round(self.elapsed_s, 2),
             "bake": self.bake.as_dict() if self.bake is not None else None,
+            "signals": self.signals.as_dict() if self.signals is not None else None,
         }
+
+    def serving_signals(self) -> ModelSignals | None:
+        """The serving model's figures this step measured (None when it got no answers):
+        what a later step without any compares with."""
+        if self.signals is None or self.signals.reference != "this step" or self.signals.serving is None:
+            return None
+        return self.signals.serving
 
 
 def _split_failures(configured: Mapping[str, int], state: EndpointState) -> list[str]:
@@ -131,9 +149,26 @@ def _split_failures(configured: Mapping[str, int], state: EndpointState) -> list
     return out
 
 
+def judge_signals(new_id: str, in_split: set[str], answers: Sequence[Answer], policy: SignalPolicy,
+                  earlier: tuple[str, ModelSignals] | None = None) -> SignalVerdict:
+    """Check 6: the new model's answers against the serving models' in this step, or,
+    when none answered here, against ``earlier`` (where from, and their figures)."""
+    canary = model_signals([a for a in answers if a.deployed_model_id == new_id])
+    others = [a for a in answers if a.deployed_model_id not in (new_id, None) and a.deployed_model_id in in_split]
+    serving = model_signals(others) if others else None
+    if serving is not None and serving.answers >= policy.min_samples:
+        return compare(canary, serving, policy, "this step")
+    if earlier is not None:
+        return compare(canary, earlier[1], policy, earlier[0])
+    return compare(canary, serving, policy)
+
+
 def judge_step(percent: int, new_id: str, configured: Mapping[str, int], state: EndpointState,
-               answers: Sequence[Answer], policy: Policy, elapsed_s: float = 0.0) -> StepResult:
-    """The verdict on one step; see the module docstring for the checks."""
+               answers: Sequence[Answer], policy: Policy, elapsed_s: float = 0.0,
+               earlier: tuple[str, ModelSignals] | None = None) -> StepResult:
+    """The verdict on one step; see the module docstring for the checks. ``earlier``:
+    the serving model's LLM figures from an earlier step, for a step where it answers
+    nothing (100 %)."""
     failures = _split_failures(configured, state)
     share = percent / 100.0
     plan = policy.plan(share)
@@ -167,5 +202,7 @@ def judge_step(percent: int, new_id: str, configured: Mapping[str, int], state: 
             failures.append(f"the new model's p95 latency {canary.p95_ms:.0f} ms exceeds "
                             f"{policy.max_latency_p95_ratio:g} x the serving model's {baseline.p95_ms:.0f} ms "
                             f"+ {policy.latency_slack_ms:.0f} ms")
+    signals = judge_signals(new_id, in_split, answers, policy.signals, earlier)
+    failures += list(signals.failures)
     return StepResult(percent, new_id, normalize(configured), normalize(state.traffic_split), plan, test,
-                      per_model(answers), canary, baseline, tuple(failures), elapsed_s)
+                      per_model(answers), canary, baseline, tuple(failures), elapsed_s, signals=signals)

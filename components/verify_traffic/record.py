@@ -16,6 +16,9 @@ at most 63 characters of ``[a-z0-9_-]``).
                              did not watch the promotion can tell its split from someone
                              else's)
     tune2serve-prev-<ID>     the share deployed model <ID> had before the promotion
+    tune2serve-promo-forced  with force_promote: the quality-gate verdict it overrode
+                             (hold, reject; "none" when none was given) — override.py
+    tune2serve-promo-forced-by  who ran the override (sanitized account name)
 """
 
 from __future__ import annotations
@@ -32,6 +35,8 @@ RUN = "tune2serve-promo-run"
 MODEL = "tune2serve-promo-model"
 NEW = "tune2serve-promo-new"
 SHARE = "tune2serve-promo-share"
+FORCED = "tune2serve-promo-forced"
+FORCED_BY = "tune2serve-promo-forced-by"
 PREV_PREFIX = "tune2serve-prev-"
 MAX_LABELS = 64
 
@@ -49,6 +54,8 @@ class PromotionRecord:
     new_deployed_id: str = ""
     previous_split: dict[str, int] = field(default_factory=dict)
     shares: tuple[int, ...] = ()  # the canary's share(s) as last set; () when not recorded
+    forced: str = ""  # force_promote: the verdict overridden ("" when the promotion was not forced)
+    forced_by: str = ""  # and who forced it
 
     def with_state(self, state: str) -> PromotionRecord:
         return replace(self, state=state)
@@ -66,6 +73,9 @@ def record_labels(record: PromotionRecord) -> dict[str, str]:
         labels[NEW] = sanitize_label_value(record.new_deployed_id)
     if record.shares:
         labels[SHARE] = "-".join(str(int(s)) for s in record.shares)
+    if record.forced:
+        labels[FORCED] = sanitize_label_value(record.forced)
+        labels[FORCED_BY] = sanitize_label_value(record.forced_by) or "unknown"
     for deployed_id, share in sorted(record.previous_split.items()):
         key = PREV_PREFIX + sanitize_label_value(deployed_id)
         if len(key) > MAX_LABEL_LENGTH:
@@ -81,7 +91,7 @@ def read_record(labels: Mapping[str, str]) -> PromotionRecord | None:
     previous = {k[len(PREV_PREFIX):]: int(v) for k, v in labels.items() if k.startswith(PREV_PREFIX) and v.isdigit()}
     shares = tuple(int(s) for s in labels.get(SHARE, "").split("-") if s.isdigit() and len(s) <= 3)
     return PromotionRecord(labels[STATE], labels.get(RUN, ""), labels.get(MODEL, ""), labels.get(NEW, ""), previous,
-                           shares)
+                           shares, labels.get(FORCED, ""), labels.get(FORCED_BY, ""))
 
 
 def with_record(labels: Mapping[str, str], record: PromotionRecord | None) -> dict[str, str]:

@@ -31,6 +31,11 @@ METHOD = ("Each step sends real requests to the endpoint's dedicated data plane 
           "with a two-sided exact binomial test; n is chosen so the test detects a deviation of half the canary "
           "share with power 0.9 (normal-approximation formula, capped). The new model's error rate may exceed the "
           "serving model's by at most 2 points, and its p95 latency at most 3x the serving model's plus 250 ms. "
+          "Each request is a streamed chat completion of one of a fixed set of short prompts; per deployed model, "
+          "the share of answers cut off at max_tokens (finish_reason length), of empty answers, the output length, "
+          "time to first token and time per output token are compared with the serving model's, prompt by prompt "
+          "(margins in docs/OPERATIONS.md): a canary that never stops is rolled back even when every answer is a "
+          "200. "
           "With a bake, each step below 100% then holds the split and reads the endpoint's own metrics in Cloud "
           "Monitoring (prediction/online/response_count by response_code, prediction/online/prediction_latencies, "
           "per deployed_model_id) over the bake: the canary is rolled back when its error rate on real traffic "
@@ -103,6 +108,10 @@ def markdown(result: VerifyResult) -> str:
                   _row(_HEAD), "|" + "---|" * len(_HEAD)]
         lines += [_row(r) for r in _step_rows(step, roles)]
         lines += [f"- {md.text(f)}" for f in step.failures] + [""]
+        if step.signals is not None:
+            lines += [f"LLM signals: **{'passed' if step.signals.passed else 'FAILED'}**", "", _row(_SIGNAL_HEAD),
+                      "|" + "---|" * len(_SIGNAL_HEAD)] + [_row(r) for r in _signal_rows(step.signals)]
+            lines += [f"- not compared: {md.text(x)}" for x in step.signals.skipped] + [""]
         if step.bake is not None:
             b = step.bake
             lines += [f"Bake {b.window[1] - b.window[0]:.0f} s on real traffic (Cloud Monitoring): "
@@ -123,13 +132,34 @@ def markdown(result: VerifyResult) -> str:
 
 
 _BAKE_HEAD = ("model", "requests", "errors", "error rate", "p95")
+_SIGNAL_HEAD = ("model", "answers", "cut off (length)", "empty", "output tokens", "TTFT p95", "TPOT p50")
+
+
+def _pct(value: float | None) -> str:
+    return "–" if value is None else f"{value:.0%}"
+
+
+def _signal_rows(signals: Any) -> list[tuple[str, ...]]:
+    """The LLM signals of the step's answers: the new model, and the serving model's
+    figures it was compared with (from this step or an earlier one)."""
+    rows = []
+    for role, figures in (("new", signals.canary), (f"serving ({signals.reference})", signals.serving)):
+        if figures is not None:
+            d = figures.as_dict()
+            rows.append((role, str(d["answers"]), _pct(d["length_rate"]), _pct(d["empty_rate"]),
+                         "–" if d["mean_output_tokens"] is None else f"{d['mean_output_tokens']:.1f}",
+                         _fmt(d["ttft_p95_ms"], " ms"),
+                         "–" if d["tpot_p50_ms"] is None else f"{d['tpot_p50_ms']:.1f} ms"))
+    return rows
+
+
 def _bake_rows(bake: Any) -> list[tuple[str, ...]]:
     return [(role, str(w.requests), str(w.errors), f"{w.error_rate:.1%}", _fmt(w.p95_ms, " ms"))
             for role, w in (("candidate", bake.canary), ("serving", bake.baseline))]
 
 
 def _step_section(result: VerifyResult, i: int, step: StepResult, roles: Mapping[str, str]) -> Section:
-    """One step: the split test in words, the per-model table, failures, the bake."""
+    """One step: the split test in words, the per-model table, failures, LLM signals, the bake."""
     t = step.test
     who = "the candidate" if result.mode == "promotion" else "the checked model"
     blocks: list[Block] = [
@@ -138,6 +168,11 @@ def _step_section(result: VerifyResult, i: int, step: StepResult, roles: Mapping
         Table(_HEAD, [Row(r, tone="fail" if not step.passed and r[1] == "candidate" else "", data={"model": r[0]})
                       for r in _step_rows(step, roles)]),
         *(Para(f, "fail") for f in step.failures)]
+    if step.signals is not None:
+        verdict = "passed" if step.signals.passed else "failed"
+        blocks.append(Section(f"LLM signals: {verdict}", [Table(_SIGNAL_HEAD, _signal_rows(step.signals)),
+                                                          *(f"not compared: {x}" for x in step.signals.skipped)],
+                              id=f"signals-{i}", data={"verdict": verdict}))
     if step.bake is not None:
         b = step.bake
         blocks.append(Section(f"Bake: {b.verdict} ({b.window[1] - b.window[0]:.0f} s of real traffic, Cloud Monitoring)",

@@ -32,7 +32,7 @@ from tune2serve.components.verify_traffic.canary import (
 )
 from tune2serve.components.verify_traffic.checks import Policy, StepResult, judge_step
 from tune2serve.components.verify_traffic.endpoint_api import EndpointApi
-from tune2serve.components.verify_traffic.probe import http_probe
+from tune2serve.components.verify_traffic.probe import DEFAULT_MAX_TOKENS, http_probe
 from tune2serve.components.vertex.endpoints import EndpointState
 from tune2serve.components.verify_traffic.traffic import parse_steps
 
@@ -54,6 +54,7 @@ class VerifyResult:
     rollback: dict[str, Any] | None = None
     mode: str = "standalone"
     outside_change: dict[str, Any] | None = None  # {"when", "expected_split", "found_split"}: someone else's change
+    override: dict[str, str] | None = None  # force_promote: {"reason", "overridden_verdict", "identity", "time"}
     thresholds: dict[str, float] = field(default_factory=dict)  # applied_thresholds(): the limits judged by
 
     @property
@@ -64,7 +65,7 @@ class VerifyResult:
         return {"mode": self.mode, "endpoint": self.endpoint, "model": self.model, "reason": self.reason,
                 "previous_split": self.previous_split, "new_deployed_id": self.new_deployed_id,
                 "steps": [s.as_dict() for s in self.steps], "rollback": self.rollback, "notes": self.notes,
-                "final_state": self.final_state, "outside_change": self.outside_change,
+                "final_state": self.final_state, "outside_change": self.outside_change, "override": self.override,
                 "thresholds": self.thresholds}
 
     def as_json(self) -> dict[str, Any]:
@@ -76,7 +77,8 @@ class VerifyResult:
         model its share, error rate and p95 latency."""
         out: dict[str, float] = {"promoted": float(self.outcome == "promoted"),
                                  "verified": float(self.outcome == "verified"),
-                                 "rolled_back": float(self.outcome == "rolled_back")}
+                                 "rolled_back": float(self.outcome == "rolled_back"),
+                                 "forced": float(self.override is not None)}
         for i, s in enumerate(self.steps, 1):
             out[f"step{i}_configured_percent"] = float(s.percent)
             out[f"step{i}_observed_share"] = round(s.test.observed_share, 4)
@@ -88,6 +90,12 @@ class VerifyResult:
                 out[f"{key}_error_rate"] = round(m.error_rate, 4)
                 if m.p95_ms is not None:
                     out[f"{key}_p95_ms"] = round(m.p95_ms, 1)
+            if s.signals is not None:  # the LLM signals of both sides, where measured
+                for role, figures in (("canary", s.signals.canary), ("serving", s.signals.serving)):
+                    for name, value in (figures.as_dict() if figures is not None else {}).items():
+                        if name != "answers" and isinstance(value, (int, float)):
+                            out[f"step{i}_{role}_{name}"] = float(value)
+                out[f"step{i}_signals_passed"] = float(s.signals.passed)
             if s.bake is not None:
                 out[f"step{i}_bake_passed"] = float(s.bake.passed)
                 for role, w in (("canary", s.bake.canary), ("baseline", s.bake.baseline)):
@@ -105,20 +113,29 @@ def applied_thresholds(policy: Policy, bake: BakePolicy | None) -> dict[str, flo
     out = {"significance": policy.significance, "max_error_rate_increase": policy.max_error_rate_increase,
            "max_latency_p95_ratio": policy.max_latency_p95_ratio, "latency_slack_ms": policy.latency_slack_ms,
            "min_latency_samples": float(policy.min_latency_samples)}
+    sig = policy.signals  # the LLM signals' margins (signals.py)
+    out.update(probe_max_tokens=float(policy.max_tokens), max_length_rate_delta=sig.max_length_rate_delta,
+               max_empty_rate_delta=sig.max_empty_rate_delta, max_output_length_ratio=sig.max_output_length_ratio,
+               max_ttft_ratio=sig.max_ttft_ratio, max_tpot_ratio=sig.max_tpot_ratio,
+               signal_min_samples=float(sig.min_samples))
+    out.update({k: v for k, v in (("max_length_rate", sig.max_length_rate), ("max_empty_rate", sig.max_empty_rate))
+                if v is not None})
     if bake is not None:
         out.update(bake_s=bake.bake_s, bake_max_error_rate_delta=bake.max_error_rate_delta,
                    bake_max_latency_ratio=bake.max_latency_ratio, bake_min_requests=float(bake.min_requests))
     return out
 
 
-def _judged_by(result: VerifyResult, thresholds: dict[str, float]) -> VerifyResult:
+def _judged_by(result: VerifyResult, thresholds: dict[str, float], forced: Any = None) -> VerifyResult:
     result.thresholds = thresholds
+    result.override = forced.as_dict() if forced is not None else None
     return result
 
 
-def real_probes(api: EndpointApi, concurrency: int = 4) -> tuple[ProbeFactory, Any]:
-    """A probe factory sending real requests to each state's dedicated DNS, and the HTTP
-    client to close afterwards."""
+def real_probes(api: EndpointApi, concurrency: int = 4, max_tokens: int = DEFAULT_MAX_TOKENS
+                ) -> tuple[ProbeFactory, Any]:
+    """A probe factory sending real requests (at most ``max_tokens`` tokens each) to each
+    state's dedicated DNS, and the HTTP client to close afterwards."""
     from tune2serve.components.vertex.clients import http_client
 
     client = http_client(api.vertex, timeout_s=30.0)
@@ -127,7 +144,8 @@ def real_probes(api: EndpointApi, concurrency: int = 4) -> tuple[ProbeFactory, A
         if not state.dedicated_endpoint_dns:
             raise UsageError(f"{state.name} has no dedicatedEndpointDns; verify-traffic needs a dedicated "
                              "endpoint (custom-weights deployments get one)")
-        return http_probe(client, state.dedicated_endpoint_dns, state.name, concurrency=concurrency)
+        return http_probe(client, state.dedicated_endpoint_dns, state.name, concurrency=concurrency,
+                          max_tokens=max_tokens)
 
     return probe_for, client
 
@@ -167,15 +185,22 @@ def verify_traffic(*, project: str, region: str, endpoint: str, model: str | Non
                    run_id: str = "cli", deploy_timeout_s: float = 1800.0, step_timeout_s: float = 300.0,
                    lease_wait_s: float = 60.0, policy: Policy | None = None,
                    probe_for: ProbeFactory | None = None, bake: BakePolicy | None = None,
-                   metrics: MetricsFactory | None = None) -> VerifyResult:
+                   metrics: MetricsFactory | None = None, quality_verdict: str = "",
+                   force_promote: str = "") -> VerifyResult:
     """Standalone check of ``endpoint`` when ``production_endpoint`` is empty, else the
     promotion of ``model`` onto it (``endpoint`` being the staging endpoint, may be empty),
-    each canary step below 100 % baked on real traffic for ``bake.bake_s`` seconds."""
+    each canary step below 100 % baked on real traffic for ``bake.bake_s`` seconds.
+    ``quality_verdict`` (the quality gate's) of hold or reject promotes nothing unless
+    ``force_promote`` gives a reason: then the override is audited (``override.py``)."""
+    from tune2serve.components.verify_traffic import override as override_mod
     from tune2serve.components.vertex.clients import target
     from tune2serve.components.vertex.resources import endpoint_name, model_name
 
     ranges.SIGNIFICANCE.check(significance)
     ranges.KEEP_PREVIOUS_S.check(keep_previous_s)
+    override_mod.check_verdict(quality_verdict)
+    if force_promote:
+        override_mod.check_reason(force_promote)
     vertex = target(project, region)
     schedule: list[int] = []
     if production_endpoint:  # usage errors before any network call
@@ -187,27 +212,33 @@ def verify_traffic(*, project: str, region: str, endpoint: str, model: str | Non
     bake = bake or BakePolicy()
     if bake.problem():
         raise UsageError(bake.problem())
+    subject = production_endpoint or endpoint
+    forced, refusal = override_mod.decide(quality_verdict, force_promote, vertex, endpoint=subject, model=model,
+                                          run_id=run_id)
+    if refusal:
+        return VerifyResult("failed", subject, model, {}, reason=refusal,
+                            mode="promotion" if production_endpoint else "standalone")
     api = EndpointApi(vertex)
     if production_endpoint and bake.bake_s > 0 and metrics is None:
         metrics = real_metrics(api)  # a missing setting is a usage error before anything is deployed
     client = None
     if probe_for is None:
-        probe_for, client = real_probes(api)
+        probe_for, client = real_probes(api, max_tokens=policy.max_tokens)
     try:
         if not production_endpoint:
             name = str(endpoint_name(endpoint, project, region))
             return _judged_by(check_standalone(api, name, str(model_name(model, project, region)) if model else None,
                                                probe_for, policy=policy, timeout_s=step_timeout_s),
-                              applied_thresholds(policy, None))
+                              applied_thresholds(policy, None), forced)
         assert model is not None
         plan = PromotionPlan(
             endpoint=str(endpoint_name(production_endpoint, project, region)),
             model=str(model_name(model, project, region)), steps=tuple(schedule), run_id=run_id or "cli",
             staging_endpoint=str(endpoint_name(endpoint, project, region)) if endpoint else None,
             keep_previous_s=keep_previous_s, deploy_timeout_s=deploy_timeout_s, step_timeout_s=step_timeout_s,
-            lease_wait_s=lease_wait_s, policy=policy, bake=bake)
+            lease_wait_s=lease_wait_s, policy=policy, bake=bake, forced=forced)
         return _judged_by(from_outcome(promote(api, plan, probe_for, metrics=metrics)),
-                          applied_thresholds(policy, bake))
+                          applied_thresholds(policy, bake), forced)
     finally:
         if client is not None:
             client.close()

@@ -55,7 +55,8 @@ def test_request_urls_and_bodies() -> None:
     assert request_url("stream_raw_predict", "d", EP) == "https://d/v1/projects/p/locations/l/endpoints/7:streamRawPredict"
     msgs = [{"role": "user", "content": "q"}]
     assert rq.request_body("chat_stream", msgs, "q", model="m", max_tokens=8) == {
-        "model": "m", "temperature": 0, "top_p": 1, "max_tokens": 8, "messages": msgs, "stream": True}
+        "model": "m", "temperature": 0, "top_p": 1, "max_tokens": 8, "messages": msgs, "stream": True,
+        "stream_options": {"include_usage": True}}
     assert rq.request_body("stream_raw_predict", msgs, "q", model="m", max_tokens=8) == {
         "instances": [{"prompt": "q", "temperature": 0, "top_p": 1, "max_tokens": 8, "stream": True}]}
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
 
@@ -23,7 +24,11 @@ class Deployment:
 def deploy_tiny(stack: StackHandle, tmp_path_factory: pytest.TempPathFactory, name: str, seed: int) -> Deployment:
     from tune2serve.demo.tiny_models import make_tiny_model
 
-    folder = make_tiny_model(tmp_path_factory.mktemp("vt-models") / name, seed=seed)
+    return deploy_folder(stack, make_tiny_model(tmp_path_factory.mktemp("vt-models") / name, seed=seed), name)
+
+
+def deploy_folder(stack: StackHandle, folder: Path, name: str) -> Deployment:
+    """Uploads ``folder`` to the stack's bucket and deploys it on an endpoint of its own."""
     with pytest.MonkeyPatch.context() as mp:
         for k, v in stack.env.items():
             mp.setenv(k, v)
