@@ -366,11 +366,15 @@ def _failure_message(run_dir: Path, code: int) -> str:
 def run_pipeline_job(run_dir: Path) -> int:
     """Runs ``run_dir/job.json`` with the kfp.local runner (child-process entry point);
     writes ``run_dir/result.json``; 0 when the run succeeded."""
-    from tune2serve.pipelines.kfp_local import run_pipeline
+    from tune2serve.pipelines.kfp_local import print_progress, run_pipeline
+    from tune2serve.pipelines.local_custom_job import LOCATION_ENV, PROJECT_ENV
 
     job = json.loads((run_dir / "job.json").read_text())
+    _, project, _, location = job["name"].split("/")[:4]  # the job's own, as Vertex resolves them for its tasks
+    # one line per task as it starts and ends, among the steps' output in the job's log
     run = run_pipeline(job["pipelineSpec"], job.get("runtimeConfig", {}).get("parameterValues", {}),
-                       pipeline_root=run_dir / "outputs", echo=sys.stdout)
+                       pipeline_root=run_dir / "outputs", env={PROJECT_ENV: project, LOCATION_ENV: location},
+                       echo=sys.stdout, progress=print_progress(sys.stdout))
     write_json_atomic(run_dir / TASKS, final_tasks(run.steps, time.monotonic(), time.time()))
     failed = run.failed_step
     write_json_atomic(run_dir / RESULT, {"succeeded": run.succeeded, "failed_tasks": run.failed_tasks,

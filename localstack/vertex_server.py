@@ -88,8 +88,8 @@ class Call:
 class ControlPlaneApp:
     """Routes Vertex REST paths to ``ControlPlane`` and renders answers with the types."""
 
-    def __init__(self, cp: ControlPlane, dp: DataPlane, pipelines: Any) -> None:
-        self.cp, self.dp, self.pipelines = cp, dp, pipelines
+    def __init__(self, cp: ControlPlane, dp: DataPlane, pipelines: Any, custom_jobs: Any = None) -> None:
+        self.cp, self.dp, self.pipelines, self.custom_jobs = cp, dp, pipelines, custom_jobs
         self.tuning_jobs = TuningJobs()
         r: list[tuple[str, str, Callable[[Call], Any]]] = [
             ("POST", rf"/{V}/{LOC}:deploy", self.deploy),
@@ -136,6 +136,12 @@ class ControlPlaneApp:
         if "/pipelineJobs" in path or "/schedules" in path:
             raw = await request.body()
             answer = await run_in_threadpool(self.pipelines.handle, request.method, path,
+                                             dict(request.query_params), raw)
+            if answer is not None:
+                return JSONResponse(answer[1], status_code=answer[0])
+        if "/customJobs" in path and self.custom_jobs is not None:
+            raw = await request.body()
+            answer = await run_in_threadpool(self.custom_jobs.handle, request.method, path,
                                              dict(request.query_params), raw)
             if answer is not None:
                 return JSONResponse(answer[1], status_code=answer[0])
@@ -373,7 +379,8 @@ def main(argv: list[str] | None = None) -> int:
     threading.Thread(target=supervisor.health_loop, args=(stop_health,), daemon=True).start()
     threading.Thread(target=cp.restore_replicas, daemon=True).start()
     pipelines = _pipeline_jobs(home)
-    control = _Server.make(ControlPlaneApp(cp, dp, pipelines), config.vertex_port)
+    custom_jobs = _custom_jobs(home)
+    control = _Server.make(ControlPlaneApp(cp, dp, pipelines, custom_jobs), config.vertex_port)
     data = _Server.make(dp_app(dp), config.dataplane_port, ssl_certfile=str(tls.server_cert),
                         ssl_keyfile=str(tls.server_key))
     metrics = _monitoring_server(dp, config.monitoring_port, tls)
@@ -385,6 +392,7 @@ def main(argv: list[str] | None = None) -> int:
         if metrics is not None:
             metrics.stop(grace=1)
         pipelines.close()
+        custom_jobs.close()
         supervisor.stop_all()
     return 0
 
@@ -417,6 +425,15 @@ def _pipeline_jobs(home: Path) -> Any:
     from tune2serve.localstack.stack import LocalStack
 
     return PipelineJobsService(home / "pipelines", LocalStack(home).env())
+
+
+def _custom_jobs(home: Path) -> Any:
+    """The customJobs surface (localstack/custom_jobs.py): each job's worker runs here with
+    the stack's environment, as the pipeline jobs' steps do."""
+    from tune2serve.localstack.custom_jobs import CustomJobsService
+    from tune2serve.localstack.stack import LocalStack
+
+    return CustomJobsService(home / "custom_jobs", LocalStack(home).env())
 
 
 def dp_app(dp: DataPlane) -> Any:

@@ -46,7 +46,7 @@ import sys
 import threading
 import time
 import warnings
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
@@ -122,6 +122,48 @@ class _Attempt:
     succeeded: bool = False
     thread: int = 0  # the kfp.local thread that started it (runs its tasks one after another)
     process: Any = None  # its psutil.Process, once found among this process's children
+    reported: bool = False  # its end has been told to the progress callback
+
+
+@dataclass(frozen=True)
+class StepEvent:
+    """A task process starting or ending, told as it happens (``run_pipeline(progress=)``)."""
+
+    task: str  # the task folder's name: the component's name without ``comp-``
+    kind: str  # "start" | "end"
+    iteration: str = ""  # "for-loop-1-iteration-1" for a ParallelFor iteration (kfp.local's folder), else ""
+    attempt: int = 1  # 2 and up: kfp.local retried the task
+    seconds: float = 0.0  # at "end": how long the attempt ran
+    succeeded: bool = False  # at "end"
+
+
+Progress = Callable[[StepEvent], None]
+
+
+def progress_line(event: StepEvent, notes: Mapping[str, str] | None = None) -> str:
+    """One line a person reads as a run goes: ``deploy started: waits for ...`` /
+    ``deploy succeeded in 41.2 s``. ``notes`` says what a step waits for (at its start)."""
+    where = f" [{event.iteration}]" if event.iteration else ""
+    retry = f" (attempt {event.attempt})" if event.attempt > 1 else ""
+    name = f"{event.task}{where}{retry}"
+    if event.kind == "start":
+        note = (notes or {}).get(event.task)
+        return f"{time.strftime('%H:%M:%S')} {name} started" + (f": {note}" if note else "")
+    verdict = "succeeded" if event.succeeded else "failed"
+    return f"{time.strftime('%H:%M:%S')} {name} {verdict} in {event.seconds:.1f} s"
+
+
+def print_progress(stream: TextIO, notes: Mapping[str, str] | None = None) -> Progress:
+    """A ``progress`` callback that writes ``progress_line``s to ``stream``, one whole line
+    at a time (kfp.local's threads tell their tasks at once)."""
+    lock = threading.Lock()
+
+    def tell(event: StepEvent) -> None:
+        with lock:
+            stream.write(progress_line(event, notes) + "\n")
+            stream.flush()
+
+    return tell
 
 
 class _OutputTap(io.TextIOBase):
@@ -222,8 +264,9 @@ class _TaskWatcher:
     from the audit hook, each end by polling the process (reaped: kfp.local has relayed
     all its output by then)."""
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, progress: Progress | None = None) -> None:
         self.root = root
+        self.progress = progress
         self.attempts: list[_Attempt] = []
         self._lock = threading.Lock()
         self._poll_lock = threading.Lock()
@@ -249,6 +292,7 @@ class _TaskWatcher:
         self._thread.join()
         self.poll()  # what ended since the last look
         self._settle(time.monotonic())
+        self._tell_ends()
 
     def started(self, argv: list[str]) -> None:
         """A process is about to start: first, what has ended by now is noted (so a task
@@ -256,8 +300,40 @@ class _TaskWatcher:
         folder = task_folder(argv, self.root)
         if folder is not None:
             self.poll()
+            now, thread = time.monotonic(), threading.get_ident()
             with self._lock:
-                self.attempts.append(_Attempt(folder, time.monotonic(), thread=threading.get_ident()))
+                # this kfp.local thread ran its last task to the end before starting this one
+                for a in self.attempts:
+                    if a.thread == thread and a.finished is None:
+                        a.finished, a.succeeded = now, (a.folder / EXECUTOR_OUTPUT).is_file()
+                attempt = sum(1 for a in self.attempts if a.folder == folder) + 1
+                self.attempts.append(_Attempt(folder, now, thread=thread))
+            self._tell_ends()
+            self._tell(StepEvent(folder.name, "start", self._iteration(folder), attempt))
+
+    def _iteration(self, folder: Path) -> str:
+        """The ParallelFor iteration a task folder is in ("" outside a loop)."""
+        inner = folder.parent.relative_to(self.root).parts[1:]
+        return "/".join(inner)
+
+    def _tell(self, event: StepEvent) -> None:
+        if self.progress is not None:
+            try:
+                self.progress(event)
+            except Exception:  # a progress line must never break the run it reports
+                pass
+
+    def _tell_ends(self) -> None:
+        """Tells each attempt's end once, when it is known."""
+        with self._lock:
+            ended = [a for a in self.attempts if a.finished is not None and not a.reported]
+            for a in ended:
+                a.reported = True
+            numbers = {id(a): sum(1 for b in self.attempts if b.folder == a.folder and b.started <= a.started)
+                       for a in ended}
+        for a in sorted(ended, key=lambda a: a.finished or 0.0):
+            self._tell(StepEvent(a.folder.name, "end", self._iteration(a.folder), numbers[id(a)],
+                                 max(0.0, (a.finished or a.started) - a.started), a.succeeded))
 
     def _run(self) -> None:
         for interval in WATCH_POLL.intervals():
@@ -272,6 +348,7 @@ class _TaskWatcher:
         while a thread exits can miss a child that still runs."""
         with self._poll_lock:
             self._poll()
+        self._tell_ends()
 
     def _poll(self) -> None:
         import psutil
@@ -429,6 +506,7 @@ def run_pipeline(
     pipeline_root: str | Path,
     env: Mapping[str, str] | None = None,
     echo: TextIO | None = None,
+    progress: Progress | None = None,
 ) -> PipelineRun:
     """Runs ``spec`` with kfp.local's SubprocessRunner in this Python environment.
 
@@ -440,13 +518,21 @@ def run_pipeline(
             outputs under ``<pipeline_root>/<run name>/``); made when missing.
         env: variables the steps need (the local stack's ``env()``), set for the run.
         echo: where to copy kfp.local's full output as it comes (None: log file only).
+        progress: called as each task process starts and ends (``print_progress``), from
+            kfp.local's threads and the watcher's; an end seen only when the run is over
+            (a task that came and went between two looks) is told then.
 
     Returns:
         The run, failed or not (a failed step does not raise here).
     """
     from kfp import components, local
 
-    spec = spec_dict(spec)
+    from tune2serve.pipelines import local_custom_job
+
+    # GCPC's custom-job launcher (a container component) as a task kfp.local runs here,
+    # against the stack's customJobs API; its project and region are the run's
+    spec = local_custom_job.runnable_locally(spec_dict(spec))
+    env = {**_run_location(arguments), **(env or {})}
     pipeline = components.load_component_from_text(json.dumps(spec))
     root = Path(pipeline_root).resolve()
     root.mkdir(parents=True, exist_ok=True)
@@ -458,7 +544,8 @@ def run_pipeline(
     # kfp.local swaps builtins.print for an indenting one around each task, from several
     # threads at once in a ParallelFor, and can leave it swapped: put the real one back.
     real_print = builtins.print
-    with open(log_path, "a", encoding="utf-8") as log, environment(dict(env or {})), _TaskWatcher(root) as watcher:
+    with open(log_path, "a", encoding="utf-8") as log, environment(dict(env or {})), \
+            _TaskWatcher(root, progress) as watcher:
         tap = _OutputTap(log, echo)
         try:
             with contextlib.redirect_stdout(tap), warnings.catch_warnings():
@@ -491,6 +578,16 @@ def run_pipeline(
     )
 
 
+def _run_location(arguments: Mapping[str, Any]) -> dict[str, str]:
+    """What Vertex AI resolves ``{{$.pipeline_google_cloud_project_id}}`` / ``_location``
+    to (the run's own project and region), from the run's ``project`` / ``region``
+    parameters when it has them."""
+    from tune2serve.pipelines.local_custom_job import LOCATION_ENV, PROJECT_ENV
+
+    names = {"project": PROJECT_ENV, "region": LOCATION_ENV}
+    return {env: str(arguments[name]) for name, env in names.items() if isinstance(arguments.get(name), str)}
+
+
 def _run_name(root: Path, attempts: list[_Attempt], before: set[str]) -> str:
     """The run's folder under the root: where its tasks wrote, else the one folder made."""
     for a in attempts:
@@ -514,10 +611,14 @@ def timing_table(run: PipelineRun, extra: Mapping[str, float] | None = None) -> 
 __all__ = [
     "ENV_NAMES",
     "PipelineRun",
+    "Progress",
+    "StepEvent",
     "StepRun",
     "dag_path",
     "environment",
     "load_pipeline_spec",
+    "print_progress",
+    "progress_line",
     "promote_pipeline_spec",
     "run_pipeline",
     "spec_dict",

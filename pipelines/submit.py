@@ -220,13 +220,16 @@ def prepare_from_values(*, vertex: Any, template: PipelineTemplate, pipeline_roo
     from tune2serve.components.ranges import check_parameter_values
     from tune2serve.components.vertex.pipeline_jobs import JOB_ID_PATTERN, RunSpec
 
+    from tune2serve.components.verify_traffic.override import run_labels
+
     check_parameter_values(values)  # a NaN or a 0 that means nothing fails here, not in the run
+    forced = run_labels(str(values.get("force_promote") or ""), vertex)  # an override is audited in the run's labels
     if job_id is not None and not JOB_ID_PATTERN.match(job_id):
         raise UsageError(f"--job-id {job_id!r}: use lowercase letters, digits and '-', starting with a letter (≤ 128)")
     spec = RunSpec(
         template_path=template.path, pipeline_root=check_pipeline_root(pipeline_root), parameter_values=values,
         display_name=display_name or template.name, job_id=job_id,
-        labels={"managed-by": "tune2serve", **(labels or {})}, service_account=service_account,
+        labels={"managed-by": "tune2serve", **(labels or {}), **forced}, service_account=service_account,
         network=network, network_attachment=network_attachment, enable_caching=enable_caching,
     )
     return Submission(vertex, spec, template)

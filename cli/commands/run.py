@@ -2,8 +2,10 @@
 
 No SOURCE: the demo on the local stack (tiny base model + tuned adapter made here).
 With SOURCE: the same pipeline on your tuning output, on the local stack, or on Vertex
-AI with --project/--region. Exit 0: promoted or verified and serving · 1: a step failed
+AI with --project/--region. Exit 0: promoted or verified and serving (or, for the demo,
+its unchanged weights already serve: nothing is done without --again) · 1: a step failed
 (its message is printed; the model that served before still serves) · 2: usage error.
+One line per phase and step goes to stderr as it starts and ends.
 """
 
 from __future__ import annotations
@@ -44,6 +46,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--strict", action="store_true", help="treat validation warnings as errors")
     parser.add_argument("--home", default=None, metavar="DIR", help="local stack home (default .tune2serve)")
     parser.add_argument("--verbose", action="store_true", help="stream every step's output to stderr")
+    parser.add_argument("--again", action="store_true",
+                        help="the demo: promote its weights even when they already serve (a second run on "
+                             "unchanged weights otherwise says so and changes nothing)")
     parser.add_argument("--json", action="store_true", help="print one JSON object with the outcome on stdout")
 
 
@@ -58,9 +63,10 @@ def run(args: argparse.Namespace) -> int:
         accelerator_type=args.accelerator_type, accelerator_count=args.accelerator_count or 0,
         canary_percent=ranges.DEFAULT_CANARY_PERCENT if args.canary_percent is None else args.canary_percent,
         steps=args.steps or "", strict=args.strict, home=args.home,
-        verbose=args.verbose,
+        verbose=args.verbose, again=args.again,
     )
-    result = run_job(opts, echo=sys.stderr if args.verbose else None)
+    # one line per step as it starts and ends, on stderr (stdout keeps --json's one object)
+    result = run_job(opts, echo=sys.stderr if args.verbose else None, progress=sys.stderr)
     if args.json:  # stdout holds the one JSON object; the summary goes to stderr
         print(json.dumps(result.to_json(), sort_keys=True))
         sys.stderr.write(summary_text(result) + "\n")

@@ -63,7 +63,9 @@ def submission_from_args(args: argparse.Namespace, job_id: str | None = None) ->
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_run_arguments(parser)
     parser.add_argument("--job-id", help="the run's id (lowercase, digits, '-'); default: name + time")
-    parser.add_argument("--wait", action="store_true", help="wait for the run to end, printing state changes")
+    parser.add_argument("--wait", action="store_true",
+                        help="wait for the run to end, printing the run's and each task's state changes, then "
+                             "where the reports are")
     parser.add_argument("--timeout", type=ranges.SUBMIT_TIMEOUT_S.from_text, default=24 * 3600.0, metavar="S",
                         help=ranges.SUBMIT_TIMEOUT_S.help("--wait gives up after S seconds (default 86400)"))
     parser.add_argument("--poll", type=ranges.POLL_S.from_text, default=10.0, metavar="S", help=argparse.SUPPRESS)
@@ -80,8 +82,13 @@ def run(args: argparse.Namespace) -> int:
     if not args.json:
         print(f"submitted {status.resource_name}\n{status.console_url}", flush=True)
     if args.wait:
+        shown: list[pipeline_jobs.RunStatus] = []
+
         def show(change: pipeline_jobs.RunStatus) -> None:
-            sys.stderr.write(f"{change.resource_name}: {change.state}\n")
+            """The run's state and each task's, once per change (the log line is DEBUG then)."""
+            for line in pipeline_jobs.changes(shown[-1] if shown else None, change):
+                sys.stderr.write(line + "\n")
+            shown.append(change)
 
         try:
             status = pipeline_jobs.wait_for_run(submission.vertex, status.resource_name, on_change=show,
@@ -95,7 +102,16 @@ def run(args: argparse.Namespace) -> int:
         print(json.dumps(_result(status, submission, ok=ok)))
     elif args.wait:
         print(f"{status.state}" + (f": {status.error}" if status.error else ""))
+        print("\n".join(_where_to_look(status)))
     return 0 if ok else 1
+
+
+def _where_to_look(status: Any) -> list[str]:
+    """Where a finished run's reports are: the report artifacts its tasks list, and the
+    run's page in the console (the graph, every task's logs and artifacts)."""
+    reports = status.reports()
+    lines = ["reports:", *(f"  {uri}" for uri in reports)] if reports else []
+    return [*lines, f"the run in the console: {status.console_url}"]
 
 
 def _result(status: Any, submission: Any, *, ok: bool) -> dict[str, Any]:

@@ -124,6 +124,20 @@ def init_sdk(vertex: VertexTarget) -> None:
     aiplatform.init(**where, **how)
 
 
+def job_service_client(vertex: VertexTarget) -> Any:
+    """The SDK's ``JobServiceClient`` (customJobs) for the target: REST to the local stack,
+    the regional endpoint in the cloud, with ``credentials``. GCPC's custom-job launcher
+    makes the same client with the regional endpoint fixed; this one can be pointed."""
+    from google.cloud.aiplatform_v1.services.job_service import JobServiceClient
+
+    check_region(vertex.region)
+    if vertex.is_local:
+        return JobServiceClient(credentials=credentials(vertex), transport="rest",
+                                client_options={"api_endpoint": vertex.api_endpoint})
+    return JobServiceClient(credentials=credentials(vertex),
+                            client_options={"api_endpoint": f"{vertex.region}-aiplatform.googleapis.com"})
+
+
 def access_token(vertex: VertexTarget) -> str | None:
     """A bearer token for data-plane calls, or None on the local stack. Never log it."""
     if vertex.is_local:

@@ -13,6 +13,7 @@ the tuning-job trigger idempotent (a second create answers 409 ALREADY_EXISTS).
 from __future__ import annotations
 
 import json
+import logging
 import re
 import time
 from collections.abc import Callable
@@ -52,15 +53,59 @@ class RunSpec:
 
 
 @dataclass(frozen=True)
+class TaskStatus:
+    """One task of a run, from the PipelineJob's ``jobDetail.taskDetails`` (what the
+    Vertex AI UI draws the graph and task states from)."""
+
+    name: str
+    state: str  # PENDING | RUNNING | SUCCEEDED | FAILED | SKIPPED | CANCELLED | NOT_TRIGGERED ...
+    seconds: float | None = None  # start to end, once it ended
+    error: str | None = None
+    artifacts: tuple[tuple[str, str], ...] = ()  # (output name, URI) of its output artifacts
+
+
+@dataclass(frozen=True)
 class RunStatus:
     resource_name: str
     state: str
     console_url: str
     error: str | None = None
+    tasks: tuple[TaskStatus, ...] = ()
 
     @property
     def done(self) -> bool:
         return self.state in TERMINAL_STATES
+
+    def reports(self) -> list[str]:
+        """The URIs of the run's report artifacts (outputs named ``report*``), task by task."""
+        return [uri for t in self.tasks for name, uri in t.artifacts if name.startswith("report") and uri]
+
+
+def changes(before: RunStatus | None, now: RunStatus) -> list[str]:
+    """The lines a person following a run reads for what changed since ``before``: the
+    run's state once per change, then each task whose state changed (with its time and
+    error when it ended)."""
+    lines = [f"{now.resource_name}: {now.state}"] if before is None or before.state != now.state else []
+    seen = {t.name: t.state for t in before.tasks} if before is not None else {}
+    for task in now.tasks:
+        if seen.get(task.name) == task.state:
+            continue
+        took = f" in {task.seconds:.1f} s" if task.seconds is not None else ""
+        error = f": {task.error}" if task.error else ""
+        lines.append(f"  {task.name} {task.state.lower()}{took}{error}")
+    return lines
+
+
+def _tasks(resource: Any) -> tuple[TaskStatus, ...]:
+    """The task details of a PipelineJob resource (none when the service gives none)."""
+    out = []
+    for detail in resource.job_detail.task_details:
+        ended = detail.end_time and detail.start_time
+        seconds = (detail.end_time - detail.start_time).total_seconds() if ended else None
+        artifacts = tuple((name, a.uri) for name, listed in detail.outputs.items() for a in listed.artifacts)
+        out.append(TaskStatus(detail.task_name, detail.state.name, seconds, detail.error.message or None,
+                              artifacts))
+    return tuple(out)
 
 
 def console_url(resource_name: str) -> str:
@@ -140,20 +185,27 @@ def get_run(vertex: VertexTarget, resource_name: str) -> RunStatus:
     init_sdk(vertex)
     job = _call("get", lambda: aiplatform.PipelineJob.get(resource_name), resource_name=resource_name)
     error = job.gca_resource.error.message or None
-    return RunStatus(job.resource_name, job.gca_resource.state.name, console_url(job.resource_name), error)
+    return RunStatus(job.resource_name, job.gca_resource.state.name, console_url(job.resource_name), error,
+                     _tasks(job.gca_resource))
 
 
 def wait_for_run(vertex: VertexTarget, resource_name: str, *, on_change: Callable[[RunStatus], None] | None = None,
                  poll: PollPolicy = RUN_POLL, timeout_s: float = 24 * 3600.0,
                  sleep: Callable[[float], None] = time.sleep) -> RunStatus:
-    """Polls (``poll``) until the run ends, calling ``on_change`` at every state change;
-    raises ``VertexError`` when ``timeout_s`` passes first (the run itself goes on)."""
-    deadline, last = time.monotonic() + timeout_s, None
+    """Polls (``poll``) until the run ends, calling ``on_change`` at every change of the
+    run's state or of a task's (``changes`` says which); raises ``VertexError`` when
+    ``timeout_s`` passes first (the run itself goes on). A run state change is logged at
+    INFO, or at DEBUG when ``on_change`` shows it already (said once, not twice)."""
+    deadline, last, seen = time.monotonic() + timeout_s, None, None
     for interval in poll.intervals():
         status = call_with_retry(lambda: get_run(vertex, resource_name), what=f"get {resource_name}")
         if status.state != last:
             last = status.state
-            log_event(_log, "pipeline_state", f"{resource_name}: {status.state}", pipeline_job=resource_name, state=status.state)
+            log_event(_log, "pipeline_state", f"{resource_name}: {status.state}", logging.DEBUG if on_change
+                      else logging.INFO, pipeline_job=resource_name, state=status.state)
+        key = (status.state, tuple((t.name, t.state) for t in status.tasks))
+        if key != seen:
+            seen = key
             if on_change:
                 on_change(status)
         if status.done:

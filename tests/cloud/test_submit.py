@@ -5,8 +5,11 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from tune2serve.components.errors import UsageError
 from tune2serve.components.vertex.pipeline_jobs import console_url
@@ -187,3 +190,71 @@ def test_the_export_custom_jobs_run_as_the_runs_service_account() -> None:
     none = submit.prepare(project="p", region="europe-west4", template_path=template, pipeline_root="gs://b/r",
                           params=given)
     assert "export_service_account" not in none.run_spec.parameter_values  # the compiled default, ""
+
+
+def test_submit_wait_says_each_state_once_then_where_to_look(pipelines, gcs_bucket, tiny_template, tmp_path,
+                                                             capsys) -> None:
+    """A person following a run reads each run state once (the structured log line of a
+    state change is not said a second time), then the end state and where the reports are."""
+    params = tmp_path / "params.yaml"
+    params.write_text(f"source: gs://{gcs_bucket}/tuning/run-2\nrecord: {tmp_path / 'seen.json'}\n")
+    code = main(_argv(pipelines, gcs_bucket, tiny_template, "--params-file", str(params), "--job-id", "echo-seen",
+                      "--wait", "--poll", "0.3"))
+    captured = capsys.readouterr()
+    assert code == 0, captured.err
+    name = f"{pipelines.parent}/pipelineJobs/echo-seen"
+    states = [line for line in captured.err.splitlines() if "PIPELINE_STATE_" in line]
+    assert states and len(states) == len(set(states)), captured.err
+    assert states[-1] == f"{name}: PIPELINE_STATE_SUCCEEDED"
+    out = captured.out.splitlines()
+    assert out[-2:] == ["PIPELINE_STATE_SUCCEEDED", f"the run in the console: {console_url(name)}"]
+
+
+def _status(state: str, tasks: dict[str, str]) -> Any:
+    from tune2serve.components.vertex.pipeline_jobs import RunStatus, TaskStatus
+
+    return RunStatus("projects/p/locations/l/pipelineJobs/j", state, "url",
+                     tasks=tuple(TaskStatus(n, s, 1.5 if s in ("SUCCEEDED", "FAILED") else None,
+                                            "boom" if s == "FAILED" else None) for n, s in tasks.items()))
+
+
+_STATES = ["PIPELINE_STATE_QUEUED", "PIPELINE_STATE_RUNNING", "PIPELINE_STATE_SUCCEEDED"]
+_TASK_STATES = ["PENDING", "RUNNING", "SUCCEEDED", "FAILED", "SKIPPED"]
+
+
+@settings(max_examples=200, deadline=None, database=None)
+@given(polls=st.lists(st.tuples(st.sampled_from(_STATES),
+                                st.dictionaries(st.sampled_from(["export-plan", "validate", "deploy"]),
+                                                st.sampled_from(_TASK_STATES))), min_size=1, max_size=12))
+def test_changes_say_each_run_and_task_state_once(polls: list[tuple[str, dict[str, str]]]) -> None:
+    """Whatever the polls see, the lines are exactly the changes: the run's state when it
+    differs from the last poll's, and each task whose state differs (an ended one with its
+    time and error)."""
+    from tune2serve.components.vertex.pipeline_jobs import changes
+
+    before = None
+    for state, tasks in polls:
+        now = _status(state, tasks)
+        lines = changes(before, now)
+        run_changed = before is None or before.state != state
+        assert (lines[:1] == [f"{now.resource_name}: {state}"]) is run_changed
+        seen = {t.name: t.state for t in before.tasks} if before is not None else {}
+        told = [line for line in lines if line.startswith("  ")]
+        expected = [n for n, s in tasks.items() if seen.get(n) != s]
+        assert [line.split()[0] for line in told] == expected
+        for line in told:
+            task_state = tasks[line.split()[0]]
+            assert line.split()[1] == task_state.lower()
+            assert (" in 1.5 s" in line) is (task_state in ("SUCCEEDED", "FAILED"))
+            assert line.endswith(": boom") is (task_state == "FAILED")
+        before = now
+
+
+def test_a_finished_run_lists_its_report_artifacts() -> None:
+    from tune2serve.components.vertex.pipeline_jobs import RunStatus, TaskStatus
+
+    status = RunStatus("projects/p/locations/l/pipelineJobs/j", "PIPELINE_STATE_SUCCEEDED", "url", tasks=(
+        TaskStatus("validate", "SUCCEEDED", 1.0, None, (("report_md", "gs://b/r/validate/report_md"),
+                                                         ("metrics", "gs://b/r/validate/metrics"))),
+        TaskStatus("smoke-test", "SUCCEEDED", 1.0, None, (("report", "gs://b/r/smoke/report"),))))
+    assert status.reports() == ["gs://b/r/validate/report_md", "gs://b/r/smoke/report"]

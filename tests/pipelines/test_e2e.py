@@ -142,6 +142,45 @@ def test_good_adapter_is_promoted_to_a_new_endpoint(stack_env: Any, local_stack:
     assert result.curl.startswith(f"curl --cacert {local_stack.env['REQUESTS_CA_BUNDLE']}")
 
 
+def test_the_demo_on_weights_already_serving_says_so_and_does_nothing(
+        stack_env: Any, local_stack: Any, demo: dict[str, Path], first_promotion: Any) -> None:
+    """`make demo` again on unchanged weights: the promotion record beside the export it
+    promoted (its manifest digest still the export's) and the endpoint still serving that
+    model are proof enough — nothing is exported, deployed or shifted, and the answer says
+    where they serve and how to promote them again anyway. Other weights are promoted."""
+    from tune2serve.pipelines.main_job import (JobOptions, already_serving, demo_recipe, run_job, summary_text,
+                                               weights_digest)
+
+    assert first_promotion.ok, first_promotion.message
+    home = local_stack.home
+    shutil.rmtree(home / "demo", ignore_errors=True)
+    shutil.copytree(demo["base"], home / "demo" / "base")
+    shutil.copytree(demo["adapter"], home / "demo" / "tuning-output")
+    (home / "demo" / ".complete").write_text(demo_recipe())  # the demo's own recipe: the folders are not remade
+    weights = weights_digest(home / "demo" / "base", home / "demo" / "tuning-output")
+    (home / "demo" / "serving.json").write_text(json.dumps(
+        {"endpoint": first_promotion.endpoint, "export": first_promotion.export, "weights": weights}))
+    runs = sorted((home / "runs").iterdir())
+    try:
+        result = run_job(JobOptions(home=str(home)))
+        assert result.ok and result.outcome == "skipped", result.message
+        assert str(result.message).startswith(f"already serving these weights: model {first_promotion.model} on "
+                                              f"{first_promotion.endpoint} (export {first_promotion.export}, manifest "
+                                              "digest ")
+        assert sorted((home / "runs").iterdir()) == runs  # no pipeline ran
+        assert result.curl == first_promotion.curl and result.endpoint == first_promotion.endpoint
+        text = summary_text(result)
+        assert f"promote these weights again anyway: tune2serve run --again --home {home}" in text
+        assert f"stop the local stack: tune2serve local down --home {home}" in text
+        assert already_serving(home, weights, local_stack.project, local_stack.region) is not None
+        assert already_serving(home, "0" * 64, local_stack.project, local_stack.region) is None  # other weights
+        (home / "demo" / "tuning-output" / "adapter_config.json").write_text(
+            (home / "demo" / "tuning-output" / "adapter_config.json").read_text() + " ")
+        assert weights_digest(home / "demo" / "base", home / "demo" / "tuning-output") != weights
+    finally:
+        shutil.rmtree(home / "demo", ignore_errors=True)
+
+
 def test_good_adapter_is_promoted_onto_the_serving_endpoint(stack_env: Any, local_stack: Any, uploaded: dict[str, str],
                                                             first_promotion: Any, tmp_path: Path) -> None:
     production = serving_endpoint(first_promotion)

@@ -61,8 +61,42 @@ def _compile(flag_default: bool) -> object:
 
 
 @pytest.fixture(scope="module")
-def failed_run(tmp_path_factory: pytest.TempPathFactory) -> kfp_local.PipelineRun:
-    return kfp_local.run_pipeline(_compile(True), {"n": 2}, pipeline_root=tmp_path_factory.mktemp("failed"))
+def followed_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[kfp_local.PipelineRun, list]:
+    """The failing run, with every progress event it told as it went."""
+    events: list = []
+    run = kfp_local.run_pipeline(_compile(True), {"n": 2}, pipeline_root=tmp_path_factory.mktemp("failed"),
+                                 progress=events.append)
+    return run, events
+
+
+@pytest.fixture(scope="module")
+def failed_run(followed_run: tuple[kfp_local.PipelineRun, list]) -> kfp_local.PipelineRun:
+    return followed_run[0]
+
+
+def test_each_task_is_told_as_it_starts_and_ends(followed_run: tuple[kfp_local.PipelineRun, list]) -> None:
+    """One start and one end per task process, in the order they happened: a loop's
+    iterations each by name, the failed step as failed, the exit handler last; each end
+    with the attempt's time."""
+    run, events = followed_run
+    told = [(e.kind, e.task, e.iteration) for e in events]
+    assert sorted(told) == sorted([(kind, task, it) for task, it in (
+        ("make", ""), ("work", "for-loop-1-iteration-0"), ("work", "for-loop-1-iteration-1"), ("boom", ""),
+        ("fin", "")) for kind in ("start", "end")]), told
+    for key in {(e.task, e.iteration) for e in events}:
+        kinds = [e.kind for e in events if (e.task, e.iteration) == key]
+        assert kinds == ["start", "end"], (key, kinds)
+    assert told[0] == ("start", "make", "") and told[-1] == ("end", "fin", "")
+    assert told.index(("end", "make", "")) < told.index(("start", "work", "for-loop-1-iteration-0"))
+    ends = {(e.task, e.iteration): e for e in events if e.kind == "end"}
+    assert not ends[("boom", "")].succeeded and all(e.succeeded for k, e in ends.items() if k[0] != "boom")
+    assert ends[("work", "for-loop-1-iteration-1")].seconds >= 0.3  # it sleeps 0.3 s
+    assert all(e.attempt == 1 for e in events)
+    line = kfp_local.progress_line(ends[("work", "for-loop-1-iteration-1")])
+    assert re.fullmatch(r"\d\d:\d\d:\d\d work \[for-loop-1-iteration-1\] succeeded in \d+\.\d s", line), line
+    start = kfp_local.progress_line(kfp_local.StepEvent("boom", "start", attempt=2), {"boom": "waits for nothing"})
+    assert start.endswith(" boom (attempt 2) started: waits for nothing")
+    assert kfp_local.progress_line(ends[("boom", "")]).split(" ", 1)[1].startswith("boom failed in ")
 
 
 def test_each_task_is_reported_with_its_start_end_and_status(failed_run: kfp_local.PipelineRun) -> None:
