@@ -216,7 +216,7 @@ def test_a_pipeline_job_on_the_local_server_runs_the_custom_job_branch(stack_env
     prefix = f"branch-{branch_inputs['run']}"
     assert _blobs(stack_env.bucket, f"{prefix}/job") == _blobs(stack_env.bucket, f"{prefix}/single")
     log = next(stack_env.home.glob(f"pipelines/pipeline_runs/{status.resource_name.rsplit('/', 1)[1]}/log.txt"))
-    ended = r"\n\d\d:\d\d:\d\d export-worker-job \[for-loop-1-iteration-\d\] succeeded in \d+\.\d s\n"
-    assert len(re.findall(ended, log.read_text())) == 2  # the runner's progress lines, in the job's log
+    ended = r"^\d\d:\d\d:\d\d export-worker-job \[for-loop-1-iteration-\d\] succeeded in \d+\.\d s$"
+    assert len(re.findall(ended, log.read_text(), re.M)) == 2  # the runner's progress lines (adjacent or not)
     # the task's own log lines, relayed into the job's log: each job as it is created
     assert len(re.findall(r"created projects/[^/]+/locations/[^/]+/customJobs/\d+\n", log.read_text())) == 2
