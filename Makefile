@@ -60,9 +60,10 @@ test: install install-vllm browser
 
 # validate's verdict against vLLM, the whole matrix (tests/vllm): every supported architecture ×
 # every mutation of tests/vllm/mutations.py; `make test` runs one architecture × every mutation
-# and every architecture unmutated.
+# and every architecture unmutated. One vLLM batch loads every mutated folder: longer than the
+# suite's 600 s per test, hence its own timeout.
 test-vllm: install install-vllm
-	TUNE2SERVE_VLLM_MATRIX=1 $(PY) -m pytest -q -p no:cacheprovider --durations=25 tests/vllm
+	TUNE2SERVE_VLLM_MATRIX=1 $(PY) -m pytest -q -p no:cacheprovider --durations=25 --timeout=3600 tests/vllm
 
 compile: install
 	$(VENV)/bin/tune2serve compile
