@@ -137,7 +137,7 @@ def _vllm() -> list[str]:
             rows.append(f"| `{cls}` | checked from headers only | {HEADERS_ONLY_WHY}: `{HEADERS_ONLY[key]}` |")
         elif (key, "lora") in DISAGREES:
             rows.append(f"| `{cls}` | served | full fine-tune: greedy tokens = transformers wherever the margin is "
-                        "clear; LoRA merge: **other greedy tokens than transformers** (open: MoE routing in bf16?) |")
+                        "clear; LoRA merge: **other greedy tokens than transformers** (open) |")
         else:
             rows.append(f"| `{cls}` | served | greedy tokens = transformers wherever the margin is clear |")
     rows += ["", "| mutation | vLLM | validate |", "|---|---|---|"]

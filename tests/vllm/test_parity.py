@@ -29,11 +29,11 @@ HEADERS_ONLY: dict[str, str] = {"gemma3": "failed to be inspected", "llama4": "f
 HEADERS_ONLY_WHY = "vLLM here cannot import its multimodal class (needs torchvision, left out of .venv-vllm)"
 
 # (architecture key, kind) → the disagreement seen, kept as a strict expectation: the test fails the day vLLM
-# and transformers agree on it. vLLM 0.32.0 (CPU, bf16) serves the LoRA-merged tiny Qwen3-Next and DeepSeek-V3
-# with other greedy tokens than transformers 5.19 (float32) computes from the same folder, at a clear logit
-# margin, where their full fine-tunes agree token for token. Both are the MoE classes with shared experts; a
-# router near-tie decided otherwise in bf16 would move the logits this much, and the margin rule does not see
-# routing — not proven (see the closing note of issue 23).
+# and transformers agree on it. vLLM 0.32.0 (CPU) serves the LoRA-merged tiny Qwen3-Next and DeepSeek-V3 with
+# other greedy tokens than transformers 5.19 (float32) computes from the same folder, at a clear logit margin,
+# where their full fine-tunes agree token for token. Not bf16 rounding: vLLM at float32 picks the same other
+# tokens (DeepSeek-V3); the two exports hold the same tensor names, dtypes, shapes and config. Both classes are
+# MoE with shared experts. Open (see the closing note of issue 23).
 DISAGREES: dict[tuple[str, str], str] = {("qwen3_next", "lora"): "vLLM chose", ("deepseek_v3", "lora"): "vLLM chose"}
 
 
