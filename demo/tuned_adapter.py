@@ -61,23 +61,12 @@ def _examples(tokenizer: Any, cases: list[dict[str, str]]) -> list[tuple[list[in
     return out
 
 
-def make_tuned_adapter(base_dir: str | Path, out_dir: str | Path, *, cases: list[dict[str, str]] = GOLDEN,
-                       steps: int = 80, rank: int = 8, learning_rate: float = 1e-2, seed: int = 0) -> Path:
-    """Trains a PEFT LoRA adapter on ``base_dir`` (a tiny model from tiny_models.py) and
-    writes it, with the tokenizer, to ``out_dir``; returns ``out_dir``."""
+def train_on_cases(model: Any, tokenizer: Any, cases: list[dict[str, str]], *, steps: int, learning_rate: float) -> None:
+    """Trains ``model``'s trainable parameters (a LoRA's, or all of a plain model's) to
+    answer ``cases`` as the server prompts them: one full batch, loss on the answers only,
+    AdamW for ``steps`` steps; leaves it in eval mode."""
     import torch
-    from peft import LoraConfig, get_peft_model
-    from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    base, out = Path(base_dir), Path(out_dir)
-    torch.manual_seed(seed)
-    tokenizer = AutoTokenizer.from_pretrained(base)
-    model = AutoModelForCausalLM.from_pretrained(base, dtype=torch.float32)
-    lora = LoraConfig(r=rank, lora_alpha=2 * rank, lora_dropout=0.0, target_modules=LORA_TARGETS,
-                      task_type="CAUSAL_LM")
-    with warnings.catch_warnings():  # PEFT calls a transformers API deprecated for v6
-        warnings.simplefilter("ignore", FutureWarning)
-        model = get_peft_model(model, lora)
     examples = _examples(tokenizer, cases)
     width = max(len(p) + len(a) for p, a in examples)
     pad = tokenizer.pad_token_id or 0
@@ -97,6 +86,26 @@ def make_tuned_adapter(base_dir: str | Path, out_dir: str | Path, *, cases: list
         loss.backward()
         optimizer.step()
     model.eval()
+
+
+def make_tuned_adapter(base_dir: str | Path, out_dir: str | Path, *, cases: list[dict[str, str]] = GOLDEN,
+                       steps: int = 80, rank: int = 8, learning_rate: float = 1e-2, seed: int = 0) -> Path:
+    """Trains a PEFT LoRA adapter on ``base_dir`` (a tiny model from tiny_models.py) and
+    writes it, with the tokenizer, to ``out_dir``; returns ``out_dir``."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    base, out = Path(base_dir), Path(out_dir)
+    torch.manual_seed(seed)
+    tokenizer = AutoTokenizer.from_pretrained(base)
+    model = AutoModelForCausalLM.from_pretrained(base, dtype=torch.float32)
+    lora = LoraConfig(r=rank, lora_alpha=2 * rank, lora_dropout=0.0, target_modules=LORA_TARGETS,
+                      task_type="CAUSAL_LM")
+    with warnings.catch_warnings():  # PEFT calls a transformers API deprecated for v6
+        warnings.simplefilter("ignore", FutureWarning)
+        model = get_peft_model(model, lora)
+    train_on_cases(model, tokenizer, cases, steps=steps, learning_rate=learning_rate)
     if out.exists():
         shutil.rmtree(out)
     model.save_pretrained(out)

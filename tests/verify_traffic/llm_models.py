@@ -27,29 +27,13 @@ def make_stopping_model(out_dir: Path, *, seed: int = 3, steps: int = 120, learn
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from tune2serve.demo.tiny_models import make_tiny_model
-    from tune2serve.demo.tuned_adapter import _examples
+    from tune2serve.demo.tuned_adapter import train_on_cases
 
     base = make_tiny_model(out_dir, seed=seed)
     torch.manual_seed(seed)
     tokenizer = AutoTokenizer.from_pretrained(base)
     model = AutoModelForCausalLM.from_pretrained(base, dtype=torch.float32)
-    examples = _examples(tokenizer, CASES)
-    width = max(len(p) + len(a) for p, a in examples)
-    ids = torch.full((len(examples), width), tokenizer.pad_token_id or 0, dtype=torch.long)
-    labels = torch.full((len(examples), width), -100, dtype=torch.long)
-    mask = torch.zeros((len(examples), width), dtype=torch.long)
-    for i, (p, a) in enumerate(examples):
-        ids[i, : len(p) + len(a)] = torch.tensor(p + a)
-        labels[i, len(p): len(p) + len(a)] = torch.tensor(a)
-        mask[i, : len(p) + len(a)] = 1
-    optimizer = torch.optim.AdamW(model.parameters(), lr=learning_rate)
-    model.train()
-    for _ in range(steps):
-        loss = model(input_ids=ids, attention_mask=mask, labels=labels).loss
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-    model.eval()
+    train_on_cases(model, tokenizer, CASES, steps=steps, learning_rate=learning_rate)
     model.save_pretrained(base)
     return base
 
