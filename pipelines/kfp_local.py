@@ -19,8 +19,9 @@ wording (which changes between releases):
   with); its ``outputs.outputFile`` names the task's folder under the pipeline root,
   ``<root>/<run>/[<loop>-iteration-N/]<task>/``;
 - it **ends** when kfp.local has reaped that process (found among this process's
-  children, looked at every ``WATCH_POLL``; one gone before it was looked at ends when its
-  thread starts the next task), and it **succeeded** when ``executor_output.json`` is in
+  children, looked at every ``WATCH_POLL``; one gone before it was looked at ends when a
+  task downstream of it in the spec starts, or its thread starts the next task, whichever
+  comes first), and it **succeeded** when ``executor_output.json`` is in
   its folder (the KFP executor writes it last, and only on success);
 - its **outputs** are that file's ``parameterValues``; its **artifacts** are files in its
   folder (a failed step writes its reports before failing);
@@ -264,9 +265,11 @@ class _TaskWatcher:
     from the audit hook, each end by polling the process (reaped: kfp.local has relayed
     all its output by then)."""
 
-    def __init__(self, root: Path, progress: Progress | None = None) -> None:
+    def __init__(self, root: Path, progress: Progress | None = None,
+                 upstream: Mapping[str, frozenset[str]] | None = None) -> None:
         self.root = root
         self.progress = progress
+        self.upstream = upstream or {}  # task → the tasks kfp.local waits for before starting it
         self.attempts: list[_Attempt] = []
         self._lock = threading.Lock()
         self._poll_lock = threading.Lock()
@@ -301,10 +304,12 @@ class _TaskWatcher:
         if folder is not None:
             self.poll()
             now, thread = time.monotonic(), threading.get_ident()
+            waited_for = self.upstream.get(folder.name, frozenset())
             with self._lock:
-                # this kfp.local thread ran its last task to the end before starting this one
+                # this kfp.local thread ran its last task to the end before starting this one,
+                # and every task this one depends on has ended (whatever thread ran it)
                 for a in self.attempts:
-                    if a.thread == thread and a.finished is None:
+                    if a.finished is None and (a.thread == thread or a.folder.name in waited_for):
                         a.finished, a.succeeded = now, (a.folder / EXECUTOR_OUTPUT).is_file()
                 attempt = sum(1 for a in self.attempts if a.folder == folder) + 1
                 self.attempts.append(_Attempt(folder, now, thread=thread))
@@ -413,6 +418,38 @@ def steps_from_attempts(attempts: list[_Attempt], exceptions: list[tuple[float, 
             said = [" ".join(lines) for t, lines in exceptions if a.started <= t <= finished]
             step.message = said[-1] if said else step.message
     return list(steps.values())
+
+
+def upstream_tasks(spec: Mapping[str, Any]) -> dict[str, frozenset[str]]:
+    """For each task (a task folder's name), the tasks that have ended whenever it starts:
+    those it depends on in the spec, directly or through the DAGs around it (a loop's
+    iteration waits for what the loop waits for), a DAG standing for every task inside
+    it. A component used by several tasks keeps only what all its uses wait for."""
+    components = spec.get("components", {})
+
+    def inner_dag(t: Mapping[str, Any]) -> Mapping[str, Any] | None:
+        return components.get(t.get("componentRef", {}).get("name", ""), {}).get("dag")
+
+    def leaves(t: Mapping[str, Any]) -> set[str]:
+        dag = inner_dag(t)
+        if dag is None:
+            return {t.get("componentRef", {}).get("name", "").removeprefix("comp-")}
+        return set().union(*(leaves(u) for u in dag.get("tasks", {}).values()))
+
+    found: dict[str, frozenset[str]] = {}
+
+    def walk(dag: Mapping[str, Any], waited: frozenset[str]) -> None:
+        tasks = dag.get("tasks", {})
+        for t in tasks.values():
+            deps = set(waited).union(*(leaves(tasks[d]) for d in t.get("dependentTasks", []) if d in tasks))
+            if (inner := inner_dag(t)) is not None:
+                walk(inner, frozenset(deps))
+            else:
+                name = t.get("componentRef", {}).get("name", "").removeprefix("comp-")
+                found[name] = found[name] & deps if name in found else frozenset(deps)
+
+    walk(spec.get("root", {}).get("dag", {}), frozenset())
+    return found
 
 
 def dag_path(spec: Mapping[str, Any], task: str) -> list[str]:
@@ -545,7 +582,7 @@ def run_pipeline(
     # threads at once in a ParallelFor, and can leave it swapped: put the real one back.
     real_print = builtins.print
     with open(log_path, "a", encoding="utf-8") as log, environment(dict(env or {})), \
-            _TaskWatcher(root, progress) as watcher:
+            _TaskWatcher(root, progress, upstream_tasks(spec)) as watcher:
         tap = _OutputTap(log, echo)
         try:
             with contextlib.redirect_stdout(tap), warnings.catch_warnings():
@@ -625,4 +662,5 @@ __all__ = [
     "steps_from_attempts",
     "task_folder",
     "timing_table",
+    "upstream_tasks",
 ]

@@ -99,6 +99,43 @@ def test_each_task_is_told_as_it_starts_and_ends(followed_run: tuple[kfp_local.P
     assert kfp_local.progress_line(ends[("boom", "")]).split(" ", 1)[1].startswith("boom failed in ")
 
 
+def test_what_each_task_waits_for_is_read_from_the_spec() -> None:
+    """Through the DAGs around it: a loop's iterations and a condition's step wait for
+    what the loop and the condition wait for; the exit handler for everything."""
+    from google.protobuf import json_format
+
+    upstream = kfp_local.upstream_tasks(json_format.MessageToDict(_compile(True)))
+    assert upstream == {"make": frozenset(), "work": {"make"}, "boom": {"make"},
+                        "fin": {"make", "work", "boom"}}, upstream
+
+
+def test_a_task_gone_between_two_looks_ends_when_a_task_after_it_starts(tmp_path: Path) -> None:
+    """Its process never seen, a task ends when one that waits for it starts on another
+    thread, not later when its own thread starts something else (a loop's iterations
+    start on other threads than the task that made the loop's items)."""
+    import threading
+
+    events: list = []
+    argv = lambda task: ["python", "--executor_input", json.dumps(  # noqa: E731
+        {"outputs": {"outputFile": str(tmp_path / "run" / task / "executor_output.json")}}), "--function_to_execute"]
+    (tmp_path / "run" / "make").mkdir(parents=True)
+    (tmp_path / "run" / "make" / kfp_local.EXECUTOR_OUTPUT).write_text("{}")
+    watcher = kfp_local._TaskWatcher(tmp_path, events.append, {"work": frozenset({"make"})})
+    watcher.started(argv("make"))
+    other = threading.Thread(target=watcher.started, args=(argv("work"),))
+    other.start()
+    other.join()
+    told = [(e.kind, e.task) for e in events]
+    assert told == [("start", "make"), ("end", "make"), ("start", "work")], told
+    assert events[1].succeeded
+    lone = kfp_local._TaskWatcher(tmp_path, None, {})  # without the spec: only its own thread ends it
+    lone.started(argv("make"))
+    other = threading.Thread(target=lone.started, args=(argv("work"),))
+    other.start()
+    other.join()
+    assert [a.finished for a in lone.attempts][0] is None
+
+
 def test_each_task_is_reported_with_its_start_end_and_status(failed_run: kfp_local.PipelineRun) -> None:
     run = failed_run
     assert not run.succeeded
