@@ -41,6 +41,8 @@ REPORTS = {
     ("validate", "report_md"): "validate.md",
     ("smoke-test", "report"): "smoke-test.md",
     ("smoke-test", "report_html"): "smoke-test.html",
+    ("quality-gate", "report_md"): "quality-gate.md",
+    ("quality-gate", "report_html"): "quality-gate.html",
     ("verify-traffic", "report_html"): "verify-traffic.html",
     ("verify-traffic", "report_md"): "verify-traffic.md",
     ("finalize", "report"): "finalize.md",
@@ -59,6 +61,7 @@ class JobOptions:
     project: str | None = None
     region: str | None = None
     golden_file: str | None = None
+    eval_set_file: str | None = None  # the quality gate's cases against production_endpoint (JSON Lines)
     checkpoint: str = "final"
     machine_type: str = ""
     accelerator_type: str = ""
@@ -258,7 +261,7 @@ def collect_reports(run: kfp_local.PipelineRun, dest: Path) -> dict[str, str]:
 
 
 def pipeline_arguments(opts: JobOptions, *, source: str, base_model: str, export_dest: str, project: str,
-                       region: str, golden: str, production_endpoint: str) -> dict[str, Any]:
+                       region: str, golden: str, production_endpoint: str, eval_set: str = "") -> dict[str, Any]:
     """The pipeline's parameters for this job (the rest keep their documented defaults)."""
     return {
         "source": source, "export_dest": export_dest, "project": project, "region": region,
@@ -266,6 +269,7 @@ def pipeline_arguments(opts: JobOptions, *, source: str, base_model: str, export
         "machine_type": opts.machine_type, "accelerator_type": opts.accelerator_type,
         "accelerator_count": opts.accelerator_count, "golden": golden,
         "production_endpoint": production_endpoint, "canary_percent": opts.canary_percent, "steps": opts.steps,
+        "eval_set": eval_set,
     }
 
 
@@ -312,6 +316,11 @@ def run_job(opts: JobOptions, *, echo: TextIO | None = None, progress: TextIO | 
     golden = read_text_file(opts.golden_file, "--golden") if opts.golden_file else ""
     if golden:
         load_golden(golden, f"--golden {opts.golden_file}")  # a bad file is a usage error before anything starts
+    eval_set = read_text_file(opts.eval_set_file, "--eval-set") if opts.eval_set_file else ""
+    if eval_set:
+        from tune2serve.components.quality_gate.evalset import parse_eval_set
+
+        parse_eval_set(eval_set, f"--eval-set {opts.eval_set_file}")  # the same: before anything starts
 
     env: dict[str, str] = {}
     if opts.cloud:
@@ -345,7 +354,7 @@ def run_job(opts: JobOptions, *, echo: TextIO | None = None, progress: TextIO | 
             production = production or _previous_demo_endpoint(home, project, region)
         export_dest = opts.export_dest or f"gs://{bucket}/exports/{stamp}"
         args = pipeline_arguments(opts, source=source, base_model=base_model, export_dest=export_dest, project=project, region=region,
-                                  golden=golden, production_endpoint=production)
+                                  golden=golden, production_endpoint=production, eval_set=eval_set)
         log_event(_log, "run.start", f"running the promote-checkpoint pipeline on {source}",
                   source=source, export_dest=export_dest, production_endpoint=production or None)
         run = kfp_local.run_pipeline(kfp_local.promote_pipeline_spec(), args, pipeline_root=home / "runs" / stamp,

@@ -29,6 +29,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--project", default=None, metavar="P", help="run against Vertex AI in project P")
     parser.add_argument("--region", default=None, metavar="R", help="Vertex AI region (with --project)")
     parser.add_argument("--golden", default=None, metavar="FILE", help="golden prompts, JSON Lines")
+    parser.add_argument("--eval-set", default=None, metavar="FILE",
+                        help="the quality gate's cases, JSON Lines: with --production-endpoint the candidate is "
+                             "compared with the serving model before any traffic moves (docs/OPERATIONS.md 2a)")
     parser.add_argument("--checkpoint", default="final", help="final, best, latest or STEP (default final)")
     parser.add_argument("--machine-type", default="", metavar="T",
                         help="serving machine type, e.g. g2-standard-12 (with the two below; default: "
@@ -59,7 +62,7 @@ def run(args: argparse.Namespace) -> int:
     opts = JobOptions(
         source=args.source, base_model=args.base_model, export_dest=args.export_dest,
         production_endpoint=args.production_endpoint, project=args.project, region=args.region,
-        golden_file=args.golden, checkpoint=args.checkpoint, machine_type=args.machine_type,
+        golden_file=args.golden, eval_set_file=args.eval_set, checkpoint=args.checkpoint, machine_type=args.machine_type,
         accelerator_type=args.accelerator_type, accelerator_count=args.accelerator_count or 0,
         canary_percent=ranges.DEFAULT_CANARY_PERCENT if args.canary_percent is None else args.canary_percent,
         steps=args.steps or "", strict=args.strict, home=args.home,

@@ -52,16 +52,30 @@ def uploaded(demo: dict[str, Path], local_stack: Any) -> dict[str, str]:
 
 
 def run(local_stack: Any, source: str, base_model: str = "", production: str = "", golden: str | None = None,
-        tmp: Path | None = None) -> Any:
+        tmp: Path | None = None, eval_set: str = "") -> Any:
     from tune2serve.demo.tuned_adapter import golden_jsonl
     from tune2serve.pipelines.main_job import JobOptions, run_job
 
     assert tmp is not None
     golden_file = tmp / "golden.jsonl"
     golden_file.write_text(golden_jsonl() if golden is None else golden)
+    eval_file = None
+    if eval_set:
+        eval_file = tmp / "eval.jsonl"
+        eval_file.write_text(eval_set)
     opts = JobOptions(source=source, base_model=base_model, production_endpoint=production,
-                      golden_file=str(golden_file), home=str(local_stack.home))
+                      golden_file=str(golden_file), home=str(local_stack.home),
+                      eval_set_file=str(eval_file) if eval_file else None)
     return run_job(opts)
+
+
+def eval_cases() -> str:
+    """The demo's golden prompts as the quality gate's eval set: the tuned model answers
+    them, its base does not."""
+    from tune2serve.demo.tuned_adapter import GOLDEN
+
+    return "".join(json.dumps({"name": c["name"], "prompt": c["prompt"], "expect": c["expect"], "max_tokens": 32}) + "\n"
+                   for c in GOLDEN)
 
 
 @pytest.fixture(scope="module")
@@ -225,3 +239,31 @@ def test_model_failing_golden_prompts_is_rolled_back(stack_env: Any, local_stack
     assert ANSWER in answer["choices"][0]["message"]["content"]
     assert answer["deployedModelId"] == before.deployed_models[0].id
     assert models_after == made_before[1]  # ... and the model it registered
+
+
+def test_the_quality_gate_rejects_a_worse_candidate_and_promotes_one_no_worse(
+        stack_env: Any, local_stack: Any, uploaded: dict[str, str], first_promotion: Any, tmp_path: Path) -> None:
+    """The compiled pipeline given an eval set: the untuned base against the tuned model
+    serving (a golden prompt any model passes, so it reaches the gate) is rejected by the
+    quality gate and the serving model is untouched; the tuned adapter against itself is
+    no worse, and is promoted."""
+    production = serving_endpoint(first_promotion)
+    before, made_before = endpoint_state(local_stack, production), resources(local_stack)
+    anything = json.dumps({"name": "answers", "prompt": PROMPT, "expect": "."}) + "\n"
+    (tmp_path / "worse").mkdir()
+    (tmp_path / "better").mkdir()
+    worse = run(local_stack, uploaded["base"], production=production, golden=anything, tmp=tmp_path / "worse",
+                eval_set=eval_cases())
+    assert not worse.ok, worse.message
+    assert "smoke-test" in worse.timings and "quality-gate" in worse.timings  # it passed smoke-test, met the gate
+    assert Path(worse.reports["quality-gate.md"]).read_text().startswith("# Quality gate: REJECT")
+    after = endpoint_state(local_stack, production)
+    assert after.traffic_split == before.traffic_split
+    assert [d.model for d in after.deployed_models] == [d.model for d in before.deployed_models]
+    assert resources(local_stack) == made_before  # finalize removed what the run made
+    assert ANSWER in ask(local_stack, production)["choices"][0]["message"]["content"]
+
+    better = run(local_stack, uploaded["adapter"], uploaded["base"], production=production,
+                 tmp=tmp_path / "better", eval_set=eval_cases())
+    assert better.ok and better.outcome == "promoted", better.message
+    assert ANSWER in ask(local_stack, production)["choices"][0]["message"]["content"]
