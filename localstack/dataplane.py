@@ -24,7 +24,10 @@ named after the deployed model id, never its local path), ``raw_response`` and
 it does not know, so vLLM-only fields are dropped for it (``ignore_eos`` is not honoured
 there). Like Vertex's vLLM containers, ``:predict`` answers
 ``"Prompt:\\n{prompt}\\nOutput:\\n{text}"`` unless the instance sets ``"raw_response": true``.
-Routing is weighted random; ``TUNE2SERVE_LOCAL_ROUTING_SEED`` makes it repeatable; the
+Routing is weighted random, as Vertex's is; ``TUNE2SERVE_LOCAL_ROUTING_SEED`` makes it
+repeatable, one stream of draws per endpoint (so an endpoint's routing does not depend on
+the traffic other endpoints get: the test suite sets it, and a correct split is then never
+flagged by chance in one run and not the next); the
 ``routing-skew`` fault overrides the split for one deployed model (to test that a promotion
 notices routing that disagrees with its configuration). Every answer is recorded
 (``self.metrics``) as Vertex AI's endpoint metrics count it: see ``monitoring.py``.
@@ -91,7 +94,8 @@ class DataPlane:
     def __init__(self, store: StateStore, supervisor: Supervisor, faults: FaultBook) -> None:
         self.store, self.supervisor, self.faults = store, supervisor, faults
         seed = os.environ.get("TUNE2SERVE_LOCAL_ROUTING_SEED")
-        self.rng = random.Random(int(seed) if seed else None)
+        self.seed = int(seed) if seed else None
+        self._rngs: dict[str, random.Random] = {}  # endpoint id → its routing draws
         self._client: httpx.AsyncClient | None = None
         self.metrics = MetricRecorder()  # what localstack/monitoring.py serves
 
@@ -105,21 +109,29 @@ class DataPlane:
             )
         return self._client
 
+    def rng(self, endpoint_id: str) -> random.Random:
+        """The endpoint's routing draws: seeded from the seed and the endpoint's id when a
+        seed is set, else from the system's entropy."""
+        if endpoint_id not in self._rngs:
+            self._rngs[endpoint_id] = random.Random(None if self.seed is None else f"{self.seed}/{endpoint_id}")
+        return self._rngs[endpoint_id]
+
     def choose(self, endpoint: dict[str, Any]) -> str:
         """The deployed model a request goes to: weighted by the trafficSplit, unless a
         routing-skew fault sends its target a fixed share whatever the split says."""
+        rng = self.rng(str(endpoint.get("name", "")).rsplit("/", 1)[-1])
         split = {k: v for k, v in endpoint.get("trafficSplit", {}).items() if v > 0}
         skew = self.faults.routing_skew({d["id"]: d["model"] for d in endpoint.get("deployedModels", [])})
         if skew is not None:
             target, percent = skew
-            if self.rng.random() * 100 < percent:
+            if rng.random() * 100 < percent:
                 return target
             split = {k: v for k, v in split.items() if k != target} or {
                 d["id"]: 1 for d in endpoint.get("deployedModels", []) if d["id"] != target} or {target: 1}
         ids = sorted(split)
         if not ids:
             raise ApiError("FAILED_PRECONDITION", "The endpoint has no deployed model receiving traffic.")
-        return self.rng.choices(ids, weights=[split[i] for i in ids])[0]
+        return rng.choices(ids, weights=[split[i] for i in ids])[0]
 
     async def handle(self, request: Request) -> Response:
         m = ROUTE.match(request.url.path)

@@ -76,3 +76,31 @@ def test_endpoint_create_and_delete_and_model_delete_rules(vertex_local: StackHa
     with pytest.raises(exceptions.BadRequest, match="is deployed on .*; undeploy it first"):
         aiplatform.Model(deployed.model).delete()
     assert os.path.isdir(vertex_local.home / "models" / deployed.model.rsplit("/", 1)[1])
+
+
+def _endpoint(endpoint_id: str) -> dict:
+    return {"name": f"projects/p/locations/us-central1/endpoints/{endpoint_id}", "trafficSplit": {"1": 90, "2": 10},
+            "deployedModels": [{"id": "1", "model": "m/1"}, {"id": "2", "model": "m/2"}]}
+
+
+def test_routing_is_weighted_random_and_repeatable_per_endpoint_with_a_seed(monkeypatch: pytest.MonkeyPatch) -> None:
+    """With the seed, an endpoint's routing is the same whatever other endpoints are sent
+    (the suite's canaries are not failed by routing luck in one run and not the next);
+    without it, two data planes route differently. Either way the split's weights hold."""
+    from tune2serve.localstack.dataplane import DataPlane
+    from tune2serve.localstack.faults import FaultBook
+
+    monkeypatch.setenv("TUNE2SERVE_LOCAL_ROUTING_SEED", "7")
+    alone, busy = DataPlane(None, None, FaultBook()), DataPlane(None, None, FaultBook())  # type: ignore[arg-type]
+    routed = [alone.choose(_endpoint("100")) for _ in range(2000)]
+    interleaved = []
+    for _ in range(2000):
+        busy.choose(_endpoint("200"))
+        interleaved.append(busy.choose(_endpoint("100")))
+    assert routed == interleaved
+    assert 150 <= routed.count("2") <= 250  # 10 % of 2000, binomial sd 13.4
+    assert [alone.choose(_endpoint("300")) for _ in range(200)] != routed[:200]  # its own stream
+
+    monkeypatch.delenv("TUNE2SERVE_LOCAL_ROUTING_SEED")
+    one, two = DataPlane(None, None, FaultBook()), DataPlane(None, None, FaultBook())  # type: ignore[arg-type]
+    assert [one.choose(_endpoint("100")) for _ in range(200)] != [two.choose(_endpoint("100")) for _ in range(200)]
