@@ -93,12 +93,13 @@ def test_validate_accepts_each_family_as_saved(producer: str, family: str, tmp_p
         assert [code for code, _ in _errors(report)] == REFUSED_AS_VLLM_DOES.get(family, []), (variant, _errors(report))
 
 
-# What transformers writes and vLLM refuses (tests/vllm/mutations.py proves vLLM's side): transformers'
-# DeepseekV3Config has no topk_method, and vLLM 0.32's DeepSeek-V3 has the router bias every DeepSeek-V3
-# checkpoint holds only with topk_method "noaux_tc" (KeyError at load) — refused for what vLLM does, not for
-# its JSON.
-REFUSED_AS_VLLM_DOES = {"deepseek_v3": ["router-bias-without-noaux-tc"],
-                        "deepseek_v3_noq": ["router-bias-without-noaux-tc"]}
+# What transformers writes and vLLM refuses or serves otherwise (tests/vllm/mutations.py proves vLLM's side):
+# transformers' DeepseekV3Config has neither topk_method nor scoring_func. vLLM 0.32's DeepSeek-V3 has the router
+# bias every DeepSeek-V3 checkpoint holds only with topk_method "noaux_tc" (KeyError at load), and weighs the
+# experts with softmax where scoring_func is absent (transformers always with a sigmoid) — refused for what vLLM
+# does, not for its JSON.
+DEEPSEEK_AS_TRANSFORMERS_WRITES = ["router-scoring-not-sigmoid", "router-bias-without-noaux-tc"]
+REFUSED_AS_VLLM_DOES = {"deepseek_v3": DEEPSEEK_AS_TRANSFORMERS_WRITES, "deepseek_v3_noq": DEEPSEEK_AS_TRANSFORMERS_WRITES}
 
 
 @pytest.mark.parametrize("producer", PRODUCERS)

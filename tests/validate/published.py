@@ -103,7 +103,7 @@ PUBLISHED: dict[str, tuple[str, dict[str, Any]]] = {
         "deepseek_v3", "DeepseekV3ForCausalLM", **_dense(7168, 18432, 61, 128, 128, 129280),
         moe_intermediate_size=2048, n_routed_experts=256, n_shared_experts=1, first_k_dense_replace=3,
         q_lora_rank=1536, kv_lora_rank=512, qk_nope_head_dim=128, qk_rope_head_dim=64, v_head_dim=128,
-        n_group=8, topk_group=4, num_experts_per_tok=8, num_nextn_predict_layers=1, topk_method="noaux_tc",
+        n_group=8, topk_group=4, num_experts_per_tok=8, num_nextn_predict_layers=1, topk_method="noaux_tc", scoring_func="sigmoid",
         quantization_config=DEEPSEEK_Q,
         auto_map={"AutoConfig": "configuration_deepseek.DeepseekV3Config",
                   "AutoModel": "modeling_deepseek.DeepseekV3Model",

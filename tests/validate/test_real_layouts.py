@@ -190,3 +190,27 @@ def test_a_layer_beyond_the_mtp_layers_is_refused(published_dir: Path) -> None:
     report = validate_checkpoint(str(_write(published_dir, name, "layer62", add_layer)))
     assert _codes(report) == ["layer-count-mismatch"]
     assert "61 + 1 num_nextn_predict_layers" in next(f.message for f in report.findings if f.severity == "error")
+
+
+@pytest.mark.parametrize(("change", "codes"), [
+    ({"scoring_func": None}, ["router-scoring-not-sigmoid"]),  # absent: vLLM takes softmax
+    ({"scoring_func": "softmax"}, ["router-scoring-not-sigmoid"]),
+    ({"topk_method": None}, ["router-bias-without-noaux-tc"]),  # transformers' DeepseekV3Config writes none
+    ({"topk_method": "greedy", "scoring_func": None}, ["router-scoring-not-sigmoid", "router-bias-without-noaux-tc"]),
+])
+def test_deepseek_router_keys_vllm_obeys_and_transformers_ignores(published_dir: Path, change: dict[str, Any],
+                                                                   codes: list[str]) -> None:
+    """The published DeepSeek-V3 config says both as vLLM needs them (accepted above);
+    each left out or changed is refused, naming the key and what vLLM would do."""
+    name = "DeepSeek-V3 / DeepSeek-R1 / DeepSeek-V3.1"
+
+    def edit(config: dict[str, Any]) -> None:
+        for key, value in change.items():
+            config.pop(key) if value is None else config.update({key: value})
+
+    report = validate_checkpoint(str(_write(published_dir, name, "router-" + "-".join(f"{k}{v}" for k, v in change.items()),
+                                            mutate_config=edit)))
+    assert _codes(report) == codes
+    if "router-scoring-not-sigmoid" in codes:
+        message = next(f.message for f in report.findings if f.code == "router-scoring-not-sigmoid")
+        assert "config.json" in message and "softmax when absent" in message and '"scoring_func": "sigmoid"' in message

@@ -55,7 +55,8 @@ SPECS: dict[str, tuple[str, dict[str, Any]]] = {
                                               "first_k_dense_replace": 1, "q_lora_rank": 64, "kv_lora_rank": 512,
                                               "qk_nope_head_dim": 32, "qk_rope_head_dim": 64, "v_head_dim": 64,
                                               "n_group": 1, "topk_group": 1,
-                                              "topk_method": "noaux_tc"}),  # as published; vLLM needs it
+                                              # as published; vLLM needs both (validate says so)
+                                              "topk_method": "noaux_tc", "scoring_func": "sigmoid"}),
     "gpt_oss": ("GptOssForCausalLM", {**BASE, **MOE, "num_local_experts": 4, "sliding_window": 64}),
     "llama4": ("Llama4ForConditionalGeneration", {"text_config": {**BASE, **MOE, "num_local_experts": 4,
                                                                   "intermediate_size_mlp": 256,

@@ -168,6 +168,13 @@ def deepseek_config_from_transformers(folder: Path) -> None:
     _edit_json(folder, "config.json", lambda c: c.pop("topk_method", None))
 
 
+def deepseek_routing_unsaid(folder: Path) -> None:
+    """A DeepSeek-V3 config without ``scoring_func`` (transformers' DeepseekV3Config has no
+    such key and scores experts with a sigmoid whatever the config says; DeepSeek's
+    published config says ``"sigmoid"``)."""
+    _edit_json(folder, "config.json", lambda c: c.pop("scoring_func", None))
+
+
 def rope_type_unknown(folder: Path) -> None:
     """A rope scaling type no transformers release defines."""
     _edit_json(folder, "config.json", lambda c: c.update(rope_parameters={
@@ -292,6 +299,9 @@ CATALOGUE: tuple[Mutation, ...] = (
              qwen3_moe_transformers5_config, architecture="qwen3_moe"),
     Mutation("deepseek_config_from_transformers", "a DeepSeek-V3 config without topk_method \"noaux_tc\" (as "
              "transformers' DeepseekV3Config writes it)", "refuses", deepseek_config_from_transformers,
+             architecture="deepseek_v3"),
+    Mutation("deepseek_routing_unsaid", "a DeepSeek-V3 config without scoring_func (vLLM weighs the experts with "
+             "softmax, transformers with a sigmoid)", "misbehaves", deepseek_routing_unsaid,
              architecture="deepseek_v3"),
 )
 

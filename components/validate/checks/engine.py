@@ -15,6 +15,8 @@ its transformers can build, nothing only a newer transformers understands.
   ``num_local_experts``), a ``model_type`` it does not know — is a **warning** naming
   the target (``--target-vllm``; by default the vLLM the local stack runs, which reads
   everything tune2serve writes, so nothing to warn about). The config itself is accepted.
+* DeepSeek-V3's router keys, which transformers ignores and vLLM obeys (``topk_method``,
+  ``scoring_func``): see ``_deepseek_router``.
 """
 
 from __future__ import annotations
@@ -53,22 +55,36 @@ def _architecture(doc: dict[str, Any]) -> list[Finding]:
 
 
 def _deepseek_router(ckpt: Checkpoint) -> list[Finding]:
-    """DeepSeek-V3's router bias (``mlp.gate.e_score_correction_bias``, in every published
-    checkpoint) is a parameter of vLLM's model only when the config says
-    ``topk_method: "noaux_tc"``, as DeepSeek publishes it; without it vLLM stops the load
-    with ``KeyError: 'layers.1.mlp.gate.e_score_correction_bias'`` (seen with vLLM 0.32.0 on
-    a DeepSeek-V3 config transformers 5 wrote from its defaults, which leave it out), while
-    transformers routes with the bias whatever the key says."""
+    """Two keys of a DeepSeek-V3 config that transformers ignores and vLLM obeys, as
+    DeepSeek publishes them:
+
+    * the router bias (``mlp.gate.e_score_correction_bias``, in every published
+      checkpoint) is a parameter of vLLM's model only when the config says ``topk_method:
+      "noaux_tc"``; without it vLLM stops the load with ``KeyError:
+      'layers.1.mlp.gate.e_score_correction_bias'`` (seen with vLLM 0.32.0 on a DeepSeek-V3
+      config transformers 5 wrote from its defaults, which leave it out), while
+      transformers routes with the bias whatever the key says;
+    * transformers' DeepSeek-V3 always scores experts with a sigmoid; vLLM reads
+      ``scoring_func`` and takes softmax when it is absent: the same experts weighted
+      otherwise, so other logits than the ones trained (vLLM 0.32.0, the same folder with
+      and without the key: other logprobs, ``tests/vllm/mutations.py``)."""
     cfg = ckpt.text_config
-    if cfg.get("model_type") != "deepseek_v3" or cfg.get("topk_method") == "noaux_tc":
+    if cfg.get("model_type") != "deepseek_v3" or not cfg.get("n_routed_experts"):
         return []
+    found: list[Finding] = []
+    if cfg.get("scoring_func") != "sigmoid":
+        found.append(error("router-scoring-not-sigmoid",
+                           f"{CONFIG} scoring_func is {cfg.get('scoring_func')!r}: vLLM weighs DeepSeek-V3's experts "
+                           "with it (softmax when absent), transformers always with a sigmoid, so vLLM would serve "
+                           "other logits than the model computes. Set \"scoring_func\": \"sigmoid\" as DeepSeek "
+                           "publishes it", CONFIG))
     held = next((n for n in ckpt.tensors if n.endswith("mlp.gate.e_score_correction_bias")), None)
-    if held is None:
-        return []
-    return [error("router-bias-without-noaux-tc",
-                  f"{CONFIG} topk_method is {cfg.get('topk_method')!r}, but the weights hold {held}: vLLM's DeepSeek-V3 "
-                  "has that router bias only with topk_method \"noaux_tc\" and refuses the load (KeyError). Set "
-                  "\"topk_method\": \"noaux_tc\" as DeepSeek publishes it", CONFIG)]
+    if held is not None and cfg.get("topk_method") != "noaux_tc":
+        found.append(error("router-bias-without-noaux-tc",
+                           f"{CONFIG} topk_method is {cfg.get('topk_method')!r}, but the weights hold {held}: vLLM's "
+                           "DeepSeek-V3 has that router bias only with topk_method \"noaux_tc\" and refuses the load "
+                           "(KeyError). Set \"topk_method\": \"noaux_tc\" as DeepSeek publishes it", CONFIG))
+    return found
 
 
 def _rope_dicts(doc: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
