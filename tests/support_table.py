@@ -137,7 +137,8 @@ def _vllm() -> list[str]:
             rows.append(f"| `{cls}` | checked from headers only | {HEADERS_ONLY_WHY}: `{HEADERS_ONLY[key]}` |")
         elif (key, "lora") in DISAGREES:
             rows.append(f"| `{cls}` | served | full fine-tune: greedy tokens = transformers wherever the margin is "
-                        "clear; LoRA merge: **other greedy tokens than transformers** (open) |")
+                        "clear; LoRA merge: vLLM's bf16 (its only CPU dtype for this class) breaks a router "
+                        "near-tie the other way, then other greedy tokens at a clear margin (neither engine wrong) |")
         else:
             rows.append(f"| `{cls}` | served | greedy tokens = transformers wherever the margin is clear |")
     rows += ["", "| mutation | vLLM | validate |", "|---|---|---|"]

@@ -46,6 +46,8 @@ def test_a_vllm_replica_starts_as_model_gardens_container_does(tmp_path: Path) -
     assert _flag(command, "--max-num-seqs") == "256" and "--disable-log-stats" in command
     assert int(_flag(command, "--kv-cache-memory-bytes")) <= 1024**3
     assert float(_flag(command, "--gpu-memory-utilization")) <= 0.1
+    # vLLM's PyTorch rope, not its C++ CPU kernel, which rotates DeepSeek's MLA tensors wrongly
+    assert "-rotary_embedding" in json.loads(_flag(command, "--compilation-config"))["custom_ops"]
     assert [arg for arg in command if str(tmp_path) in arg] == [str(tmp_path)]
 
 

@@ -29,12 +29,13 @@ HEADERS_ONLY: dict[str, str] = {"gemma3": "failed to be inspected", "llama4": "f
 HEADERS_ONLY_WHY = "vLLM here cannot import its multimodal class (needs torchvision, left out of .venv-vllm)"
 
 # (architecture key, kind) → the disagreement seen, kept as a strict expectation: the test fails the day vLLM
-# and transformers agree on it. vLLM 0.32.0 (CPU) serves the LoRA-merged tiny Qwen3-Next and DeepSeek-V3 with
-# other greedy tokens than transformers 5.19 (float32) computes from the same folder, at a clear logit margin,
-# where their full fine-tunes agree token for token. Not bf16 rounding: vLLM at float32 picks the same other
-# tokens (DeepSeek-V3); the two exports hold the same tensor names, dtypes, shapes and config. Both classes are
-# MoE with shared experts. Open (see the closing note of issue 23).
-DISAGREES: dict[tuple[str, str], str] = {("qwen3_next", "lora"): "vLLM chose", ("deepseek_v3", "lora"): "vLLM chose"}
+# and transformers agree on it. Qwen3-Next's LoRA merge: vLLM's CPU Gated-DeltaNet runs only in bf16, and at two
+# tokens the float32 router of the reference has its 2nd and 3rd experts 0.0011 apart in probability, which bf16
+# rounds to a tie; vLLM takes the other expert, and the prompt goes another way at a clear margin later.
+# Neither engine is wrong (both hold the file's tensors bit for bit; each module, fed vLLM's own input, equals
+# the float32 maths to bf16 precision; transformers itself in bf16 leaves its float32 tokens at a clear margin
+# on this export). The full fine-tune's smaller weights have no such near-tie on these prompts.
+DISAGREES: dict[tuple[str, str], str] = {("qwen3_next", "lora"): "vLLM chose"}
 
 
 @pytest.mark.parametrize("kind", ["full", "lora"])
