@@ -144,7 +144,8 @@ def _vllm() -> list[str]:
     rows += ["", "| mutation | vLLM | validate |", "|---|---|---|"]
     verdict = {"refuses": "error", "misbehaves": "error", "identical": "accepted"}
     for m in CATALOGUE:
-        rows.append(f"| {m.what} | {m.expect} | {verdict[m.expect]} |")
+        others = "".join(f"; {b} on `{k}` ({why})" for k, (b, why) in sorted(m.expect_on.items()))
+        rows.append(f"| {m.what} | {m.expect}{others} | {verdict[m.expect]} |")
     return rows
 
 

@@ -152,6 +152,28 @@ def test_rope_settings_are_readable_or_an_error(rope_type: str, keys: set[str], 
     assert all(f.code == "rope-unreadable" and f.severity == "error" for f in found)
 
 
+@settings(max_examples=200, deadline=None)
+@given(rope_type=st.one_of(st.sampled_from(sorted(_ROPE_TYPES)), st.text(max_size=12)),
+       keys=st.sets(st.sampled_from(_ROPE_KEYS)), where=st.sampled_from(["flat", "nested", "rope_scaling"]),
+       multimodal=st.booleans())
+def test_gemma3_reads_rope_per_layer_type_only(rope_type: str, keys: set[str], where: str, multimodal: bool) -> None:
+    """Gemma-3's config reads rope_parameters per layer type and fills a missing one with
+    the default: flat settings are not read by transformers or vLLM (a warning, whatever
+    they say); the per-layer ones and the legacy rope_scaling (full attention) are judged."""
+    rope = {"rope_type": rope_type, **{k: 2.0 for k in keys}}
+    layer: dict[str, Any] = {"model_type": "gemma3_text"}
+    layer.update({"rope_parameters": rope} if where == "flat" else {"rope_scaling": rope} if where == "rope_scaling"
+                 else {"rope_parameters": {"full_attention": rope, "sliding_attention": {"rope_type": "default"}}})
+    doc = {"model_type": "gemma3", "text_config": layer} if multimodal else layer
+    found = _rope(doc)
+    if where == "flat":
+        assert [(f.code, f.severity) for f in found] == [("rope-not-read", "warning")], found
+        assert "full_attention" in found[0].message and "config.json" in found[0].message
+    else:
+        readable = rope_type in _ROPE_TYPES and set(_ROPE_TYPES[rope_type]) <= keys
+        assert (not found) == readable and all(f.code == "rope-unreadable" for f in found), (doc, found)
+
+
 _SPECIALS = {"<|endoftext|>": 0, "<|im_start|>": 1, "<|im_end|>": 2, "<unk>": 3}
 
 

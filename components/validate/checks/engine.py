@@ -87,27 +87,49 @@ def _deepseek_router(ckpt: Checkpoint) -> list[Finding]:
     return found
 
 
-def _rope_dicts(doc: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
-    """(where, rope settings) for the top level and text_config, per layer type when nested."""
+# Model types whose transformers config keeps rope_parameters per layer type
+# ({"full_attention": {...}, "sliding_attention": {...}}) and fills a layer type it does not
+# find with the default rope: settings given flat are not read by transformers, nor by vLLM,
+# which builds its rope from that config (vLLM 0.32.0 served a Gemma-3 text model with an
+# unknown flat rope_type exactly as without it). The legacy rope_scaling still applies
+# (to full attention).
+PER_LAYER_TYPE_ROPE = frozenset({"gemma3_text"})
+
+
+def _rope_dicts(doc: dict[str, Any]) -> tuple[list[tuple[str, dict[str, Any]]], list[str]]:
+    """(where, rope settings) for the top level and text_config, per layer type when nested;
+    and where flat settings sit that the model type does not read (``PER_LAYER_TYPE_ROPE``)."""
     out: list[tuple[str, dict[str, Any]]] = []
+    unread: list[str] = []
     for where, layer in (("", doc), ("text_config.", doc.get("text_config"))):
         if not isinstance(layer, dict):
             continue
+        per_layer_type = layer.get("model_type") in PER_LAYER_TYPE_ROPE
         for key in ("rope_parameters", "rope_scaling"):
             value = layer.get(key)
             if not isinstance(value, dict):
                 continue
-            if value and all(isinstance(v, dict) or v is None for v in value.values()):  # per layer type (Gemma-3)
-                out += [(f"{where}{key}.{k}", v) for k, v in value.items() if isinstance(v, dict)]
+            nested = {k: v for k, v in value.items() if isinstance(v, dict)}
+            if per_layer_type and key == "rope_parameters":
+                out += [(f"{where}{key}.{k}", v) for k, v in nested.items()]
+                if any(not isinstance(v, dict) and v is not None for v in value.values()):
+                    unread.append(f"{where}{key}")
+            elif value and all(isinstance(v, dict) or v is None for v in value.values()):  # per layer type
+                out += [(f"{where}{key}.{k}", v) for k, v in nested.items()]
             else:
                 out.append((f"{where}{key}", value))
-    return out
+    return out, unread
 
 
 def _rope(doc: dict[str, Any]) -> list[Finding]:
     types: dict[str, list[str]] = {k: v for k, v in engines.engines_doc()["rope_types"].items() if k != "notes"}
-    found: list[Finding] = []
-    for where, rope in _rope_dicts(doc):
+    dicts, unread = _rope_dicts(doc)
+    found: list[Finding] = [warning("rope-not-read",
+                                    f"{CONFIG} {where} holds rope settings outside its layer types, which "
+                                    f"{doc.get('model_type')!r} reads per layer type (full_attention, "
+                                    "sliding_attention): transformers and vLLM ignore them and use the default "
+                                    "rope. Put them under the layer type they are for", CONFIG) for where in unread]
+    for where, rope in dicts:
         rope_type = rope.get("rope_type", rope.get("type", "default"))
         if not isinstance(rope_type, str) or rope_type not in types:
             found.append(error("rope-unreadable", f"{CONFIG} {where}: rope_type {rope_type!r} is no RoPE type "
