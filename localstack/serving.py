@@ -62,8 +62,8 @@ VLLM_KV_CACHE_BYTES = 256 * 1024 * 1024
 # vLLM 0.32.0's C++ CPU rotary embedding, which --enforce-eager selects, rotates the 3-D
 # strided q/k views of DeepSeek's MLA wrongly (the 2-D tensors of the other families come
 # out exact); GPUs run other kernels. vLLM's PyTorch rope is exact: the replica uses it, so
-# what the stack answers is what the endpoint's GPU would (tests/vllm/engine_script.py).
-VLLM_CPU_KERNEL_BUGS = '{"custom_ops": ["all", "-rotary_embedding"]}'
+# what the stack answers is what the endpoint's GPU would. tests/vllm's oracle runs with it too.
+VLLM_CPU_KERNEL_BUGS: dict[str, list[str]] = {"custom_ops": ["all", "-rotary_embedding"]}  # vLLM's compilation config
 VLLM_MEMORY_FRACTION = "0.05"
 READY_PROBE = {"prompt": "Hello", "max_tokens": 1, "temperature": 0}
 
@@ -168,7 +168,7 @@ def vllm_command(python: Path, model_dir: Path, port: int, served_name: str) -> 
                "--host", "127.0.0.1", "--port", str(port),
                "--tensor-parallel-size", "1", "--dtype", "auto", "--generation-config", "auto",
                "--max-num-seqs", str(VLLM_MAX_NUM_SEQS), "--disable-log-stats", "--enforce-eager",
-               "--kv-cache-memory-bytes", str(VLLM_KV_CACHE_BYTES), "--compilation-config", VLLM_CPU_KERNEL_BUGS,
+               "--kv-cache-memory-bytes", str(VLLM_KV_CACHE_BYTES), "--compilation-config", json.dumps(VLLM_CPU_KERNEL_BUGS),
                "--gpu-memory-utilization", VLLM_MEMORY_FRACTION, "--uvicorn-log-level", "warning"]
     length = max_model_len(model_dir)
     if length is not None:

@@ -126,9 +126,12 @@ def vllm_batch(served: dict[str, Path], tmp_path_factory: pytest.TempPathFactory
     tokenizer = AutoTokenizer.from_pretrained(served["tuned"])
     prompts = [_prompt_ids(tokenizer, c["prompt"]) for c in GOLDEN]
     chat = [{"role": "user", "content": GOLDEN[0]["prompt"]}]
+    from tune2serve.localstack.serving import VLLM_CPU_KERNEL_BUGS
+
     jobs = [{"id": f"{which}/{dtype}", "engine": "vllm", "folder": str(served[which]), "dtype": dtype,
              "prompts": prompts, "max_tokens": MAX_TOKENS, "ignore_eos": False, "chat": chat,
-             "chat_max_tokens": MAX_TOKENS} for which, dtype in VLLM_RUNS]
+             "chat_max_tokens": MAX_TOKENS, "compilation_config": VLLM_CPU_KERNEL_BUGS}
+            for which, dtype in VLLM_RUNS]
     return run_batch(jobs, tmp_path_factory.mktemp("demo-vllm-batch"))
 
 

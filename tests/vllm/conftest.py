@@ -93,8 +93,13 @@ def exports(vllm_env: None, tmp_path_factory: pytest.TempPathFactory, tokenizer_
 
 
 def vllm_job(job_id: str, folder: Path, key: str) -> dict[str, Any]:
+    """vLLM on ``folder`` with the local stack's CPU settings (its PyTorch rope: see
+    ``localstack/serving.py``), so the oracle is the engine the stack serves with."""
+    from tune2serve.localstack.serving import VLLM_CPU_KERNEL_BUGS
+
     return {"id": job_id, "engine": "vllm", "folder": str(folder), "prompts": PROMPTS, "max_tokens": MAX_TOKENS,
-            "chat": CHAT, "chat_max_tokens": CHAT_MAX_TOKENS, "text_only": key in models.MULTIMODAL}
+            "chat": CHAT, "chat_max_tokens": CHAT_MAX_TOKENS, "text_only": key in models.MULTIMODAL,
+            "compilation_config": VLLM_CPU_KERNEL_BUGS}
 
 
 def reference_job(job_id: str, folder: Path) -> dict[str, Any]:

@@ -6,8 +6,8 @@ each, flushed as soon as it is known: a crash part-way still leaves the results 
 Job kinds:
 
 * ``vllm``: ``vllm.LLM`` in-process (``VLLM_ENABLE_V1_MULTIPROCESSING=0``,
-  ``enforce_eager``, a small ``max_model_len``, vLLM's PyTorch rotary embedding in place
-  of its C++ CPU kernel — see ``CPU_KERNEL_BUGS``) on the folder — the offline engine loads
+  ``enforce_eager``, a small ``max_model_len``, the job's ``compilation_config``: the local
+  stack's, see ``localstack/serving.py``) on the folder — the offline engine loads
   in seconds where the OpenAI server takes most of a minute. Several folders are loaded
   one after another in one process (vLLM loads are the suite's cost), each engine torn
   down before the next. Result: ``loaded`` or vLLM's own error text, then per prompt the
@@ -62,22 +62,15 @@ def _versions() -> dict[str, str]:
     return {"vllm": vllm.__version__, "transformers": transformers.__version__, "torch": torch.__version__}
 
 
-# vLLM 0.32.0's C++ CPU rotary embedding (``_C.rotary_embedding``, which ``enforce_eager``
-# selects) rotates the 3-D, strided q/k views DeepSeek's MLA passes it wrongly: k_pe not at
-# all (it writes into other memory instead), q_pe off by 0.6 relative; the 2-D tensors
-# every other family passes come out exact. GPUs run other kernels, so the oracle of "what
-# the endpoint serves" uses vLLM's own PyTorch rope on CPU (exact in every case measured);
-# with it vLLM equals transformers on the LoRA-merged DeepSeek-V3 to 4e-6 in logprob.
-CPU_KERNEL_BUGS = {"custom_ops": ["all", "-rotary_embedding"]}
-
-
 def run_vllm(job: dict[str, Any]) -> dict[str, Any]:
     from vllm import LLM, SamplingParams
 
     started = time.perf_counter()
     kwargs: dict[str, Any] = {"model": job["folder"], "enforce_eager": True, "max_model_len": job.get("max_model_len", 256),
                               "dtype": job.get("dtype", "auto"), "seed": 0, "max_num_seqs": 4,
-                              "gpu_memory_utilization": 0.05, "compilation_config": CPU_KERNEL_BUGS}
+                              "gpu_memory_utilization": 0.05}
+    if job.get("compilation_config"):
+        kwargs["compilation_config"] = job["compilation_config"]
     if job.get("text_only"):
         kwargs["limit_mm_per_prompt"] = {"image": 0, "video": 0}
     try:

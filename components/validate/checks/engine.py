@@ -109,13 +109,12 @@ def _rope_dicts(doc: dict[str, Any]) -> tuple[list[tuple[str, dict[str, Any]]], 
             value = layer.get(key)
             if not isinstance(value, dict):
                 continue
-            nested = {k: v for k, v in value.items() if isinstance(v, dict)}
-            if per_layer_type and key == "rope_parameters":
-                out += [(f"{where}{key}.{k}", v) for k, v in nested.items()]
-                if any(not isinstance(v, dict) and v is not None for v in value.values()):
+            flat = [k for k, v in value.items() if not isinstance(v, dict) and v is not None]
+            read_per_layer_type = per_layer_type and key == "rope_parameters"
+            if read_per_layer_type or (value and not flat):  # per layer type
+                out += [(f"{where}{key}.{k}", v) for k, v in value.items() if isinstance(v, dict)]
+                if read_per_layer_type and flat:
                     unread.append(f"{where}{key}")
-            elif value and all(isinstance(v, dict) or v is None for v in value.values()):  # per layer type
-                out += [(f"{where}{key}.{k}", v) for k, v in nested.items()]
             else:
                 out.append((f"{where}{key}", value))
     return out, unread
