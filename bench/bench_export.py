@@ -6,9 +6,9 @@ Llama-architecture base (bf16, 1 GB shards) is generated straight into safetenso
 shards, with a rank-16 LoRA on every projection in PEFT's format. Printed:
 
 * export (merge + write + fsync) in a child process: wall time from spawn to exit plus a
-  ``sync`` (as reference A), the same without torch's fixed costs (``import torch`` and
-  the interpreter's exit with torch loaded, ~1.2 s + ~0.5 s here, measured around the
-  call), GB/s, and the child's peak RSS (its ``VmHWM``);
+  ``sync`` (as reference A), the same without torch's fixed costs (what the export
+  stood still waiting for its background ``import torch``, ~1.8 s here, and the exit),
+  GB/s, and the child's peak RSS (its ``VmHWM``);
 * reference A: ``cp -r`` of the base folder + ``sync`` (the physical floor);
 * reference B: transformers + PEFT ``merge_and_unload()`` + ``save_pretrained`` (bf16);
 * both page-cache states: ``warm`` (the base cached, as right after it was written) and
@@ -177,6 +177,10 @@ def _children_cpu() -> float:
     return r.ru_utime + r.ru_stime
 
 
+# where the export stood still waiting for the background ``import torch`` (stream.py)
+TORCH_WAITS = ("torch import (what the plan waited for)", "torch import (what the merge waited for)")
+
+
 def run_export(source: Path, out: Path, python: str = sys.executable, torch_first: bool = True) -> dict:
     """One export of ``source`` in a child ``python`` (another checkout's venv to compare
     versions); ``torch_first``: import torch before the export, timed apart (a merge
@@ -189,7 +193,9 @@ def run_export(source: Path, out: Path, python: str = sys.executable, torch_firs
     exit_s = time.time() - report["ended_at"]  # interpreter teardown with torch loaded: ~0.5 s
     _wait(proc, "export")
     wall = time.perf_counter() - start
-    return {"wall": wall, "wall_no_import": wall - report["torch_import_s"] - exit_s, "exit_s": exit_s,
+    waited = sum(report["spans"].get(k, {}).get("wall", 0.0) for k in TORCH_WAITS)
+    return {"wall": wall, "wall_no_import": wall - report["torch_import_s"] - waited - exit_s, "exit_s": exit_s,
+            "torch_wait_s": waited,
             "cpu_s": _children_cpu() - cpu0, "load": _load1(), **report}
 
 
@@ -360,7 +366,8 @@ def bench_size(size: str, args: argparse.Namespace, scratch: Path, with_upload: 
             print(f"[{size} {cache} {label} {mode}]   CPU: {cpu:.2f}s for the whole child ({cpu / cp_cpu:.2f}x cp's), "
                   f"{call_cpu:.2f}s in the export call = {call_cpu / gb:.2f} CPU s/GB = {gb / call_cpu:.2f} GB/s per core; "
                   f"torch imported: {'yes' if any(r.get('torch_loaded') for r in runs) else 'no'}; torch import "
-                  f"{med(r['torch_import_s'] for r in runs):.2f}s, exit {med(r['exit_s'] for r in runs):.2f}s")
+                  f"{med(r['torch_import_s'] for r in runs):.2f}s before the export, "
+                  f"{med(r.get('torch_wait_s', 0.0) for r in runs):.2f}s waited for in it, exit {med(r['exit_s'] for r in runs):.2f}s")
         if args.profile:
             for mode in modes:
                 columns = {label: exports[(label, mode, cache)] for label in pythons}

@@ -203,6 +203,9 @@ class Part:
     planned: list[tuple[str, int]] = field(default_factory=list)
 
 
+COMMIT_SPAN = "commit (staged files published, manifest)"
+
+
 def export_checkpoint(source: str, dest: str, *, base_model: str | None = None, checkpoint: str = "final",
                       dtype: str = "auto", max_shard_size: str | int = "5GB", progress: Progress | None = None,
                       upload_workers: int = 8, spans: Spans | None = None, part: Part | None = None,
@@ -236,7 +239,7 @@ def export_checkpoint(source: str, dest: str, *, base_model: str | None = None, 
     options: LoraOptions | None = None
     base: _Checkpoint | None = None
     if sel.is_adapter:
-        import_torch_in_background()  # the merge needs it: imported meanwhile, not when the first merge waits
+        import_torch_in_background(spans)  # the merge needs it: imported meanwhile, not when the first merge waits
         options = LoraOptions.from_config(bounded_json.read_object(tuned.folder, ADAPTER_CONFIG), tuned.folder.join(ADAPTER_CONFIG))
         base = _open_base(base_model, options, tuned.folder.uri)
         log_event(logger, "export.base", f"merging the adapter into {base.folder.uri}", base_model=base.folder.uri)
@@ -300,6 +303,8 @@ def _execute(tuned: _Checkpoint, root: _Checkpoint | None, base: _Checkpoint | N
         adapter: AdapterPlan | None = None
         if options is not None:
             adapter_local = tuned.folder.download_dir(sorted(n for n in tuned.files if n.startswith("adapter_")), scratch / "adapter")
+            with spans.span("torch import (what the plan waited for)"):  # the adapter is read into torch tensors
+                import torch  # noqa: F401
             options, adapter_tensors = read_adapter(adapter_local, tuned.folder.uri)
             if config.get("quantization_config"):
                 raise MergeError(f"{weights.folder.uri}: the base model is quantized; a LoRA cannot be merged into quantized "
@@ -360,6 +365,7 @@ def _execute(tuned: _Checkpoint, root: _Checkpoint | None, base: _Checkpoint | N
         tensors.close()
     started = time.perf_counter()
     publisher.wait()
+    spans.add("small files and uploads wait", time.perf_counter() - started)
     manifest = Manifest(
         files=sorted(publisher.entries.values(), key=lambda e: e.name), source=source_text,
         base_model=base.folder.uri if base else None,
@@ -368,8 +374,9 @@ def _execute(tuned: _Checkpoint, root: _Checkpoint | None, base: _Checkpoint | N
                "parameter_count": plan.parameter_count, "merge": options.summary() if options else None,
                "notes": plan.notes + notes, "created_by": f"tune2serve {package_version()}"},
     )
-    publisher.commit(manifest)
-    spans.add("small files wait + commit", time.perf_counter() - started)
+    started = time.perf_counter()
+    publisher.commit(manifest)  # gs://: a server-side copy of each staged file (see bench_export_gcs.py)
+    spans.add(COMMIT_SPAN, time.perf_counter() - started)
     return manifest
 
 

@@ -97,7 +97,7 @@ class BufferPool:
 
 
 
-def import_torch_in_background() -> None:
+def import_torch_in_background(spans: Spans | None = None) -> None:
     """Starts ``import torch`` on a thread of its own, for an export that will merge.
 
     The import costs ~2-3 s of one core here (bench/bench_export.py), as much as writing
@@ -108,13 +108,17 @@ def import_torch_in_background() -> None:
     then just waits for the module (Python's import lock makes a second importer wait
     for the first, it never imports twice). A failed import here is left for that
     ``import`` to raise where it is handled; the thread is a daemon, so an export that
-    fails before it merges does not wait for it."""
+    fails before it merges does not wait for it. ``spans`` gets the import's own time
+    (what the export waited for of it is timed where it waits)."""
 
     def run() -> None:
+        start, cpu = time.perf_counter(), time.thread_time()
         try:
             import torch  # noqa: F401
         except Exception:  # the merge's own import raises it, in the export's context
             pass
+        if spans is not None:
+            spans.add("torch import (its own thread)", time.perf_counter() - start, time.thread_time() - cpu)
 
     if "torch" not in sys.modules:
         threading.Thread(target=run, name="import-torch", daemon=True).start()
