@@ -16,6 +16,7 @@ Offsets come from the header parser every step shares. ``.bin`` files go through
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -93,6 +94,7 @@ class SafetensorsFile:
         self._ahead = 0  # the file is being read ahead up to here (mapped)
         self._advised = 0  # the same for read_into
         self._size_checked = False
+        self._opening = threading.Lock()  # the file and the map are opened once, by whichever thread reads first
 
     def read(self, tensor: str) -> Any:
         import torch
@@ -101,14 +103,32 @@ class SafetensorsFile:
         out = torch.empty(info.shape, dtype=torch_dtype(info.dtype))
         if info.nbytes == 0:
             return out
-        if self._fh is None:
-            self._fh = open(self.path, "rb", buffering=0)
         view = memoryview(out.reshape(-1).view(torch.uint8).numpy())
-        self._fh.seek(self.data_start + info.begin)
-        got = self._fh.readinto(view)
+        got = self._pread(view, self.data_start + info.begin)
         if got != info.nbytes:
             raise CheckpointError(f"{self.name}: tensor {tensor!r} is truncated ({got} of {info.nbytes} bytes)", file=self.name)
         return out
+
+    def _pread(self, out: memoryview, pos: int) -> int:
+        """Bytes at ``pos`` into ``out`` until it is full or the file ends; the count.
+        Positioned reads, no shared file offset: the export's shard writers read one
+        file from several threads."""
+        import os
+
+        fd = self._file().fileno()
+        done = 0
+        while done < out.nbytes:
+            got = os.preadv(fd, [out[done:]], pos + done)
+            if got <= 0:
+                break
+            done += got
+        return done
+
+    def _file(self) -> Any:
+        with self._opening:
+            if self._fh is None:
+                self._fh = open(self.path, "rb", buffering=0)
+            return self._fh
 
     def read_into(self, tensor: str, start: int, out: memoryview) -> None:
         """Bytes ``start``…``start+len(out)`` of ``tensor``, read straight into ``out``
@@ -119,21 +139,16 @@ class SafetensorsFile:
         nbytes = out.nbytes
         if start < 0 or start + nbytes > info.nbytes:
             raise CheckpointError(f"{self.name}: bytes {start}..{start + nbytes} of {tensor!r} are outside the tensor")
-        if self._fh is None:
-            self._fh = open(self.path, "rb", buffering=0)
+        fh = self._file()
         if not self._size_checked:
-            if os.fstat(self._fh.fileno()).st_size < self.data_start + max((i.end for i in self.infos.values()), default=0):
+            if os.fstat(fh.fileno()).st_size < self.data_start + max((i.end for i in self.infos.values()), default=0):
                 raise CheckpointError(f"{self.name}: the file is truncated; re-save or re-upload this shard", file=self.name)
             self._size_checked = True
         pos = self.data_start + info.begin + start
         self._advise(pos, pos + nbytes + _READ_AHEAD)
-        done = 0
-        while done < nbytes:
-            got = os.preadv(self._fh.fileno(), [out[done:]], pos + done)
-            if got <= 0:
-                raise CheckpointError(f"{self.name}: tensor {tensor!r} is truncated; re-save or re-upload this shard",
-                                      file=self.name)
-            done += got
+        if self._pread(out, pos) != nbytes:
+            raise CheckpointError(f"{self.name}: tensor {tensor!r} is truncated; re-save or re-upload this shard",
+                                  file=self.name)
 
     def _advise(self, start: int, end: int) -> None:
         """``read_into``'s read-ahead: asks the kernel for [start, end) now (in large
@@ -153,27 +168,32 @@ class SafetensorsFile:
         uint8 tensor. Call ``unmap(tensor, start, nbytes)`` when done with them: that
         drops the pages from this process (they stay cached), so resident memory holds
         only the ranges in flight, never the file — the reason ``safe_open`` is not used."""
-        import mmap
-
         info = self.infos[tensor]
         if start < 0 or nbytes < 0 or start + nbytes > info.nbytes:
             raise CheckpointError(f"{self.name}: bytes {start}..{start + nbytes} of {tensor!r} are outside the tensor")
-        if self._map is None:
-            import warnings
-
-            import torch
-
-            with open(self.path, "rb") as fh:
-                self._map = mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ)
-            if len(self._map) < self.data_start + max((i.end for i in self.infos.values()), default=0):
-                raise CheckpointError(f"{self.name}: the file is truncated; re-save or re-upload this shard", file=self.name)
-            self._map.madvise(mmap.MADV_SEQUENTIAL)
-            with warnings.catch_warnings():  # read-only on purpose: nothing writes to the base
-                warnings.simplefilter("ignore", UserWarning)
-                self._bytes = torch.frombuffer(self._map, dtype=torch.uint8)
+        with self._opening:
+            if self._map is None:
+                self._open_map()
         pos = self.data_start + info.begin + start
         self._read_ahead(pos, pos + nbytes + _READ_AHEAD)
         return memoryview(self._map)[pos:pos + nbytes], self._bytes[pos:pos + nbytes]
+
+    def _open_map(self) -> None:
+        import mmap
+        import warnings
+
+        import torch
+
+        with open(self.path, "rb") as fh:
+            whole = mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ)
+        if len(whole) < self.data_start + max((i.end for i in self.infos.values()), default=0):
+            whole.close()
+            raise CheckpointError(f"{self.name}: the file is truncated; re-save or re-upload this shard", file=self.name)
+        whole.madvise(mmap.MADV_SEQUENTIAL)
+        with warnings.catch_warnings():  # read-only on purpose: nothing writes to the base
+            warnings.simplefilter("ignore", UserWarning)
+            self._bytes = torch.frombuffer(whole, dtype=torch.uint8)
+        self._map = whole
 
     def _read_ahead(self, start: int, end: int) -> None:
         """Asks the kernel to read [start, end) into the cache now (asynchronously), past

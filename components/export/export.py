@@ -12,9 +12,11 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
 import tempfile
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -23,6 +25,7 @@ from tune2serve.components.checkpoint import bounded_json, secrets
 from tune2serve.components.checkpoint.index import find_weight_files
 from tune2serve.components.checkpoint.manifest import Manifest
 from tune2serve.components.checkpoint.storage import Folder, ObjectInfo, open_folder
+from tune2serve.components.checkpoint.tensor_reader import CheckpointTensors, SafetensorsFile
 from tune2serve.components.errors import MergeError, PromotionError, SourceNotFoundError, UsageError
 from tune2serve.components.export.plan.config_clean import (
     TOKENIZER_FILES, clean_config, generation_config_from, transformers_version,
@@ -40,7 +43,9 @@ from tune2serve.components.export.source.sources import describe_source, fingerp
 from tune2serve.components.export.merge.stream import TensorStream, import_torch_in_background
 from tune2serve.components.export.timing import Spans
 from tune2serve.components.export.publish.upload import Publisher, fanout_holder
-from tune2serve.components.export.publish.writer import INDEX_NAME, index_json, parse_size, plan_shards, write_shard, write_small
+from tune2serve.components.export.publish.writer import (
+    INDEX_NAME, ShardPlan, index_json, parse_size, plan_shards, write_shard, write_small,
+)
 from tune2serve.components.image import package_version
 from tune2serve.components.logs import get_logger, log_event
 
@@ -204,6 +209,8 @@ class Part:
 
 
 COMMIT_SPAN = "commit (staged files published, manifest)"
+MAX_SHARD_WRITERS = 8  # each holds shard_file.BLOCKS blocks, a mapped window and a merge block: ~60 MB
+WRITERS_ENV = "TUNE2SERVE_EXPORT_WRITERS"
 
 
 def export_checkpoint(source: str, dest: str, *, base_model: str | None = None, checkpoint: str = "final",
@@ -225,6 +232,7 @@ def export_checkpoint(source: str, dest: str, *, base_model: str | None = None, 
     """
     choice = CheckpointChoice.parse(checkpoint)
     max_bytes = parse_size(max_shard_size)
+    writer_limit()  # TUNE2SERVE_EXPORT_WRITERS said wrong: a usage error before anything is read
     if dtype != "auto" and dtype not in DTYPES:
         output_dtype(dtype, {}, {})  # raises the UsageError
     src_folder, job = open_source(source)
@@ -337,17 +345,15 @@ def _execute(tuned: _Checkpoint, root: _Checkpoint | None, base: _Checkpoint | N
             shards = [s for s in shards if s.name in set(part.shards)]
         stream = TensorStream(tensors, adapter, DTYPES[plan.dtype], spans)  # torch only if a tensor needs it
         try:
+            todo = []
             for shard in shards:
                 if publisher.reuse(shard.name) is None:
-                    path = publisher.scratch_path(shard.name, scratch / "out")
-                    written = write_shard(path, shard, stream, crc=publisher.records_crc32c, spans=spans,
-                                          fsync=publisher.writes_in_place)
-                    publisher.stage(shard.name, path, written)
-                    log_event(logger, "export.shard", f"wrote {shard.name}", file=shard.name, bytes=written.size)
+                    todo.append(shard)
                 else:
                     log_event(logger, "export.shard_reused", f"reused {shard.name} from the interrupted run", file=shard.name)
-                if progress:
-                    progress(shard.data_bytes)
+                    if progress:
+                        progress(shard.data_bytes)
+            _write_shards(todo, stream, publisher, scratch / "out", spans, progress, _shard_writers(tensors, adapter, len(todo)))
         finally:
             stream.close()  # torch's thread count as it was
         log_event(logger, "export.paths", "bytes per write path", **stream.kinds)
@@ -378,6 +384,69 @@ def _execute(tuned: _Checkpoint, root: _Checkpoint | None, base: _Checkpoint | N
     publisher.commit(manifest)  # gs://: a server-side copy of each staged file (see bench_export_gcs.py)
     spans.add(COMMIT_SPAN, time.perf_counter() - started)
     return manifest
+
+
+def _shard_writers(tensors: CheckpointTensors, adapter: AdapterPlan | None, shards: int) -> int:
+    """How many shards are written at once: one per core (at most ``MAX_SHARD_WRITERS``)
+    when the base is local safetensors, whose reads are positioned and need no order.
+
+    Why: a shard's sha256 is one sequential pass on one core (~1.5 GB/s here, OpenSSL with
+    SHA-NI), so one shard at a time cannot go faster than that, however many cores
+    merge; shards are independent files, so their hashes, merges and writes run side by
+    side. A remote base is read ahead in file order through one pool of windows
+    (``source/remote.py``), ``.bin`` files are read whole and fused-expert updates are
+    made in the order the writer reaches them (``merge/moe.py``): those keep one writer."""
+    if shards < 2 or (adapter is not None and adapter.experts is not None):
+        return 1
+    if any(type(f) is not SafetensorsFile for f in tensors.files.values()):
+        return 1
+    return max(1, min(shards, writer_limit()))
+
+
+def writer_limit() -> int:
+    """``TUNE2SERVE_EXPORT_WRITERS`` (1 to 64) where set — for a container whose CPU
+    quota is below the cores it sees —, else one per core, at most ``MAX_SHARD_WRITERS``."""
+    text = os.environ.get(WRITERS_ENV, "").strip()
+    if not text:
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+        return min(cores, MAX_SHARD_WRITERS)
+    if not (text.isascii() and text.isdigit() and 1 <= int(text) <= 64):
+        raise UsageError(f"{WRITERS_ENV}={text!r}: expected a whole number of shard writers from 1 to 64")
+    return int(text)
+
+
+def _write_shards(todo: list[ShardPlan], stream: TensorStream, publisher: Publisher, scratch: Path, spans: Spans,
+                  progress: Progress | None, writers: int) -> None:
+    """Writes and stages each shard of ``todo``, ``writers`` at a time (each on a fork of
+    ``stream``); the first failure stops the others at their next chunk and is raised
+    once they have stopped, as is an interrupt. What the output holds does not depend on
+    ``writers``: each shard's bytes are a function of the plan alone."""
+
+    def write(shard: ShardPlan, shard_stream: TensorStream) -> None:
+        path = publisher.scratch_path(shard.name, scratch)
+        written = write_shard(path, shard, shard_stream, crc=publisher.records_crc32c, spans=spans,
+                              fsync=publisher.writes_in_place)
+        publisher.stage(shard.name, path, written)
+        log_event(logger, "export.shard", f"wrote {shard.name}", file=shard.name, bytes=written.size)
+
+    if writers <= 1:
+        for shard in todo:
+            write(shard, stream)
+            if progress:
+                progress(shard.data_bytes)
+        return
+    with ThreadPoolExecutor(max_workers=writers, thread_name_prefix="export-shard") as pool:
+        futures = {pool.submit(write, shard, stream.fork()): shard for shard in todo}
+        try:
+            for future in as_completed(futures):
+                future.result()
+                if progress:
+                    progress(futures[future].data_bytes)
+        except BaseException:
+            stream.stop.set()
+            for future in futures:
+                future.cancel()
+            raise
 
 
 def _result(manifest: Manifest, dest: Folder, sel: Selection, noop: bool) -> ExportResult:

@@ -26,9 +26,11 @@ for the ranged reads of a remote base (``source/remote.py``).
 
 from __future__ import annotations
 
+import copy
 import sys
 import threading
 import time
+from concurrent.futures import CancelledError
 from collections.abc import Iterator
 from typing import Any
 
@@ -124,6 +126,31 @@ def import_torch_in_background(spans: Spans | None = None) -> None:
         threading.Thread(target=run, name="import-torch", daemon=True).start()
 
 
+class _TorchThreads:
+    """torch's intra-op thread count set to one for the merge, and given back once,
+    whichever of an export's shard writers merged first (the count is per process)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._saved: int | None = None
+
+    def one(self) -> None:
+        import torch
+
+        with self._lock:
+            if self._saved is None:
+                self._saved = torch.get_num_threads()
+                torch.set_num_threads(1)
+
+    def restore(self) -> None:
+        with self._lock:
+            if self._saved is not None:
+                import torch
+
+                torch.set_num_threads(self._saved)
+                self._saved = None
+
+
 class TensorStream:
     """``stream(t)`` yields the chunks of output tensor ``t`` (see the module docstring);
     ``kinds`` counts the bytes that went each way, for the benchmark."""
@@ -135,8 +162,21 @@ class TensorStream:
         self.out_dtype = out_dtype  # safetensors name of the float output dtype
         self.spans = spans or Spans()
         self.kinds: dict[str, int] = {"raw": 0, "rows": 0, "whole": 0, "experts": 0}
+        self.stop = threading.Event()  # set: every stream of this export stops at its next chunk
         self._scratch: Any = None  # float32, BLOCK_ELEMENTS: the merge's work block
-        self._threads: int | None = None  # torch's thread count before the first merge
+        self._merging = False  # this stream has merged (its wait for torch's import is timed)
+        self._torch_threads = _TorchThreads()  # shared with the forks
+        self._forks: list[TensorStream] = []
+
+    def fork(self) -> TensorStream:
+        """A stream over the same tensors for another shard-writer thread: its own merge
+        scratch and byte counts (``close`` adds them up), the same stop signal and torch
+        setting. The tensors' reads are positioned (``SafetensorsFile``), so threads share them."""
+        other = copy.copy(self)
+        other.kinds = dict.fromkeys(self.kinds, 0)
+        other._scratch, other._merging, other._forks = None, False, []
+        self._forks.append(other)
+        return other
 
     def kind(self, t: OutTensor) -> str:
         if self.adapter is not None and self.adapter.experts is not None and t.name in self.adapter.experts:
@@ -159,18 +199,27 @@ class TensorStream:
         if t.nbytes == 0:
             return iter(())
         if kind == "raw":
-            return self._raw(t, out)
+            return self._until_stopped(self._raw(t, out))
         if kind == "rows":
-            return self._rows(t, out)
-        return {"whole": self._whole, "experts": self._experts}[kind](t)
+            return self._until_stopped(self._rows(t, out))
+        return self._until_stopped({"whole": self._whole, "experts": self._experts}[kind](t))
+
+    def _until_stopped(self, chunks: Iterator[Chunk]) -> Iterator[Chunk]:
+        """``chunks``, until another writer of the export failed (``stop``): then this
+        shard stops too, at its next chunk, instead of being finished for nothing."""
+        for chunk in chunks:
+            if self.stop.is_set():
+                raise CancelledError("another shard writer of this export failed")
+            yield chunk
 
     def close(self) -> None:
-        """Gives torch back the thread count it had before the first merge."""
-        if self._threads is not None:
-            import torch
-
-            torch.set_num_threads(self._threads)
-            self._threads = None
+        """Adds the forks' byte counts to this stream's, and gives torch back the thread
+        count it had before the first merge."""
+        for other in self._forks:
+            for kind, n in other.kinds.items():
+                self.kinds[kind] += n
+        self._forks = []
+        self._torch_threads.restore()
 
     def _torch(self) -> Any:
         """torch, imported on the first tensor that needs it (a plain copy never does),
@@ -179,16 +228,15 @@ class TensorStream:
         same cores (measured: 2 OpenMP threads on a busy 2-core machine made the merge
         3-12x slower). A merge started ``import_torch_in_background`` early; the wait for
         what is left of that import is timed."""
-        if self._threads is None:
+        if not self._merging:
             t0 = time.perf_counter()
             import torch
 
             self.spans.add("torch import (what the merge waited for)", time.perf_counter() - t0, 0.0)
+            self._torch_threads.one()
+            self._merging = True
         import torch
 
-        if self._threads is None:
-            self._threads = torch.get_num_threads()
-            torch.set_num_threads(1)
         return torch
 
     def _read(self, name: str, start: int, out: memoryview) -> None:
