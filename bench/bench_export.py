@@ -23,8 +23,11 @@ shards, with a rank-16 LoRA on every projection in PEFT's format. Printed:
 The machine's load average is printed at the start and the end: on a shared machine,
 compare ratios, not seconds.
 
+``--compare-env TUNE2SERVE_EXPORT_WRITERS=1`` runs this checkout a second time with that
+setting, paired in the same loop (shards written one at a time vs side by side).
+
 Usage: python bench/bench_export.py [--sizes 1B 2B] [--quick] [--runs 3] [--profile]
-       [--cache warm cold] [--no-reference-b] [--no-upload] [--workdir DIR]
+       [--cache warm cold] [--copy-only] [--compare-env VAR=VALUE] [--no-reference-b] [--no-upload] [--workdir DIR]
 """
 
 from __future__ import annotations
@@ -181,13 +184,14 @@ def _children_cpu() -> float:
 TORCH_WAITS = ("torch import (what the plan waited for)", "torch import (what the merge waited for)")
 
 
-def run_export(source: Path, out: Path, python: str = sys.executable, torch_first: bool = True) -> dict:
+def run_export(source: Path, out: Path, python: str = sys.executable, torch_first: bool = True,
+               env: dict[str, str] | None = None) -> dict:
     """One export of ``source`` in a child ``python`` (another checkout's venv to compare
     versions); ``torch_first``: import torch before the export, timed apart (a merge
     needs it), else the export imports what it needs and says whether torch was among it."""
     cpu0, start = _children_cpu(), time.perf_counter()
     proc = subprocess.Popen([python, "-c", _PEAK_RSS + _CHILD, str(source), str(out), "torch" if torch_first else "-"],
-                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env={**os.environ, **(env or {})})
     report = json.loads(proc.stdout.readline() or b"{}")
     proc.wait()
     exit_s = time.time() - report["ended_at"]  # interpreter teardown with torch loaded: ~0.5 s
@@ -321,7 +325,8 @@ def bench_size(size: str, args: argparse.Namespace, scratch: Path, with_upload: 
     gb = nbytes / 1e9
     print(f"\n== {size}: {nbytes} bytes ({gb:.2f} GB) of bf16 base weights in {len(list(base.glob('*.safetensors')))} "
           f"shards (ready in {time.perf_counter() - t0:.0f}s); load {_load()}", flush=True)
-    pythons = {"this": sys.executable, **({args.compare_label: args.compare_python} if args.compare_python else {})}
+    pythons = {"this": (sys.executable, {}), **({args.compare_label: (args.compare_python, {})} if args.compare_python else {}),
+               **({args.compare_label: (sys.executable, dict([args.compare_env.split("=", 1)]))} if args.compare_env else {})}
     modes = {"merge": (adapter, False), **({"copy": (base, False)} if args.copy_only else {})}
     exports: dict[tuple[str, str, str], list[dict]] = {}
     cps: dict[str, list[dict]] = {c: [] for c in args.cache}
@@ -329,12 +334,12 @@ def bench_size(size: str, args: argparse.Namespace, scratch: Path, with_upload: 
     up = None
     for i in range(args.runs):
         for cache in args.cache:
-            for label, python in pythons.items():  # versions alternate within a run: paired, same load
+            for label, (python, env) in pythons.items():  # versions alternate within a run: paired, same load
                 for mode, (source, torch_first) in modes.items():
                     out = scratch / "export"
                     if cache == "cold":
                         evict(base)
-                    exports.setdefault((label, mode, cache), []).append(run_export(source, out, python, torch_first))
+                    exports.setdefault((label, mode, cache), []).append(run_export(source, out, python, torch_first, env))
                     if with_upload and i == args.runs - 1 and cache == args.cache[0] and label == "this" and mode == "merge":
                         up = bench_upload(out, scratch)
                     shutil.rmtree(out)
@@ -407,6 +412,8 @@ def main() -> None:
                         help="also export the base alone (no adapter: bytes moved, nothing merged)")
     parser.add_argument("--compare-python", default=None,
                         help="also run each export under this interpreter (another checkout's venv), paired")
+    parser.add_argument("--compare-env", default=None, metavar="VAR=VALUE",
+                        help="this checkout again with VAR=VALUE set, paired (e.g. TUNE2SERVE_EXPORT_WRITERS=1)")
     parser.add_argument("--compare-label", default="other")
     parser.add_argument("--fixture", default=None, help="keep the generated models here, reused by later runs")
     parser.add_argument("--no-reference-b", action="store_true")
