@@ -84,6 +84,24 @@ def assert_matches(mine: dict[str, Any], oracle: dict[str, Any], *, tied: bool, 
             f"{name}: max diff {(got.float() - ref.float()).abs().max().item()}")
 
 
+def interrupt_writes(monkeypatch: pytest.MonkeyPatch, at: int) -> list[str]:
+    """Makes export's ``write_shard`` raise KeyboardInterrupt (Ctrl-C) on its ``at``-th
+    call, writing the others; returns the names of the shards it was called for."""
+    from tune2serve.components.export import export as export_module
+
+    real = export_module.write_shard
+    calls: list[str] = []
+
+    def interrupted(path: Path, shard: Any, produce: Any, crc: bool = False, **options: Any) -> Any:
+        calls.append(shard.name)
+        if len(calls) == at:
+            raise KeyboardInterrupt
+        return real(path, shard, produce, crc, **options)
+
+    monkeypatch.setattr(export_module, "write_shard", interrupted)
+    return calls
+
+
 def assert_nothing_published(dest: Path) -> None:
     """DEST does not exist, or holds no manifest and no file of ours."""
     if dest.exists():

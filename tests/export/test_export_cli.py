@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from tests.export.conftest import make_adapter, read_export
+from tests.export.conftest import interrupt_writes, make_adapter, read_export
 from tune2serve.components.checkpoint.manifest import sha256_file
 
 Cli = Callable[..., tuple[int, "dict[str, Any] | None", str]]
@@ -162,16 +162,8 @@ def test_interrupted_export_resumes_with_the_shards_already_written(tiny_llama: 
     from tune2serve.components.export import export as export_module
 
     real = export_module.write_shard
-    calls: list[str] = []
-
-    def interrupted(path: Path, shard: Any, produce: Any, crc: bool = False, **options: Any) -> Any:
-        calls.append(shard.name)
-        if len(calls) == 3:
-            raise KeyboardInterrupt
-        return real(path, shard, produce, crc, **options)
-
+    calls = interrupt_writes(monkeypatch, at=3)
     dest = tmp_path / "export"
-    monkeypatch.setattr(export_module, "write_shard", interrupted)
     monkeypatch.setattr(export_module, "_shard_writers", lambda *a: 1)  # in order (side by side: test_shard_writers.py)
     code, _, err = cli("export", tiny_llama, dest, "--max-shard-size", "100KB")
     assert code == 130 and not (dest / "manifest.json").exists()

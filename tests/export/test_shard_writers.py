@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from tests.export.conftest import assert_nothing_published, make_adapter
+from tests.export.conftest import assert_nothing_published, interrupt_writes, make_adapter
 from tune2serve.components.export import export as export_module
 
 SHARD = "100KB"  # tiny_llama in a dozen shards
@@ -109,17 +109,9 @@ def test_an_interrupt_leaves_whole_shards_that_a_rerun_reuses(tiny_llama: Path, 
     what staging keeps are whole shards (the rerun's checks reuse each), and the rerun
     writes exactly the others and ends with the uninterrupted export's files."""
     real = export_module.write_shard
-    calls: list[str] = []
-
-    def interrupted(path: Path, shard: Any, produce: Any, crc: bool = False, **options: Any) -> Any:
-        calls.append(shard.name)
-        if len(calls) == 4:
-            raise KeyboardInterrupt
-        return real(path, shard, produce, crc, **options)
-
+    calls = interrupt_writes(monkeypatch, at=4)
     _writers(monkeypatch, 2)
     dest = tmp_path / "export"
-    monkeypatch.setattr(export_module, "write_shard", interrupted)
     code, _, err = cli("export", tiny_llama, dest, "--max-shard-size", SHARD)
     assert code == 130 and not (dest / "manifest.json").exists(), err
     assert _no_writer_left()
