@@ -23,8 +23,10 @@ ENV PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
     PYTHONDONTWRITEBYTECODE=1
 
-# Build tools only here, in case a dependency ships no wheel for this platform. Not
-# version-pinned: bookworm's point releases replace them, and none reaches the final stage.
+# Build tools only here: the package's own C kernel (the export's LoRA merge,
+# components/export/merge/lora_rows.c) is compiled by the install below, and a dependency
+# might ship no wheel for this platform. Not version-pinned: bookworm's point releases
+# replace them, and none reaches the final stage (the venv is copied, compiled).
 # hadolint ignore=DL3008
 RUN apt-get update \
     && apt-get install -y --no-install-recommends build-essential \

@@ -24,7 +24,8 @@ install: $(STAMP)
 
 # torch is locked as 2.13.0+cpu: the CPU build that lies on this kind of machine
 # (pip finds it through the machine's find-links); a looser spec pulls GBs of CUDA.
-$(STAMP): requirements-test.txt pyproject.toml setup.py
+# The export's C kernel (lora_rows.c) is built by the editable install: a change to it reinstalls.
+$(STAMP): requirements-test.txt pyproject.toml setup.py components/export/merge/lora_rows.c
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet "pip==$(PIP_VERSION)"
 	$(PY) -m pip install --quiet --require-hashes --no-deps -r requirements-test.txt

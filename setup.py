@@ -7,7 +7,7 @@ the pipeline steps need (see the Dockerfile and ``.dockerignore``), not the loca
 
 from pathlib import Path
 
-from setuptools import find_packages, setup
+from setuptools import Extension, find_packages, setup
 
 PACKAGE_ROOTS = ("components", "pipelines", "cli", "localstack", "demo")
 
@@ -20,8 +20,18 @@ for root in PACKAGE_ROOTS:
     packages.append(f"tune2serve.{root}")
     packages.extend(f"tune2serve.{root}.{sub}" for sub in find_packages(root))
 
+# The export's fused LoRA row merge (components/export/merge/lora_rows.c): C, built with the
+# package (the image's build stage has the compiler), so a plain LoRA merge needs no torch.
+# -O3 without -march: the AVX2 path is chosen at run time, the portable one elsewhere.
+lora_rows = Extension(
+    "tune2serve.components.export.merge._lora_rows",
+    sources=["components/export/merge/lora_rows.c"],
+    extra_compile_args=["-O3", "-std=gnu11", "-Wall", "-Wno-unused-parameter"],
+)
+
 setup(
     packages=packages,
+    ext_modules=[lora_rows],
     package_dir=package_dir,
     package_data={"": ["*.json", "*.yaml", "*.jinja", "*.css", "*.html", "*.txt"]},
     include_package_data=True,

@@ -180,7 +180,8 @@ def test_dockerignore_lets_in_the_sources_and_nothing_else() -> None:
     for kept_out in (".venv/bin/python", ".git/HEAD", "tests/conftest.py", "compiled/promote_checkpoint.yaml",
                      ".tune2serve/stack.json", "components/__pycache__/errors.cpython-311.pyc", "bench/run.py",
                      "localstack/tls/ca.key", "localstack/stack.py", "demo/tiny_models.py",
-                     "tests/fixtures/broken_models.py", "requirements-test.txt", "tools/relock.py"):
+                     "tests/fixtures/broken_models.py", "requirements-test.txt", "tools/relock.py",
+                     "components/export/merge/_lora_rows.cpython-311-x86_64-linux-gnu.so"):  # an editable build's
         assert _ignored(kept_out, patterns), kept_out
 
 
@@ -208,6 +209,8 @@ def test_the_build_context_makes_a_package_of_the_steps_alone(tmp_path: Path) ->
     assert packages == {"components", "pipelines", "cli"}, packages
     assert {"tune2serve/cli/main.py", "tune2serve/pipelines/promote.py",
             "tune2serve/components/validate/supported_models.json"} <= set(names)
+    # the export's LoRA merge kernel, compiled from lora_rows.c by the build (the image's build stage has gcc)
+    assert any(n.startswith("tune2serve/components/export/merge/_lora_rows.") and n.endswith(".so") for n in names), names
 
 
 # The image carries neither the local stack nor the demo: nothing it runs may import them

@@ -11,7 +11,9 @@ wrong (real weights are orders of magnitude smaller), so both are refused: the c
 is ``|value| <= finfo(output dtype).max`` on the float32 merge result, NaN failing it.
 
 The check runs on each block while it is still in cache: one ``aminmax`` pass (NaN
-propagates into it); only when a bound fails, the exact count for the message.
+propagates into it); only when a bound fails, the exact count for the message. The
+fused row merge (``lora_rows.c``, almost every merged byte) checks each value in the
+same pass that computes it, against the same bound, and words its refusal here too.
 """
 
 from __future__ import annotations
@@ -20,6 +22,12 @@ import math
 from typing import Any
 
 from tune2serve.components.errors import MergeError
+
+
+# The largest finite value of each float output dtype, as float32 holds it: the bound of
+# the check (finfo(dtype).max, capped at float32's, the dtype the merge computes in).
+FLOAT_LIMITS = {"F32": 3.4028234663852886e38, "BF16": 3.3895313892515355e38, "F16": 65504.0}
+_NAMES = {"F64": "float64", "F32": "float32", "F16": "float16", "BF16": "bfloat16"}
 
 
 def check_finite(block: Any, name: str, rows: tuple[int, int] | None = None, out_dtype: Any = None) -> None:
@@ -37,23 +45,34 @@ def check_finite(block: Any, name: str, rows: tuple[int, int] | None = None, out
         return
     nans = int(torch.isnan(block).sum())
     infs = int(torch.isinf(block).sum())
+    beyond = 0 if nans or infs else int((block.abs() > limit).sum())
+    raise refusal(name, rows, nans, infs, beyond, max(abs(low), abs(high)), _dtype(block.dtype), _dtype(target), limit)
+
+
+def refusal(name: str, rows: tuple[int, int] | None, nans: int, infs: int, beyond: int, largest: float,
+            computed_in: str, target: str, limit: float) -> MergeError:
+    """The error for a tensor that failed the check, with the counts that say how: the
+    torch check above and the fused row merge (``merge.RowMerger``) word it the same."""
     where = f" (rows {rows[0]}..{rows[1]})" if rows else ""
     if nans or infs:
-        raise MergeError(
+        return MergeError(
             f"tensor {name}{where}: the merge produced {nans + infs} non-finite values ({nans} NaN, {infs} ±Inf) "
-            f"in {_dtype(block.dtype)}; the adapter's weights or scaling are NaN/Inf or overflow float32. Nothing "
+            f"in {computed_in}; the adapter's weights or scaling are NaN/Inf or overflow float32. Nothing "
             "was published; check the adapter",
             file=None,
         )
-    beyond = int((block.abs() > limit).sum())
-    largest = max(abs(low), abs(high))
-    raise MergeError(
-        f"tensor {name}{where}: {beyond} values are finite in {_dtype(block.dtype)} but beyond {_dtype(target)}'s "
-        f"range (largest magnitude {largest:.5g}, {_dtype(target)} holds at most {limit:.5g}): the cast to "
-        f"{_dtype(target)} would turn them into ±Inf or clip them, and the model would answer garbage. Nothing was "
+    return MergeError(
+        f"tensor {name}{where}: {beyond} values are finite in {computed_in} but beyond {target}'s "
+        f"range (largest magnitude {largest:.5g}, {target} holds at most {limit:.5g}): the cast to "
+        f"{target} would turn them into ±Inf or clip them, and the model would answer garbage. Nothing was "
         "published; check the adapter's weights and scaling (or export with --dtype float32)",
         file=None,
     )
+
+
+def dtype_name(st_dtype: str) -> str:
+    """``BF16`` → ``bfloat16``: the words the messages use."""
+    return _NAMES.get(st_dtype, st_dtype)
 
 
 def _dtype(dtype: Any) -> str:
