@@ -90,7 +90,6 @@ class SafetensorsFile:
         }
         self._fh: Any = None
         self._map: Any = None
-        self._bytes: Any = None
         self._ahead = 0  # the file is being read ahead up to here (mapped)
         self._advised = 0  # the same for read_into
         self._size_checked = False
@@ -108,6 +107,24 @@ class SafetensorsFile:
         if got != info.nbytes:
             raise CheckpointError(f"{self.name}: tensor {tensor!r} is truncated ({got} of {info.nbytes} bytes)", file=self.name)
         return out
+
+    def read_float32(self, tensor: str) -> Any:
+        """A floating tensor as a float32 numpy array, without torch: what the LoRA
+        merge needs of an adapter's matrices (widening is exact; a float64 tensor is
+        rounded to nearest, as torch's ``.float()`` does)."""
+        import numpy as np
+
+        info = self.infos[tensor]
+        raw = bytearray(info.nbytes)
+        if self._pread(memoryview(raw), self.data_start + info.begin) != info.nbytes:
+            raise CheckpointError(f"{self.name}: tensor {tensor!r} is truncated; re-save or re-upload it", file=self.name)
+        if info.dtype == "BF16":
+            widened = np.frombuffer(raw, dtype="<u2").astype(np.uint32) << 16
+            return widened.view(np.float32).reshape(info.shape)
+        if info.dtype not in ("F16", "F32", "F64"):
+            raise CheckpointError(f"{self.name}: tensor {tensor!r} is {info.dtype}, not a floating dtype", file=self.name)
+        return np.frombuffer(raw, dtype={"F16": "<f2", "F32": "<f4", "F64": "<f8"}[info.dtype]).astype(
+            np.float32).reshape(info.shape)
 
     def _pread(self, out: memoryview, pos: int) -> int:
         """Bytes at ``pos`` into ``out`` until it is full or the file ends; the count.
@@ -162,10 +179,9 @@ class SafetensorsFile:
             os.posix_fadvise(self._fh.fileno(), start, end - start, os.POSIX_FADV_WILLNEED)
         self._advised = end
 
-    def mapped(self, tensor: str, start: int, nbytes: int) -> tuple[memoryview, Any]:
+    def mapped(self, tensor: str, start: int, nbytes: int) -> memoryview:
         """Bytes ``start``…``start+nbytes`` of ``tensor`` straight from the page cache
-        (a read-only memory map of the file: no copy) and, for torch, the same bytes as a
-        uint8 tensor. Call ``unmap(tensor, start, nbytes)`` when done with them: that
+        (a read-only memory map of the file: no copy). Call ``unmap(tensor, start, nbytes)`` when done with them: that
         drops the pages from this process (they stay cached), so resident memory holds
         only the ranges in flight, never the file — the reason ``safe_open`` is not used."""
         info = self.infos[tensor]
@@ -176,13 +192,10 @@ class SafetensorsFile:
                 self._open_map()
         pos = self.data_start + info.begin + start
         self._read_ahead(pos, pos + nbytes + _READ_AHEAD)
-        return memoryview(self._map)[pos:pos + nbytes], self._bytes[pos:pos + nbytes]
+        return memoryview(self._map)[pos:pos + nbytes]
 
     def _open_map(self) -> None:
         import mmap
-        import warnings
-
-        import torch
 
         with open(self.path, "rb") as fh:
             whole = mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ)
@@ -190,9 +203,6 @@ class SafetensorsFile:
             whole.close()
             raise CheckpointError(f"{self.name}: the file is truncated; re-save or re-upload this shard", file=self.name)
         whole.madvise(mmap.MADV_SEQUENTIAL)
-        with warnings.catch_warnings():  # read-only on purpose: nothing writes to the base
-            warnings.simplefilter("ignore", UserWarning)
-            self._bytes = torch.frombuffer(whole, dtype=torch.uint8)
         self._map = whole
 
     def _read_ahead(self, start: int, end: int) -> None:
@@ -221,7 +231,6 @@ class SafetensorsFile:
         if self._fh is not None:
             self._fh.close()
             self._fh = None
-        self._bytes = None
         if self._map is not None:
             try:
                 self._map.close()

@@ -37,7 +37,8 @@ from tune2serve.components.export.plan.names import DiskNames
 from tune2serve.components.export.merge.tokens import apply_token_rows, split_token_rows
 from tune2serve.components.export.source.producers import check_full_weights
 from tune2serve.components.export.plan import passthrough
-from tune2serve.components.export.merge.merge import ADAPTER_CONFIG, AdapterPlan, LoraOptions, plan_adapter, read_adapter
+from tune2serve.components.export.merge.merge import (ADAPTER_CONFIG, AdapterPlan, LoraOptions, adapter_needs_torch,
+                                                     plan_adapter, read_adapter)
 from tune2serve.components.export.plan.plan import DTYPES, OutputPlan, output_dtype, plan_output
 from tune2serve.components.export.source.sources import describe_source, fingerprints, open_source, open_weights
 from tune2serve.components.export.merge.stream import TensorStream, import_torch_in_background
@@ -247,7 +248,6 @@ def export_checkpoint(source: str, dest: str, *, base_model: str | None = None, 
     options: LoraOptions | None = None
     base: _Checkpoint | None = None
     if sel.is_adapter:
-        import_torch_in_background(spans)  # the merge needs it: imported meanwhile, not when the first merge waits
         options = LoraOptions.from_config(bounded_json.read_object(tuned.folder, ADAPTER_CONFIG), tuned.folder.join(ADAPTER_CONFIG))
         base = _open_base(base_model, options, tuned.folder.uri)
         log_event(logger, "export.base", f"merging the adapter into {base.folder.uri}", base_model=base.folder.uri)
@@ -311,8 +311,9 @@ def _execute(tuned: _Checkpoint, root: _Checkpoint | None, base: _Checkpoint | N
         adapter: AdapterPlan | None = None
         if options is not None:
             adapter_local = tuned.folder.download_dir(sorted(n for n in tuned.files if n.startswith("adapter_")), scratch / "adapter")
-            with spans.span("torch import (what the plan waited for)"):  # the adapter is read into torch tensors
-                import torch  # noqa: F401
+            with spans.span("torch import (what the plan waited for)"):  # only an adapter with more than LoRA matrices
+                if adapter_needs_torch(adapter_local, tuned.folder.uri):
+                    import torch  # noqa: F401
             options, adapter_tensors = read_adapter(adapter_local, tuned.folder.uri)
             if config.get("quantization_config"):
                 raise MergeError(f"{weights.folder.uri}: the base model is quantized; a LoRA cannot be merged into quantized "
@@ -343,7 +344,9 @@ def _execute(tuned: _Checkpoint, root: _Checkpoint | None, base: _Checkpoint | N
                 raise UsageError(f"{dest.uri}: worker {part.worker} was given shard {unknown[0]}, which this export's plan "
                                  "does not have; the plan step and the workers must get the same inputs and options")
             shards = [s for s in shards if s.name in set(part.shards)]
-        stream = TensorStream(tensors, adapter, DTYPES[plan.dtype], spans)  # torch only if a tensor needs it
+        stream = TensorStream(tensors, adapter, DTYPES[plan.dtype], spans)
+        if any(stream.needs_torch(t) for shard in shards for t in shard.tensors):
+            import_torch_in_background(spans)  # imported while the tensors before the first that needs it are written
         try:
             todo = []
             for shard in shards:

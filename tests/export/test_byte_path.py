@@ -2,8 +2,8 @@
 block, hashed there, written from there. What must hold whatever the sizes: the file is
 exactly the bytes given, in order; sha256 and crc32c are those of the file; a fill that
 is not where the file stands is refused; a failure anywhere stops the file; the base's
-ranges read by ``read_into`` are the file's bytes, local or on GCS; and a plain copy
-(nothing merged) never imports torch."""
+ranges read by ``read_into`` are the file's bytes, local or on GCS; and neither a plain
+copy (nothing merged) nor a LoRA merge imports torch."""
 
 from __future__ import annotations
 
@@ -170,7 +170,7 @@ def test_read_into_reads_the_tensors_bytes(tmp_path_factory: pytest.TempPathFact
                 start, end = sorted((x % (size + 1), y % (size + 1)))
                 buf = bytearray(end - start)
                 f.read_into(name, start, memoryview(buf))
-                assert bytes(buf) == bytes(f.mapped(name, start, end - start)[0])
+                assert bytes(buf) == bytes(f.mapped(name, start, end - start))
                 f.unmap(name, start, end - start)
         with pytest.raises(CheckpointError, match="outside the tensor"):
             f.read_into("a", 3999, memoryview(bytearray(2)))
@@ -215,6 +215,29 @@ def test_a_plain_copy_never_imports_torch(tiny_llama_bf16: Path, tmp_path: Path)
             base.update({k: fh.get_tensor(k) for k in fh.keys()})
     assert exported.keys() == base.keys()
     assert all(exported[k].dtype == base[k].dtype and exported[k].equal(base[k]) for k in base)
+
+
+@pytest.mark.parametrize("options", [
+    dict(r=8, lora_alpha=16, target_modules=["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]),
+    dict(r=4, lora_alpha=8, use_dora=True, use_rslora=True, target_modules=["q_proj", "down_proj"]),
+], ids=["lora", "dora-rslora"])
+def test_a_lora_merge_never_imports_torch(options: dict[str, object], tiny_llama_bf16: Path, tmp_path: Path) -> None:
+    """A LoRA (or per-row DoRA) adapter of matrices only, merged into a bf16 base: the
+    adapter is read as float32 arrays and every target merged by the fused kernel, so
+    the export never imports torch (its 1.5-2.5 s import was the merge's critical path),
+    and what it writes is PEFT's merge, to within bf16 rounding."""
+    from tests.export.conftest import assert_matches, make_adapter, peft_merged, read_export
+
+    adapter = make_adapter(tiny_llama_bf16, tmp_path / "adapter", **options)
+    code = ("import json, sys\nfrom tune2serve.components.export.export import export_checkpoint\n"
+            "r = export_checkpoint(sys.argv[1], sys.argv[2], max_shard_size='100KB')\n"
+            "print(json.dumps({'torch': 'torch' in sys.modules, 'merge': r.merge is not None}))")
+    done = subprocess.run([sys.executable, "-c", code, str(adapter), str(tmp_path / "out")],
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert json.loads(done.stdout.strip().splitlines()[-1]) == {"torch": False, "merge": True}
+    assert_matches(read_export(tmp_path / "out"), peft_merged(tiny_llama_bf16, adapter), tied=False,
+                   atol=1e-3, rtol=2 ** -7)
 
 
 def test_read_into_from_gcs_is_the_files_bytes(tiny_llama: Path, gcs_bucket: str) -> None:

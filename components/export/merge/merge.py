@@ -25,6 +25,7 @@ Keys: ``base_model.model.<module>.lora_A.weight`` belongs to base tensor
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,10 +34,10 @@ from typing import Any
 from tune2serve.components.checkpoint import bounded_json
 from tune2serve.components.checkpoint.bin_loader import load_state_dict
 from tune2serve.components.checkpoint.storage import LocalFolder
-from tune2serve.components.checkpoint.tensor_reader import TensorMeta, torch_dtype
+from tune2serve.components.checkpoint.tensor_reader import FLOAT_NAMES, TensorMeta, torch_dtype
 from tune2serve.components.errors import MergeError
 from tune2serve.components.export.plan.adapter_config import check_values, pattern_value
-from tune2serve.components.export.merge.finite import check_finite
+from tune2serve.components.export.merge.finite import FLOAT_LIMITS, dtype_name, refusal
 from tune2serve.components.export.source.producers import check_adapter_config, check_gathered
 
 ADAPTER_CONFIG = "adapter_config.json"
@@ -111,7 +112,8 @@ class LoraOptions:
 
 @dataclass
 class ModuleDelta:
-    """The LoRA update of one base tensor."""
+    """The LoRA update of one base tensor; its matrices are float32 numpy arrays (the
+    row merge needs no torch; ``merged`` wraps them in tensors without a copy)."""
 
     module: str
     embedding: bool
@@ -134,9 +136,9 @@ class AdapterPlan:
 
 
 def read_adapter(root: Path, label: str) -> tuple[LoraOptions, dict[str, Any]]:
-    """The adapter's options and tensors from a local adapter folder."""
-    from safetensors.torch import load_file
-
+    """The adapter's options and tensors from a local adapter folder: float32 numpy
+    arrays when the file holds LoRA matrices only (``lora_matrices_only``), so that the
+    plan and the row merge need no torch; torch tensors otherwise."""
     try:
         options = LoraOptions.from_config(bounded_json.read_object(LocalFolder(root), ADAPTER_CONFIG),
                                           f"{label}/{ADAPTER_CONFIG}")
@@ -148,13 +150,60 @@ def read_adapter(root: Path, label: str) -> tuple[LoraOptions, dict[str, Any]]:
     if st.is_file():
         from tune2serve.components.checkpoint.tensor_reader import SafetensorsFile
 
-        SafetensorsFile(st, f"{label}/adapter_model.safetensors").close()  # header checked before loading
-        tensors = load_file(str(st))
+        checked = SafetensorsFile(st, f"{label}/adapter_model.safetensors")  # header checked before loading
+        try:
+            if lora_matrices_only(checked.metas):  # the common adapter: read without torch (float32 arrays)
+                tensors = {name: checked.read_float32(name) for name in checked.metas}
+            else:
+                from safetensors.torch import load_file
+
+                tensors = load_file(str(st))
+        finally:
+            checked.close()
     else:
         st = root / "adapter_model.bin"
         tensors = load_state_dict(st, f"{label}/adapter_model.bin")
     check_gathered(tensors, f"{label}/{st.name}")  # ZeRO-3 without gathering: empty, would export the base
     return options, tensors
+
+
+_EXPERTS = re.compile(r"\.experts(?:\.base_layer)*\.lora_[AB]\.weight$")  # moe.py's parameter-level LoRA
+
+
+def lora_matrices_only(metas: dict[str, TensorMeta]) -> bool:
+    """True when every tensor of an adapter file is a floating LoRA matrix (A, B, an
+    embedding's A/B, a DoRA magnitude) of a module: what plan_adapter and the row merge
+    take as float32 arrays. Anything else (saved modules, biases, fused-expert LoRA,
+    token rows, a key it cannot place) keeps the torch read, and its own checks."""
+    try:
+        return all(meta.dtype in FLOAT_NAMES and not _EXPERTS.search(name)
+                   and _split_key(name)[1] in ("A", "B", "eA", "eB", "m") for name, meta in metas.items())
+    except MergeError:
+        return False
+
+
+def adapter_needs_torch(root: Path, label: str) -> bool:
+    """True when ``read_adapter`` will read the adapter in ``root`` with torch: a
+    ``.bin`` adapter, or one with more than LoRA matrices (``lora_matrices_only``)."""
+    from tune2serve.components.checkpoint.tensor_reader import SafetensorsFile
+
+    st = root / "adapter_model.safetensors"
+    if not st.is_file():
+        return True
+    checked = SafetensorsFile(st, f"{label}/adapter_model.safetensors")
+    try:
+        return not lora_matrices_only(checked.metas)
+    finally:
+        checked.close()
+
+
+def float32_array(tensor: Any) -> Any:
+    """A LoRA matrix as a C-contiguous float32 numpy array, whichever reader read it."""
+    import numpy as np
+
+    if isinstance(tensor, np.ndarray):
+        return np.ascontiguousarray(tensor, dtype=np.float32)
+    return np.ascontiguousarray(tensor.detach().float().numpy())
 
 
 def _split_key(key: str) -> tuple[str, str]:
@@ -206,7 +255,7 @@ def plan_adapter(options: LoraOptions, tensors: dict[str, Any], base: dict[str, 
             path, target = f"model.{path}", f"model.{target}"
         target = on_disk(target)  # rank/alpha patterns keep matching the in-memory module path, as in PEFT
         delta = deltas.setdefault(target, ModuleDelta(path, embedding=part in ("eA", "eB"), scaling=options.scaling(path)))
-        setattr(delta, {"A": "A", "B": "B", "eA": "A", "eB": "B", "m": "magnitude"}[part], tensor)
+        setattr(delta, {"A": "A", "B": "B", "eA": "A", "eB": "B", "m": "magnitude"}[part], float32_array(tensor))
     for name, tensor in replacements.items():
         if name in base and tuple(base[name].shape) != tuple(tensor.shape) and not _is_vocab_resize(name, base[name], tensor):
             raise MergeError(f"{label}: adapter tensor for {name} has shape {list(tensor.shape)} but the base's is "
@@ -283,16 +332,18 @@ def merged(plan: AdapterPlan, name: str, base_tensor: Any) -> Any:
         return tensor
     # One fused, in-place multiply-add in float32 (no ΔW-sized temporary): W += s·B@A,
     # or W += s·(B@A)ᵀ = s·Aᵀ@Bᵀ for embeddings and Conv1D (fan_in_fan_out) weights.
+    import torch
+
     w = tensor.float() if tensor.dtype != torch_dtype("F32") else tensor.clone()
     per_column = d.embedding or plan.options.fan_in_fan_out
-    a, b = d.A.float(), d.B.float()
+    a, b = torch.from_numpy(d.A), torch.from_numpy(d.B)
     if per_column:
         w.addmm_(a.T, b.T, alpha=d.scaling)
     else:
         w.addmm_(b, a, alpha=d.scaling)
     if d.magnitude is not None:
         norm = w.norm(p=2, dim=0 if per_column else 1)
-        factor = d.magnitude.float() / norm
+        factor = torch.from_numpy(d.magnitude).reshape(-1) / norm
         w.mul_(factor.view(1, -1) if per_column else factor.view(-1, 1))
     return w
 
@@ -310,51 +361,45 @@ def row_blockable(plan: AdapterPlan, name: str) -> bool:
 
 
 class RowMerger:
-    """Applies one module's update to consecutive blocks of rows of its base tensor,
-    through a float32 scratch block reused for every block: the same maths as
-    ``merged`` (W += s·left@right in float32, DoRA's per-row rescale, one rounding to the
-    output dtype), without ever holding a float32 copy of the whole matrix. Blocks of
-    ~1M elements stay in cache between the convert, the rank-r GEMM and the cast."""
+    """Applies one module's update to consecutive blocks of rows of its base tensor with
+    the fused kernel (``lora_rows.c``): the maths of ``merged`` (W + s·left@right in
+    float32, DoRA's per-row rescale, the finiteness check, one rounding to the dtype)
+    in one pass over each block, without torch (no import on the export's critical
+    path) and without a float32 copy of the block."""
 
-    def __init__(self, plan: AdapterPlan, name: str) -> None:
+    KINDS = {"F32": 0, "BF16": 1, "F16": 2}  # the dtypes the kernel merges in place
+
+    def __init__(self, plan: AdapterPlan, name: str, dtype: str) -> None:
+        import numpy as np
+
         d = plan.deltas[name]
-        a, b = d.A.float(), d.B.float()
         if d.embedding or plan.options.fan_in_fan_out:
-            self.left, self.right = a.T.contiguous(), b.T.contiguous()  # ΔW = (B@A)ᵀ = Aᵀ@Bᵀ
+            left, right = d.A.T, d.B.T  # ΔW = (B@A)ᵀ = Aᵀ@Bᵀ
         else:
-            self.left, self.right = b.contiguous(), a.contiguous()
+            left, right = d.B, d.A
+        self.left, self.right = np.ascontiguousarray(left), np.ascontiguousarray(right)
         self.scaling = d.scaling
-        self.magnitude = d.magnitude.float().reshape(-1) if d.magnitude is not None else None
-        self.name = name
+        self.magnitude = d.magnitude.reshape(-1) if d.magnitude is not None else None
+        self.name, self.dtype = name, dtype
+        self.kind, self.limit = self.KINDS[dtype], FLOAT_LIMITS[dtype]
 
-    def apply(self, source: Any, out: Any, row0: int, scratch: Any, spans: Any) -> None:
-        """Writes the merged rows ``row0``… into ``out`` from the base's rows ``source``
-        (2-D, same shape and float dtype; ``source`` may be read-only memory);
-        ``scratch`` is a float32 tensor of at least ``source.numel()`` elements."""
+    def apply(self, source: Any, out: Any, row0: int, rows: int, spans: Any) -> None:
+        """Writes the merged rows ``row0``…``row0+rows`` into ``out`` (a writable buffer)
+        from the base's rows ``source`` (a buffer of the same size, may be read-only)."""
         from time import perf_counter, thread_time
 
-        rows, cols = source.shape
+        from tune2serve.components.export.merge._lora_rows import merge_rows
+
         t0, c0 = perf_counter(), thread_time()
-        if out.dtype == torch_dtype("F32"):
-            work = out
-        else:
-            work = scratch[: rows * cols].view(rows, cols)
-        work.copy_(source)
-        t1, c1 = perf_counter(), thread_time()
-        work.addmm_(self.left[row0:row0 + rows], self.right, alpha=self.scaling)
-        if self.magnitude is not None:
-            work.mul_((self.magnitude[row0:row0 + rows] / work.norm(p=2, dim=1)).view(-1, 1))
-        t2, c2 = perf_counter(), thread_time()
-        # NaN/Inf, or beyond the output dtype's range (the cast would overflow): fail naming the tensor
-        check_finite(work, self.name, (row0, row0 + rows), out.dtype)
-        t3, c3 = perf_counter(), thread_time()
-        if work is not out:
-            out.copy_(work)  # round to nearest even, as .to() does
-        t4, c4 = perf_counter(), thread_time()
-        spans.add("merge: convert to f32", t1 - t0, c1 - c0)
-        spans.add("merge: GEMM (+DoRA)", t2 - t1, c2 - c1)
-        spans.add("merge: finite check", t3 - t2, c3 - c2)
-        spans.add("merge: cast to output", t4 - t3, c4 - c3)
+        args = (source, out, self.kind, self.left[row0:row0 + rows], self.right, rows, self.right.shape[1],
+                self.right.shape[0], self.scaling, self.limit,
+                self.magnitude[row0:row0 + rows] if self.magnitude is not None else None)
+        failed = merge_rows(*args)
+        spans.add("merge (fused: convert, GEMM, check, cast)", perf_counter() - t0, thread_time() - c0)
+        if failed:  # NaN/Inf, or beyond the output dtype's range: the exact counts, for the message
+            _, nans, infs, beyond, largest = merge_rows(*args, detail=True)
+            raise refusal(self.name, (row0, row0 + rows), nans, infs, beyond, largest, "float32",
+                          dtype_name(self.dtype), self.limit)
 
 
 def cast(tensor: Any, out_dtype: str) -> Any:

@@ -6,13 +6,14 @@ Three ways, the cheapest that is exact:
   dtype (norms, embeddings, every tensor of a plain checkpoint export): its bytes are
   read (``read_into``: one positioned read) straight into the output file's block where
   they belong (``ShardFile.reserve``); no other copy, no dtype round trip, no torch.
-* ``rows`` — a LoRA-merged safetensors tensor whose update can be applied row block by
-  row block (``merge.row_blockable``; almost all of them): a block of base rows, mapped
-  (read-only, no copy; unmapped once merged), is merged through one reused float32
-  scratch block (``merge.RowMerger``: convert, rank-r GEMM, finiteness check, cast) and
-  cast straight into the output file's block, so no float32 copy of a big matrix is ever
-  allocated and the merged bytes are never copied again. A row that straddles two
-  blocks of the file is merged alone and copied (one row per 8 MB block).
+* ``rows`` — a LoRA-merged float32/bfloat16/float16 safetensors tensor whose update can
+  be applied row block by row block (``merge.row_blockable``; almost all of them): a
+  block of base rows, mapped (read-only, no copy; unmapped once merged), is merged by the
+  fused kernel (``merge.RowMerger``, ``lora_rows.c``: convert, rank-r update, finiteness
+  check and rounding in one pass, no torch) straight into the output file's block, so no
+  float32 copy of a big matrix is ever allocated and the merged bytes are never copied
+  again. A row that straddles two blocks of the file is merged alone and copied (one
+  row per 8 MB block).
 * ``whole`` — everything else (``.bin`` sources, replaced ``modules_to_save`` tensors,
   per-column DoRA, dtype changes, unaligned tensors): the tensor is built whole by
   ``merge.merged`` and ``merge.cast`` as before, and copied into the file.
@@ -30,11 +31,12 @@ import copy
 import sys
 import threading
 import time
+import warnings
 from concurrent.futures import CancelledError
 from collections.abc import Iterator
 from typing import Any
 
-from tune2serve.components.checkpoint.tensor_reader import FLOAT_NAMES, CheckpointTensors, torch_dtype
+from tune2serve.components.checkpoint.tensor_reader import CheckpointTensors, torch_dtype
 from tune2serve.components.export.merge.finite import check_finite
 from tune2serve.components.errors import CheckpointError
 from tune2serve.components.export.merge.merge import AdapterPlan, RowMerger, cast, merged, row_blockable
@@ -45,7 +47,7 @@ from tune2serve.components.export.publish.writer import Chunk, OutTensor
 
 CHUNK_BYTES = 16 << 20   # the most bytes asked for at once (one read; one pooled buffer)
 POOL_COUNT = 8           # pooled buffers (the remote reads' pool counts its own)
-BLOCK_ELEMENTS = 1 << 20  # rows merged together: a 4 MB float32 scratch, cache-sized
+BLOCK_ELEMENTS = 1 << 20  # rows merged together by one kernel call (a few MB: in cache between base and file)
 _ELEMENT_BYTES = {"F64": 8, "F32": 4, "F16": 2, "BF16": 2}
 
 
@@ -163,18 +165,16 @@ class TensorStream:
         self.spans = spans or Spans()
         self.kinds: dict[str, int] = {"raw": 0, "rows": 0, "whole": 0, "experts": 0}
         self.stop = threading.Event()  # set: every stream of this export stops at its next chunk
-        self._scratch: Any = None  # float32, BLOCK_ELEMENTS: the merge's work block
         self._merging = False  # this stream has merged (its wait for torch's import is timed)
         self._torch_threads = _TorchThreads()  # shared with the forks
         self._forks: list[TensorStream] = []
 
     def fork(self) -> TensorStream:
-        """A stream over the same tensors for another shard-writer thread: its own merge
-        scratch and byte counts (``close`` adds them up), the same stop signal and torch
-        setting. The tensors' reads are positioned (``SafetensorsFile``), so threads share them."""
+        """A stream over the same tensors for another shard-writer thread: its own byte
+        counts (``close`` adds them up), the same stop signal and torch setting. The tensors' reads are positioned (``SafetensorsFile``), so threads share them."""
         other = copy.copy(self)
         other.kinds = dict.fromkeys(self.kinds, 0)
-        other._scratch, other._merging, other._forks = None, False, []
+        other._merging, other._forks = False, []
         self._forks.append(other)
         return other
 
@@ -186,10 +186,15 @@ class TensorStream:
             return "whole"
         if self.adapter is None or not self.adapter.touches(t.name):
             return "raw"
-        rows_merge = meta.dtype in FLOAT_NAMES and len(meta.shape) == 2 and row_blockable(self.adapter, t.name)
+        rows_merge = meta.dtype in RowMerger.KINDS and len(meta.shape) == 2 and row_blockable(self.adapter, t.name)
         # A tensor at an offset that is not a multiple of its element size cannot be viewed in place.
         aligned = self.tensors.file_offset(t.name) % _ELEMENT_BYTES.get(meta.dtype, 1) == 0
         return "rows" if rows_merge and aligned else "whole"
+
+    def needs_torch(self, t: OutTensor) -> bool:
+        """True when ``t`` is built with torch: a whole tensor (a dtype change, a saved
+        module, a ``.bin`` base) or a fused-expert update; raw copies and row merges are not."""
+        return t.nbytes > 0 and self.kind(t) in ("whole", "experts")
 
     def __call__(self, t: OutTensor, out: ShardFile) -> Iterator[Chunk]:
         """The chunks of ``t``, in order; ``raw`` and ``rows`` fill ``out``'s blocks in
@@ -247,12 +252,12 @@ class TensorStream:
         src.read_into(name, start, out)
         self.spans.add("read (base bytes)", time.perf_counter() - t0, time.thread_time() - cpu)
 
-    def _map(self, name: str, start: int, nbytes: int) -> tuple[memoryview, Any, Any]:
+    def _map(self, name: str, start: int, nbytes: int) -> tuple[memoryview, Any]:
         """The base's bytes, mapped (no copy), and a release that unmaps them."""
         src = self.tensors.safetensors_file(name)
         assert src is not None
         t0, cpu = time.perf_counter(), time.thread_time()
-        view, tensor = src.mapped(name, start, nbytes)
+        view = src.mapped(name, start, nbytes)
         self.spans.add("map base", time.perf_counter() - t0, time.thread_time() - cpu)
 
         def release() -> None:
@@ -262,7 +267,7 @@ class TensorStream:
                 pass
             src.unmap(name, start, nbytes)
 
-        return view, tensor, release
+        return view, release
 
     def _raw(self, t: OutTensor, out: ShardFile) -> Iterator[Chunk]:
         """Read straight from the base file into the output file's blocks."""
@@ -274,39 +279,32 @@ class TensorStream:
             yield Chunk(region)
 
     def _rows(self, t: OutTensor, out: ShardFile) -> Iterator[Chunk]:
-        """Merged a block of rows at a time from the mapped base rows (no copy: the
-        convert reads the page cache), cast straight into the output file's blocks.
-        Why mapped here and read for ``raw``: the merge reads each base byte once anyway
-        (the convert); a read into a buffer first adds a copy (measured on the 3.35 GB
-        fixture, warm: +0.2-0.3 CPU s with the read on a thread of its own)."""
-        torch = self._torch()
+        """Merged a block of rows at a time by the fused kernel (``merge.RowMerger``),
+        from the mapped base rows (no copy: the kernel reads the page cache) straight into
+        the output file's blocks; no torch. Why mapped here and read for ``raw``: the
+        merge reads each base byte once anyway; a read into a buffer first adds a copy
+        (measured on the 3.35 GB fixture, warm: +0.2-0.3 CPU s with the read on a thread
+        of its own)."""
         assert self.adapter is not None
         rows, cols = t.shape
         row_bytes = t.nbytes // rows
         per_chunk = max(1, min(CHUNK_BYTES // row_bytes, BLOCK_ELEMENTS // cols))
-        if self._scratch is None or self._scratch.numel() < per_chunk * cols:
-            self._scratch = torch.empty(max(per_chunk * cols, BLOCK_ELEMENTS), dtype=torch.float32)
-        merger = RowMerger(self.adapter, t.name)
-        dtype = torch_dtype(t.dtype)
+        merger = RowMerger(self.adapter, t.name, t.dtype)
         per_map = max(1, CHUNK_BYTES // row_bytes)  # rows mapped at once: unmapping is a TLB flush on every core
-        mapped, first, release = None, 0, None
+        mapped, first, count, release = None, 0, 0, None
         try:
             for row, n, in_place in row_blocks(out.appended, rows, row_bytes, per_chunk, _ELEMENT_BYTES.get(t.dtype, 1),
                                                shard_file.BLOCK):
-                if mapped is None or row + n > first + mapped.shape[0]:
+                if mapped is None or row + n > first + count:
                     if release is not None:
                         mapped = None
                         release()
                     first, count = row, min(rows - row, max(per_map, n))
-                    _, raw, release = self._map(t.name, row * row_bytes, count * row_bytes)
-                    mapped = raw.view(dtype).view(count, cols)
-                    del raw
+                    mapped, release = self._map(t.name, row * row_bytes, count * row_bytes)
                 target = out.reserve(n * row_bytes)[:n * row_bytes] if in_place else memoryview(bytearray(n * row_bytes))
-                merged_rows = torch.frombuffer(target, dtype=dtype).view(n, cols)
                 t0, cpu = time.perf_counter(), time.thread_time()
-                merger.apply(mapped[row - first:row - first + n], merged_rows, row, self._scratch, self.spans)
+                merger.apply(mapped[(row - first) * row_bytes:(row - first + n) * row_bytes], target, row, n, self.spans)
                 self.spans.add("merge (all)", time.perf_counter() - t0, time.thread_time() - cpu)
-                del merged_rows
                 yield Chunk(target)
         finally:
             mapped = None
@@ -330,9 +328,12 @@ class TensorStream:
             n = delta.shape[0]
             with self.spans.span("experts (read+merge+cast)"):
                 if whole is None:
-                    _, raw, release = self._map(t.name, row * row_bytes, n * row_bytes)
+                    view, release = self._map(t.name, row * row_bytes, n * row_bytes)
+                    with warnings.catch_warnings():  # read-only on purpose: the merge only reads the base
+                        warnings.simplefilter("ignore", UserWarning)
+                        raw = torch.frombuffer(view, dtype=torch.uint8)
                     value = raw.view(torch_dtype(meta.dtype)).view(delta.shape).to(torch.float32, copy=True)
-                    del raw
+                    del raw, view
                     release()
                 else:
                     value = whole[row:row + n].to(torch.float32, copy=True)

@@ -44,6 +44,8 @@ def _indices(spec: Any, module: str, label: str) -> list[int]:
 def apply_token_rows(rows: dict[str, Any], spec: Any, adapter: Any, base: dict[str, Any], read_base: Any,
                      disk_name: Any, label: str) -> None:
     """Writes each module's trained rows into its weight, as a replacement tensor."""
+    if not rows:
+        return
     import torch
 
     for module, values in rows.items():

@@ -23,6 +23,7 @@ by name and refused with what to do instead — never guessed at.
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Iterable
 from typing import Any
@@ -98,7 +99,7 @@ def unconsolidated(dirs: dict[str, set[str]], where: str) -> str | None:
 
 def check_gathered(tensors: dict[str, Any], file: str) -> None:
     """Refuses an adapter file with no tensors or with empty ones (see the module docstring)."""
-    empty = sorted(k for k, v in tensors.items() if v.numel() == 0)
+    empty = sorted(k for k, v in tensors.items() if math.prod(v.shape) == 0)
     if tensors and not empty:
         return
     what = "holds no tensors" if not tensors else f"holds empty tensors ({empty[0]}: shape {list(tensors[empty[0]].shape)}, {len(empty)} in all)"

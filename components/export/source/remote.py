@@ -18,7 +18,6 @@ so they are still downloaded, file by file (``sources.open_weights``).
 from __future__ import annotations
 
 import threading
-import warnings
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 from typing import Any
 
@@ -211,20 +210,16 @@ class RemoteSafetensorsFile(SafetensorsFile):
                 held.release()
             done += n
 
-    def mapped(self, tensor: str, start: int, nbytes: int) -> tuple[memoryview, Any]:
-        import torch
-
+    def mapped(self, tensor: str, start: int, nbytes: int) -> memoryview:
         info = self.infos[tensor]
         if start < 0 or nbytes < 0 or start + nbytes > info.nbytes:
             raise CheckpointError(f"{self.name}: bytes {start}..{start + nbytes} of {tensor!r} are outside the tensor")
         if nbytes == 0:
-            return memoryview(b""), torch.empty(0, dtype=torch.uint8)
+            return memoryview(b"")
         view, held = self._range(self.data_start + info.begin + start, nbytes)
         with self._lock:
             self._mapped.setdefault((tensor, start, nbytes), []).append(held)
-        with warnings.catch_warnings():  # read-only on purpose: the merge only reads the base
-            warnings.simplefilter("ignore", UserWarning)
-            return view, torch.frombuffer(view, dtype=torch.uint8)
+        return view
 
     def unmap(self, tensor: str, start: int, nbytes: int) -> None:
         """Gives the range's buffer back for reuse: its bytes are not valid after this."""
