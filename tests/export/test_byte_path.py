@@ -191,17 +191,21 @@ def test_read_into_names_a_truncated_shard(tmp_path: Path) -> None:
     f.close()
 
 
+def _export_in_a_fresh_process(source: Path, dest: Path) -> dict[str, object]:
+    """Exports in a new interpreter (nothing imported yet) and says whether torch got imported."""
+    code = ("import json, sys\nfrom tune2serve.components.export.export import export_checkpoint\n"
+            "r = export_checkpoint(sys.argv[1], sys.argv[2], max_shard_size='100KB')\n"
+            "print(json.dumps({'torch': 'torch' in sys.modules, 'files': len(r.files), 'merge': r.merge is not None}))")
+    done = subprocess.run([sys.executable, "-c", code, str(source), str(dest)], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
 def test_a_plain_copy_never_imports_torch(tiny_llama_bf16: Path, tmp_path: Path) -> None:
     """Exporting a full checkpoint already in its dtype moves bytes only: no torch import
     (seconds of CPU at every start), and the bytes are the base's."""
-    code = ("import json, sys\nfrom tune2serve.components.export.export import export_checkpoint\n"
-            "r = export_checkpoint(sys.argv[1], sys.argv[2], max_shard_size='100KB')\n"
-            "print(json.dumps({'torch': 'torch' in sys.modules, 'files': len(r.files)}))")
-    done = subprocess.run([sys.executable, "-c", code, str(tiny_llama_bf16), str(tmp_path / "out")],
-                          capture_output=True, text=True, timeout=300)
-    assert done.returncode == 0, done.stderr[-2000:]
-    report = json.loads(done.stdout.strip().splitlines()[-1])
-    assert report["torch"] is False and report["files"] > 3
+    report = _export_in_a_fresh_process(tiny_llama_bf16, tmp_path / "out")
+    assert report["torch"] is False and report["files"] > 3 and report["merge"] is False
 
     from safetensors import safe_open
 
@@ -229,13 +233,8 @@ def test_a_lora_merge_never_imports_torch(options: dict[str, object], tiny_llama
     from tests.export.conftest import assert_matches, make_adapter, peft_merged, read_export
 
     adapter = make_adapter(tiny_llama_bf16, tmp_path / "adapter", **options)
-    code = ("import json, sys\nfrom tune2serve.components.export.export import export_checkpoint\n"
-            "r = export_checkpoint(sys.argv[1], sys.argv[2], max_shard_size='100KB')\n"
-            "print(json.dumps({'torch': 'torch' in sys.modules, 'merge': r.merge is not None}))")
-    done = subprocess.run([sys.executable, "-c", code, str(adapter), str(tmp_path / "out")],
-                          capture_output=True, text=True, timeout=300)
-    assert done.returncode == 0, done.stderr[-2000:]
-    assert json.loads(done.stdout.strip().splitlines()[-1]) == {"torch": False, "merge": True}
+    report = _export_in_a_fresh_process(adapter, tmp_path / "out")
+    assert report["torch"] is False and report["merge"] is True
     assert_matches(read_export(tmp_path / "out"), peft_merged(tiny_llama_bf16, adapter), tied=False,
                    atol=1e-3, rtol=2 ** -7)
 
