@@ -127,7 +127,7 @@ static void run_portable(const Job *job, Counts *c, int detail) {
 #ifdef HAVE_AVX2_PATH
 #define AVX2 __attribute__((target("avx2,fma,f16c")))
 
-AVX2 static inline __m256 load8(const void *p, int kind, Py_ssize_t k) {
+AVX2 static inline __attribute__((always_inline)) __m256 load8(const void *p, int kind, Py_ssize_t k) {
     if (kind == KIND_F32) return _mm256_loadu_ps((const float *)p + k);
     if (kind == KIND_BF16) {
         __m128i h = _mm_loadu_si128((const __m128i *)((const uint16_t *)p + k));
@@ -136,7 +136,7 @@ AVX2 static inline __m256 load8(const void *p, int kind, Py_ssize_t k) {
     return _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)((const uint16_t *)p + k)));
 }
 
-AVX2 static inline void store8(void *p, int kind, Py_ssize_t k, __m256 v) {
+AVX2 static inline __attribute__((always_inline)) void store8(void *p, int kind, Py_ssize_t k, __m256 v) {
     if (kind == KIND_F32) {
         _mm256_storeu_ps((float *)p + k, v);
     } else if (kind == KIND_BF16) {
@@ -203,59 +203,66 @@ AVX2 static void finish_row(const Job *job, Py_ssize_t i, float *buf, Counts *c)
     finish_tail(job, i, j, buf, factor, c, 0);
 }
 
-/* The plain merge (no DoRA): rows i..i+ROWS-1 (the last row repeated past the end),
- * columns j..j+16, finished straight into `out` (update, check, rounding) while the sums
- * are still in registers; each load of `right` serves ROWS rows. */
+/* The plain merge (no DoRA): ROWS rows at a time, all their columns in tiles of 16,
+ * each tile finished straight into `out` (update, check, rounding) while its sums are
+ * still in registers; each load of `right` serves ROWS rows. Row-major, so the base and
+ * `out` are read and written in address order (prefetch-friendly: they come from the
+ * page cache), and the packed `right` (rank × cols floats) stays in L2 between row
+ * groups. Inlined once per dtype (`kind` a constant), so no branch in the loop. */
 #define ROWS 6
-AVX2 static void tile_direct(const Job *job, const float *packed, Py_ssize_t i, Py_ssize_t j, Counts *c) {
-    const Py_ssize_t cols = job->cols, rank = job->rank;
-    const float *tile = packed + (j / 16) * rank * 16; /* this tile's columns of `right`, k-major */
-    const float *l[ROWS];
-    Py_ssize_t row[ROWS];
-    for (int q = 0; q < ROWS; q++) {
-        row[q] = i + q < job->rows ? i + q : job->rows - 1;
-        l[q] = job->left + row[q] * rank;
-    }
-    __m256 acc[ROWS][2];
-    for (int q = 0; q < ROWS; q++) acc[q][0] = acc[q][1] = _mm256_setzero_ps();
-    for (Py_ssize_t k = 0; k < rank; k++) {
-        const __m256 r0 = _mm256_loadu_ps(tile + 16 * k), r1 = _mm256_loadu_ps(tile + 16 * k + 8);
-        for (int q = 0; q < ROWS; q++) {
-            const __m256 x = _mm256_set1_ps(l[q][k]);
-            acc[q][0] = _mm256_fmadd_ps(x, r0, acc[q][0]);
-            acc[q][1] = _mm256_fmadd_ps(x, r1, acc[q][1]);
-        }
-    }
+AVX2 static inline __attribute__((always_inline)) void plain_rows(const Job *job, const float *packed, int kind,
+                                                                   Counts *c) {
+    const Py_ssize_t cols = job->cols, rank = job->rank, full = cols / 16 * 16;
     const __m256 s = _mm256_set1_ps(job->scaling), limit = _mm256_set1_ps(job->limit), sign = _mm256_set1_ps(-0.0f);
-    const int kind = job->kind;
     const void *base = job->base;
     void *out = job->out;
     long long bad = 0;
-    for (int q = 0; q < ROWS && i + q < job->rows; q++) {
-        for (int h = 0; h < 2; h++) {
-            const Py_ssize_t at = row[q] * cols + j + 8 * h;
-            const __m256 v = _mm256_fmadd_ps(s, acc[q][h], load8(base, kind, at));
-            const __m256 ok = _mm256_cmp_ps(_mm256_andnot_ps(sign, v), limit, _CMP_LE_OQ); /* NaN: not ok */
-            bad += 8 - __builtin_popcount((unsigned)_mm256_movemask_ps(ok));
-            store8(out, kind, at, v);
+    for (Py_ssize_t i = 0; i < job->rows; i += ROWS) {
+        const float *l[ROWS];
+        Py_ssize_t row[ROWS];
+        const int n = job->rows - i < ROWS ? (int)(job->rows - i) : ROWS;
+        for (int q = 0; q < ROWS; q++) {
+            row[q] = q < n ? i + q : i + n - 1; /* past the end: the last row again, not stored */
+            l[q] = job->left + row[q] * rank;
+        }
+        for (Py_ssize_t j = 0; j < full; j += 16) {
+            const float *tile = packed + (j / 16) * rank * 16; /* this tile's columns of `right`, k-major */
+            __m256 acc[ROWS][2];
+            for (int q = 0; q < ROWS; q++) acc[q][0] = acc[q][1] = _mm256_setzero_ps();
+            for (Py_ssize_t k = 0; k < rank; k++) {
+                const __m256 r0 = _mm256_loadu_ps(tile + 16 * k), r1 = _mm256_loadu_ps(tile + 16 * k + 8);
+                for (int q = 0; q < ROWS; q++) {
+                    const __m256 x = _mm256_set1_ps(l[q][k]);
+                    acc[q][0] = _mm256_fmadd_ps(x, r0, acc[q][0]);
+                    acc[q][1] = _mm256_fmadd_ps(x, r1, acc[q][1]);
+                }
+            }
+            for (int q = 0; q < n; q++) {
+                for (int h = 0; h < 2; h++) {
+                    const Py_ssize_t at = row[q] * cols + j + 8 * h;
+                    const __m256 v = _mm256_fmadd_ps(s, acc[q][h], load8(base, kind, at));
+                    const __m256 ok = _mm256_cmp_ps(_mm256_andnot_ps(sign, v), limit, _CMP_LE_OQ); /* NaN: not ok */
+                    bad += 8 - __builtin_popcount((unsigned)_mm256_movemask_ps(ok));
+                    store8(out, kind, at, v);
+                }
+            }
         }
     }
     c->bad += bad;
 }
 
-/* Row-major, ROWS rows at a time, all their columns: the base and out are read and
- * written in address order (prefetch-friendly: they come from the page cache), and
- * `right` (rank × cols floats) stays in L2 between row groups; the last columns
- * (cols % 16) row by row. */
+/* `right`'s columns in tiles of 16, each tile's rank rows one after another (the inner
+ * loop then reads memory in order, not rank rows cols apart); then the rows, and the
+ * last columns (cols % 16) row by row. */
 AVX2 static void run_plain_avx2(const Job *job, float *packed, Counts *c) {
     const Py_ssize_t full = job->cols / 16 * 16, rank = job->rank;
-    /* `right`'s columns in tiles of 16, each tile's rank rows one after another: the
-     * inner loop then reads memory in order (prefetched), not rank rows cols apart */
     for (Py_ssize_t j = 0; j < full; j += 16)
         for (Py_ssize_t k = 0; k < rank; k++)
             memcpy(packed + (j / 16) * rank * 16 + 16 * k, job->right + k * job->cols + j, 16 * sizeof(float));
-    for (Py_ssize_t i = 0; i < job->rows; i += ROWS) {
-        for (Py_ssize_t j = 0; j < full; j += 16) tile_direct(job, packed, i, j, c);
+    switch (job->kind) {
+    case KIND_F32: plain_rows(job, packed, KIND_F32, c); break;
+    case KIND_BF16: plain_rows(job, packed, KIND_BF16, c); break;
+    default: plain_rows(job, packed, KIND_F16, c); break;
     }
     if (full < job->cols) {
         for (Py_ssize_t i = 0; i < job->rows; i++) {
