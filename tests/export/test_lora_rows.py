@@ -187,3 +187,16 @@ def test_this_machine_runs_the_vector_path() -> None:
     if platform.machine() not in ("x86_64", "AMD64"):
         pytest.skip("the vector path is x86-64's")
     assert _lora_rows.vector_path() is True
+
+
+def test_only_the_benchmark_can_leave_the_check_out() -> None:
+    """check=False (bench_finite's A/B) leaves the vector path's check out; by default a
+    NaN is counted, and the detail (the export's message) always counts."""
+    base = np.full((4, 32), 1.0, np.float32)
+    base[2, 17] = np.nan
+    left, right = np.zeros((4, 1), np.float32), np.zeros((1, 32), np.float32)
+    args = (base.tobytes(), bytearray(base.nbytes), 0, left, right, 4, 32, 1, 1.0, FLOAT_LIMITS["F32"])
+    assert _lora_rows.merge_rows(*args) == 1
+    assert _lora_rows.merge_rows(*args, detail=True, check=False)[:2] == (1, 1)
+    if _lora_rows.vector_path():
+        assert _lora_rows.merge_rows(*args, check=False) == 0

@@ -44,6 +44,7 @@ typedef struct {
     float scaling, limit;
     const float *magnitude; /* rows, or NULL */
     float *rowbuf;          /* 2×cols, then rank×cols */
+    int check;              /* 0 only for bench/bench_finite.py: the plain path without its check */
 } Job;
 
 typedef struct {
@@ -211,7 +212,7 @@ AVX2 static void finish_row(const Job *job, Py_ssize_t i, float *buf, Counts *c)
  * groups. Inlined once per dtype (`kind` a constant), so no branch in the loop. */
 #define ROWS 6
 AVX2 static inline __attribute__((always_inline)) void plain_rows(const Job *job, const float *packed, int kind,
-                                                                   Counts *c) {
+                                                                   int check, Counts *c) {
     const Py_ssize_t cols = job->cols, rank = job->rank, full = cols / 16 * 16;
     const __m256 s = _mm256_set1_ps(job->scaling), limit = _mm256_set1_ps(job->limit), sign = _mm256_set1_ps(-0.0f);
     const void *base = job->base;
@@ -241,8 +242,10 @@ AVX2 static inline __attribute__((always_inline)) void plain_rows(const Job *job
                 for (int h = 0; h < 2; h++) {
                     const Py_ssize_t at = row[q] * cols + j + 8 * h;
                     const __m256 v = _mm256_fmadd_ps(s, acc[q][h], load8(base, kind, at));
-                    const __m256 ok = _mm256_cmp_ps(_mm256_andnot_ps(sign, v), limit, _CMP_LE_OQ); /* NaN: not ok */
-                    bad += 8 - __builtin_popcount((unsigned)_mm256_movemask_ps(ok));
+                    if (check) {
+                        const __m256 ok = _mm256_cmp_ps(_mm256_andnot_ps(sign, v), limit, _CMP_LE_OQ); /* NaN: not ok */
+                        bad += 8 - __builtin_popcount((unsigned)_mm256_movemask_ps(ok));
+                    }
                     store8(out, kind, at, v);
                 }
             }
@@ -259,10 +262,13 @@ AVX2 static void run_plain_avx2(const Job *job, float *packed, Counts *c) {
     for (Py_ssize_t j = 0; j < full; j += 16)
         for (Py_ssize_t k = 0; k < rank; k++)
             memcpy(packed + (j / 16) * rank * 16 + 16 * k, job->right + k * job->cols + j, 16 * sizeof(float));
-    switch (job->kind) {
-    case KIND_F32: plain_rows(job, packed, KIND_F32, c); break;
-    case KIND_BF16: plain_rows(job, packed, KIND_BF16, c); break;
-    default: plain_rows(job, packed, KIND_F16, c); break;
+    switch (job->kind * 2 + (job->check != 0)) {
+    case 2 * KIND_F32: plain_rows(job, packed, KIND_F32, 0, c); break;
+    case 2 * KIND_F32 + 1: plain_rows(job, packed, KIND_F32, 1, c); break;
+    case 2 * KIND_BF16: plain_rows(job, packed, KIND_BF16, 0, c); break;
+    case 2 * KIND_BF16 + 1: plain_rows(job, packed, KIND_BF16, 1, c); break;
+    case 2 * KIND_F16: plain_rows(job, packed, KIND_F16, 0, c); break;
+    default: plain_rows(job, packed, KIND_F16, 1, c); break;
     }
     if (full < job->cols) {
         for (Py_ssize_t i = 0; i < job->rows; i++) {
@@ -310,24 +316,26 @@ static int need(Py_buffer *b, Py_ssize_t bytes, const char *what) {
 
 static const char merge_rows_doc[] =
     "merge_rows(base, out, kind, left, right, rows, cols, rank, scaling, limit, magnitude=None, detail=False, "
-    "portable=False)\n\n"
+    "portable=False, check=True)\n\n"
     "Writes the merged rows into `out` (rows×cols of `kind`: 0 float32, 1 bfloat16, 2 float16) from the base rows "
     "`base` (same shape and kind), `left` (rows×rank float32: B's rows, or Aᵀ's), `right` (rank×cols float32) and "
     "`scaling`; DoRA's `magnitude` (rows float32) rescales each row. Returns how many values failed the finiteness "
     "check (NaN, ±Inf, or |v| > limit); with detail=True, (failed, nan, inf, beyond, largest finite magnitude). "
-    "portable=True runs the portable path (tests compare it with the vector path). The GIL is released.";
+    "portable=True runs the portable path (tests compare it with the vector path). check=False leaves the "
+    "finiteness check out of the vector path's plain merge: only bench/bench_finite.py passes it, to measure "
+    "what the check costs; the export always checks. The GIL is released.";
 
 static PyObject *merge_rows(PyObject *self, PyObject *args, PyObject *kwargs) {
     static char *kwlist[] = {"base", "out", "kind", "left", "right", "rows", "cols", "rank", "scaling", "limit",
-                             "magnitude", "detail", "portable", NULL};
+                             "magnitude", "detail", "portable", "check", NULL};
     Py_buffer base = {0}, out = {0}, left = {0}, right = {0};
     PyObject *magnitude = Py_None;
     Py_buffer mag = {0};
-    int kind, detail = 0, portable = 0;
+    int kind, detail = 0, portable = 0, check = 1;
     Py_ssize_t rows, cols, rank;
     float scaling, limit;
-    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "y*w*iy*y*nnnff|Opp", kwlist, &base, &out, &kind, &left, &right,
-                                     &rows, &cols, &rank, &scaling, &limit, &magnitude, &detail, &portable))
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "y*w*iy*y*nnnff|Oppp", kwlist, &base, &out, &kind, &left, &right,
+                                     &rows, &cols, &rank, &scaling, &limit, &magnitude, &detail, &portable, &check))
         return NULL;
     PyObject *result = NULL;
     int have_mag = magnitude != Py_None;
@@ -348,7 +356,7 @@ static PyObject *merge_rows(PyObject *self, PyObject *args, PyObject *kwargs) {
         goto done;
     }
     Job job = {base.buf, out.buf, kind, left.buf, right.buf, rows, cols, rank, scaling, limit,
-               have_mag ? mag.buf : NULL, rowbuf};
+               have_mag ? mag.buf : NULL, rowbuf, check};
     Counts c = {0, 0, 0, 0, 0.0};
     Py_BEGIN_ALLOW_THREADS
 #ifdef HAVE_AVX2_PATH
