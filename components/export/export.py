@@ -248,6 +248,8 @@ def export_checkpoint(source: str, dest: str, *, base_model: str | None = None, 
     options: LoraOptions | None = None
     base: _Checkpoint | None = None
     if sel.is_adapter:
+        if "adapter_model.safetensors" not in tuned.files:  # a .bin adapter: read with torch, imported meanwhile
+            import_torch_in_background(spans)
         options = LoraOptions.from_config(bounded_json.read_object(tuned.folder, ADAPTER_CONFIG), tuned.folder.join(ADAPTER_CONFIG))
         base = _open_base(base_model, options, tuned.folder.uri)
         log_event(logger, "export.base", f"merging the adapter into {base.folder.uri}", base_model=base.folder.uri)
