@@ -48,6 +48,11 @@ def torch_dtype(st_dtype: str) -> Any:
         raise CheckpointError(f"tensor dtype {st_dtype} is not supported by export") from e
 
 
+def dtype_name(st_dtype: str) -> str:
+    """``BF16`` → ``bfloat16`` (torch's and numpy's word for it), without importing torch."""
+    return _DTYPE_NAMES.get(st_dtype, st_dtype)
+
+
 def st_dtype(dtype: Any) -> str:
     """The safetensors name of a torch dtype (``torch.bfloat16`` → ``BF16``)."""
     name = str(dtype).removeprefix("torch.")

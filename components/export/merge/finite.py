@@ -27,7 +27,6 @@ from tune2serve.components.errors import MergeError
 # The largest finite value of each float output dtype, as float32 holds it: the bound of
 # the check (finfo(dtype).max, capped at float32's, the dtype the merge computes in).
 FLOAT_LIMITS = {"F32": 3.4028234663852886e38, "BF16": 3.3895313892515355e38, "F16": 65504.0}
-_NAMES = {"F64": "float64", "F32": "float32", "F16": "float16", "BF16": "bfloat16"}
 
 
 def check_finite(block: Any, name: str, rows: tuple[int, int] | None = None, out_dtype: Any = None) -> None:
@@ -68,11 +67,6 @@ def refusal(name: str, rows: tuple[int, int] | None, nans: int, infs: int, beyon
         "published; check the adapter's weights and scaling (or export with --dtype float32)",
         file=None,
     )
-
-
-def dtype_name(st_dtype: str) -> str:
-    """``BF16`` → ``bfloat16``: the words the messages use."""
-    return _NAMES.get(st_dtype, st_dtype)
 
 
 def _dtype(dtype: Any) -> str:

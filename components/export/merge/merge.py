@@ -25,7 +25,6 @@ Keys: ``base_model.model.<module>.lora_A.weight`` belongs to base tensor
 from __future__ import annotations
 
 import math
-import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,10 +33,11 @@ from typing import Any
 from tune2serve.components.checkpoint import bounded_json
 from tune2serve.components.checkpoint.bin_loader import load_state_dict
 from tune2serve.components.checkpoint.storage import LocalFolder
-from tune2serve.components.checkpoint.tensor_reader import FLOAT_NAMES, TensorMeta, torch_dtype
+from tune2serve.components.checkpoint.tensor_reader import FLOAT_NAMES, TensorMeta, dtype_name, torch_dtype
 from tune2serve.components.errors import MergeError
 from tune2serve.components.export.plan.adapter_config import check_values, pattern_value
-from tune2serve.components.export.merge.finite import FLOAT_LIMITS, dtype_name, refusal
+from tune2serve.components.export.merge.finite import FLOAT_LIMITS, refusal
+from tune2serve.components.export.merge.moe import is_param_lora
 from tune2serve.components.export.source.producers import check_adapter_config, check_gathered
 
 ADAPTER_CONFIG = "adapter_config.json"
@@ -167,16 +167,13 @@ def read_adapter(root: Path, label: str) -> tuple[LoraOptions, dict[str, Any]]:
     return options, tensors
 
 
-_EXPERTS = re.compile(r"\.experts(?:\.base_layer)*\.lora_[AB]\.weight$")  # moe.py's parameter-level LoRA
-
-
 def lora_matrices_only(metas: dict[str, TensorMeta]) -> bool:
     """True when every tensor of an adapter file is a floating LoRA matrix (A, B, an
     embedding's A/B, a DoRA magnitude) of a module: what plan_adapter and the row merge
     take as float32 arrays. Anything else (saved modules, biases, fused-expert LoRA,
     token rows, a key it cannot place) keeps the torch read, and its own checks."""
     try:
-        return all(meta.dtype in FLOAT_NAMES and not _EXPERTS.search(name)
+        return all(meta.dtype in FLOAT_NAMES and not is_param_lora(name)
                    and _split_key(name)[1] in ("A", "B", "eA", "eB", "m") for name, meta in metas.items())
     except MergeError:
         return False

@@ -38,6 +38,11 @@ _KEY = re.compile(r"^(?:base_model\.model\.)?(?P<module>.+\.experts)(?P<nest>(?:
 _PEFT = "merge with PEFT and export the merged folder"
 
 
+def is_param_lora(key: str) -> bool:
+    """True for an adapter key of LoRA on an ``…experts`` module's parameters."""
+    return _KEY.match(key) is not None
+
+
 def split_param_lora(tensors: dict[str, Any]) -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
     """(the other adapter tensors, {"module|nest": {"A": …, "B": …}}) for LoRA on the
     parameters of ``…experts`` modules."""
